@@ -1,0 +1,268 @@
+//! The main entry point of the `coxswain` binary: command-line parsing and the subcommands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use coxswain::onnx::{ExecutionProvider, OptimizationLevel, OrtRuntime, SessionConfig};
+use coxswain::policy::{Policy, PolicyOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coxswain",
+    version,
+    about = "Runs learned robot policies (ONNX) on the robot."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a model's ONNX signature next to what its manifest binds, and what one inference costs.
+    Inspect {
+        /// The model folder (holding manifest.toml) or a manifest file.
+        model: PathBuf,
+        #[command(flatten)]
+        ort: OrtArgs,
+        /// Inferences to time (after 5 warm-up runs).
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
+    /// Run one inference and print the chunk(s) in joint radians.
+    Sample {
+        model: PathBuf,
+        #[command(flatten)]
+        ort: OrtArgs,
+        /// Set an observation field, e.g. `--set joint_pos=-1.2,1.0,0.6`. Unset fields take the manifest's
+        /// offset (the value the model sees as 0).
+        #[arg(long = "set", value_name = "FIELD=V1,V2,..")]
+        set: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct OrtArgs {
+    /// The ONNX Runtime shared library (default: $ORT_DYLIB_PATH, then .ort/lib/, then system paths).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+    /// Intra-op threads for ONNX Runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Graph optimization level: disable, basic, extended, all.
+    #[arg(long, default_value = "all")]
+    opt_level: OptimizationLevel,
+    /// Execution providers in order of preference, comma-separated: cpu, cuda[:id], tensorrt[:id].
+    #[arg(long, default_value = "cpu", value_delimiter = ',')]
+    ep: Vec<ExecutionProvider>,
+    /// Candidate chunks per inference (diffusion and flow models).
+    #[arg(long, default_value_t = 1)]
+    candidates: usize,
+}
+
+impl OrtArgs {
+    fn load(
+        &self,
+        model: &std::path::Path,
+        seed: u64,
+    ) -> anyhow::Result<(&'static OrtRuntime, Policy)> {
+        let rt = OrtRuntime::load(self.ort_lib.as_deref())?;
+        let options = PolicyOptions {
+            session: SessionConfig {
+                intra_op_threads: self.threads,
+                optimization_level: self.opt_level,
+                execution_providers: self.ep.clone(),
+            },
+            candidates: self.candidates,
+            seed,
+        };
+        let policy = Policy::load(rt, model, &options)?;
+        Ok((rt, policy))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
+        Command::Sample {
+            model,
+            ort,
+            set,
+            seed,
+        } => sample(&model, &ort, &set, seed),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A frame with every field at its manifest offset (what the model sees as zero), then `--set` values.
+fn default_frame(policy: &Policy, set: &[String]) -> anyhow::Result<coxswain::policy::Frame> {
+    let mut frame = policy.new_frame();
+    for t in &policy.manifest().terms {
+        if frame.id(t.field.name()).is_some() {
+            frame.set(t.field.name(), &t.offset)?;
+        }
+    }
+    for s in set {
+        let (name, values) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s}: expected FIELD=V1,V2,..."))?;
+        let values: Vec<f32> = values
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--set {s}: values must be numbers"))?;
+        frame.set(name, &values)?;
+    }
+    Ok(frame)
+}
+
+fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Result<()> {
+    let (rt, mut policy) = ort.load(model, 0)?;
+    let m = policy.manifest().clone();
+    println!("model      {} ({})", m.name, m.path.display());
+    if let Some(d) = &m.description {
+        println!("           {d}");
+    }
+    println!(
+        "runtime    {} [{:?}], providers: {}",
+        rt.library().display(),
+        rt.source(),
+        rt.available_providers().join(", ")
+    );
+    println!("kind       {}", m.kind.name());
+    match &m.sampler {
+        Some(s) => println!("sampler    {s:?}"),
+        None => println!("sampler    none (one call per inference)"),
+    }
+    println!(
+        "action     {} joints [{}], horizon {} at dt {} s, clip {:?}",
+        m.action.dim(),
+        m.action.joints.join(", "),
+        m.action.horizon,
+        m.action.dt_s,
+        m.action.clip
+    );
+    println!("observation {} values:", m.observation_dim());
+    for t in &m.terms {
+        println!(
+            "  {:<18} size {:>2} x history {}",
+            t.field.name(),
+            t.size,
+            t.history
+        );
+    }
+    let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> = policy
+        .encoder_graphs()
+        .zip(&m.encoders)
+        .map(|(g, e)| (e.name.as_str(), g))
+        .collect();
+    graphs.push(("head", policy.head()));
+    for (name, g) in graphs {
+        println!("graph {name}: {}", g.path().display());
+        for s in g.inputs() {
+            println!(
+                "  in   {:<24} {:<8} {}",
+                s.name,
+                s.dtype_name(),
+                s.shape_string()
+            );
+        }
+        for s in g.outputs() {
+            println!(
+                "  out  {:<24} {:<8} {}",
+                s.name,
+                s.dtype_name(),
+                s.shape_string()
+            );
+        }
+    }
+    println!("bindings:");
+    println!(
+        "  {:<8} {:<26} {:<20} {:<8} {:<16} planned",
+        "graph", "manifest field", "tensor", "dtype", "declared"
+    );
+    for b in policy.bindings() {
+        println!(
+            "  {:<8} {:<26} {:<20} {:<8} {:<16} {:?}",
+            b.graph, b.role, b.tensor, b.dtype, b.declared, b.planned
+        );
+    }
+    let frame = default_frame(&policy, &[])?;
+    policy.observe(&frame, 0.0)?;
+    for _ in 0..5 {
+        policy.infer()?;
+    }
+    let mut lat = Vec::with_capacity(runs);
+    for i in 0..runs {
+        policy.observe(&frame, i as f64 * m.action.dt_s)?;
+        policy.infer()?;
+        lat.push(policy.last_latency_s() * 1e6);
+    }
+    if lat.is_empty() {
+        bail!("--runs must be at least 1");
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    let calls = m.sampler.as_ref().map_or(1, |s| s.steps());
+    println!(
+        "inference  {} candidate(s), {} graph call(s): p50 {:.0} us, p99 {:.0} us, max {:.0} us over {} runs ({} intra-op thread(s))",
+        policy.candidates(),
+        calls,
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1],
+        runs,
+        ort.threads
+    );
+    Ok(())
+}
+
+fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> anyhow::Result<()> {
+    let (_, mut policy) = ort.load(model, seed)?;
+    let frame = default_frame(&policy, set)?;
+    policy.observe(&frame, 0.0)?;
+    policy.infer()?;
+    let m = policy.manifest();
+    let chunk = policy.chunk();
+    println!(
+        "{}: {} candidate(s) of {} actions x {} joints, dt {} s, in {:.0} us",
+        m.name,
+        chunk.candidates,
+        chunk.horizon,
+        chunk.joints,
+        m.action.dt_s,
+        policy.last_latency_s() * 1e6
+    );
+    for c in 0..chunk.candidates {
+        println!("candidate {c}:");
+        println!(
+            "  {:>6}  {}",
+            "t [s]",
+            m.action
+                .joints
+                .iter()
+                .map(|j| format!("{j:>10}"))
+                .collect::<String>()
+        );
+        for (h, row) in chunk.candidate(c).chunks(chunk.joints).enumerate() {
+            println!(
+                "  {:>6.2}  {}",
+                h as f64 * m.action.dt_s,
+                row.iter().map(|v| format!("{v:>10.4}")).collect::<String>()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! ONNX Runtime, loaded the way users install it: the shared library from the `onnxruntime` wheel on PyPI
+//! (or any other build), found at run time through ort's `load-dynamic` feature. Nothing is downloaded.
+//!
+//! [`OrtRuntime::load`] finds the library in this order and says exactly where it looked when it fails:
+//! 1. an explicit path (`--ort-lib`, or a config file),
+//! 2. `$ORT_DYLIB_PATH`,
+//! 3. the project's own install folder, `.ort/lib/` of the repo (made by `scripts/install-onnxruntime.sh`),
+//!    searched upwards from the executable and from the working directory,
+//! 4. the system's library paths (`$LD_LIBRARY_PATH`, `/usr/local/lib`, `/usr/lib`, ...).
+//!
+//! [`SessionConfig`] holds what the robot integrator chooses per deployment: intra-op threads (default 1,
+//! so inference never competes with the control thread for cores it does not own), graph optimization
+//! level, and the execution providers to try. ONNX Runtime's thread spinning is always off.
+
+mod graph;
+
+pub use graph::{Graph, TensorSpec};
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+
+use crate::error::{Error, Result};
+
+/// Where the library that was loaded came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LibrarySource {
+    Explicit,
+    EnvVar,
+    ProjectInstall,
+    System,
+}
+
+/// A loaded ONNX Runtime: the process-wide environment that sessions are made from.
+#[derive(Debug, Clone)]
+pub struct OrtRuntime {
+    env: ort::environment::Environment,
+    library: PathBuf,
+    source: LibrarySource,
+}
+
+static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
+
+/// The file name stem every ONNX Runtime build uses on Linux.
+const LIB_STEM: &str = "libonnxruntime.so";
+
+impl OrtRuntime {
+    /// Finds and loads ONNX Runtime once per process. Later calls return the runtime already loaded; asking
+    /// for a different explicit library after that is an error rather than a silent surprise.
+    pub fn load(explicit: Option<&Path>) -> Result<&'static OrtRuntime> {
+        if let Some(rt) = RUNTIME.get() {
+            if let Some(p) = explicit {
+                if !same_file(p, &rt.library) {
+                    return Err(Error::OrtLibrary(format!(
+                        "{} was requested, but {} is already loaded in this process",
+                        p.display(),
+                        rt.library.display()
+                    )));
+                }
+            }
+            return Ok(rt);
+        }
+        let (library, source) = find_library(explicit)?;
+        let builder = ort::init_from(&library).map_err(|e| {
+            Error::OrtLibrary(format!(
+                "{} could not be loaded: {e}. It must be ONNX Runtime 1.31 or newer built for this machine \
+                 ({}); scripts/install-onnxruntime.sh installs the CPU build from PyPI",
+                library.display(),
+                std::env::consts::ARCH
+            ))
+        })?;
+        let env = builder.with_name("coxswain").build().map_err(|e| {
+            Error::OrtLibrary(format!(
+                "{}: creating the environment failed: {e}",
+                library.display()
+            ))
+        })?;
+        let rt = OrtRuntime {
+            env,
+            library,
+            source,
+        };
+        Ok(RUNTIME.get_or_init(|| rt))
+    }
+
+    /// The shared library that was loaded.
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// How the library was found.
+    pub fn source(&self) -> &LibrarySource {
+        &self.source
+    }
+
+    /// The execution providers compiled into the loaded library (e.g. `CPUExecutionProvider`).
+    pub fn available_providers(&self) -> Vec<String> {
+        ExecutionProvider::ALL
+            .iter()
+            .filter(|ep| ep.is_compiled_in())
+            .map(|ep| ep.ort_name().to_string())
+            .collect()
+    }
+
+    /// Creates a session builder with the deployment's settings applied.
+    pub(crate) fn session_builder(
+        &self,
+        config: &SessionConfig,
+        path: &Path,
+    ) -> Result<SessionBuilder> {
+        let onnx = |e: ort::Error<SessionBuilder>| Error::onnx(path, e);
+        let mut b = ort::session::Session::builder(&self.env)
+            .map_err(|e| Error::onnx(path, e))?
+            .with_intra_threads(config.intra_op_threads)
+            .map_err(onnx)?
+            .with_inter_threads(1)
+            .map_err(onnx)?
+            .with_intra_op_spinning(false)
+            .map_err(onnx)?
+            .with_inter_op_spinning(false)
+            .map_err(onnx)?
+            .with_optimization_level(config.optimization_level.to_ort())
+            .map_err(onnx)?;
+        let mut dispatch = Vec::new();
+        for ep in &config.execution_providers {
+            if *ep == ExecutionProvider::Cpu {
+                continue;
+            }
+            if !ep.is_compiled_in() {
+                return Err(Error::OrtLibrary(format!(
+                    "execution provider `{}` was requested for {}, but the loaded library {} was built without \
+                     it (it has: {}); install an ONNX Runtime build with {} (e.g. the onnxruntime-gpu wheel) and \
+                     point --ort-lib or ORT_DYLIB_PATH at it, or remove it from execution_providers",
+                    ep.config_name(),
+                    path.display(),
+                    self.library.display(),
+                    self.available_providers().join(", "),
+                    ep.ort_name()
+                )));
+            }
+            dispatch.push(ep.dispatch());
+        }
+        if !dispatch.is_empty() {
+            b = b.with_execution_providers(dispatch).map_err(onnx)?;
+        }
+        Ok(b)
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Finds a file in `dir` that is an ONNX Runtime library: `libonnxruntime.so` or a versioned
+/// `libonnxruntime.so.1.x.y` (the wheel ships only the versioned name). The newest version wins.
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == LIB_STEM || n.starts_with(&format!("{LIB_STEM}.")))
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn find_library(explicit: Option<&Path>) -> Result<(PathBuf, LibrarySource)> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok((p.to_path_buf(), LibrarySource::Explicit))
+        } else {
+            Err(Error::OrtLibrary(format!(
+                "--ort-lib / config points at {}, which is not a file",
+                p.display()
+            )))
+        };
+    }
+    if let Some(v) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(v);
+        return if p.is_file() {
+            Ok((p, LibrarySource::EnvVar))
+        } else {
+            Err(Error::OrtLibrary(format!(
+                "ORT_DYLIB_PATH is set to {}, which is not a file; fix or unset it (scripts/install-onnxruntime.sh \
+                 installs the library into .ort/lib/ of the repo)",
+                p.display()
+            )))
+        };
+    }
+    let mut looked = Vec::new();
+    let mut starts = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    for start in &starts {
+        for dir in start.ancestors() {
+            let candidate = dir.join(".ort").join("lib");
+            if let Some(lib) = library_in(&candidate) {
+                return Ok((lib, LibrarySource::ProjectInstall));
+            }
+        }
+    }
+    looked.push(".ort/lib/ above the executable and the working directory".to_string());
+    let mut system: Vec<PathBuf> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    for d in [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/opt/onnxruntime/lib",
+    ] {
+        system.push(PathBuf::from(d));
+    }
+    for dir in &system {
+        if let Some(lib) = library_in(dir) {
+            return Ok((lib, LibrarySource::System));
+        }
+        looked.push(dir.display().to_string());
+    }
+    Err(Error::OrtLibrary(format!(
+        "no {LIB_STEM}* found; looked in: --ort-lib (not given), ORT_DYLIB_PATH (not set), {}. \
+         Run scripts/install-onnxruntime.sh (it fetches the onnxruntime wheel from PyPI into .ort/lib/), \
+         or set ORT_DYLIB_PATH / --ort-lib to your ONNX Runtime library",
+        looked.join(", ")
+    )))
+}
+
+/// Graph optimization level, as ONNX Runtime names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizationLevel {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+impl OptimizationLevel {
+    fn to_ort(self) -> GraphOptimizationLevel {
+        match self {
+            OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
+            OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
+            OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
+            OptimizationLevel::All => GraphOptimizationLevel::All,
+        }
+    }
+}
+
+impl std::str::FromStr for OptimizationLevel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "disable" => Ok(Self::Disable),
+            "basic" => Ok(Self::Basic),
+            "extended" => Ok(Self::Extended),
+            "all" => Ok(Self::All),
+            other => Err(format!(
+                "unknown optimization level `{other}` (disable, basic, extended, all)"
+            )),
+        }
+    }
+}
+
+/// An execution provider a deployment may ask for. CPU is always there and always last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda { device_id: i32 },
+    TensorRt { device_id: i32 },
+}
+
+impl ExecutionProvider {
+    const ALL: [ExecutionProvider; 3] = [
+        ExecutionProvider::Cpu,
+        ExecutionProvider::Cuda { device_id: 0 },
+        ExecutionProvider::TensorRt { device_id: 0 },
+    ];
+
+    /// ONNX Runtime's own name for the provider.
+    pub fn ort_name(&self) -> &'static str {
+        use ort::ep::ExecutionProvider as _;
+        match self {
+            ExecutionProvider::Cpu => ort::ep::CPU::NAME,
+            ExecutionProvider::Cuda { .. } => ort::ep::CUDA::NAME,
+            ExecutionProvider::TensorRt { .. } => ort::ep::TensorRT::NAME,
+        }
+    }
+
+    /// The name used in configs and on the command line.
+    pub fn config_name(&self) -> String {
+        match self {
+            ExecutionProvider::Cpu => "cpu".into(),
+            ExecutionProvider::Cuda { device_id } => format!("cuda:{device_id}"),
+            ExecutionProvider::TensorRt { device_id } => format!("tensorrt:{device_id}"),
+        }
+    }
+
+    fn is_compiled_in(&self) -> bool {
+        use ort::ep::ExecutionProvider as _;
+        let r = match self {
+            ExecutionProvider::Cpu => ort::ep::CPU::is_available(),
+            ExecutionProvider::Cuda { .. } => ort::ep::CUDA::is_available(),
+            ExecutionProvider::TensorRt { .. } => ort::ep::TensorRT::is_available(),
+        };
+        r.unwrap_or(false)
+    }
+
+    fn dispatch(&self) -> ort::ep::ExecutionProviderDispatch {
+        match *self {
+            ExecutionProvider::Cpu => ort::ep::CPU::default().build().error_on_failure(),
+            ExecutionProvider::Cuda { device_id } => ort::ep::CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure(),
+            ExecutionProvider::TensorRt { device_id } => ort::ep::TensorRT::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure(),
+        }
+    }
+}
+
+impl std::str::FromStr for ExecutionProvider {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (name, dev) = match s.split_once(':') {
+            Some((n, d)) => (
+                n,
+                d.parse::<i32>().map_err(|_| {
+                    format!("execution provider `{s}`: device id `{d}` is not an integer")
+                })?,
+            ),
+            None => (s, 0),
+        };
+        match name {
+            "cpu" => Ok(ExecutionProvider::Cpu),
+            "cuda" => Ok(ExecutionProvider::Cuda { device_id: dev }),
+            "tensorrt" => Ok(ExecutionProvider::TensorRt { device_id: dev }),
+            other => Err(format!(
+                "unknown execution provider `{other}` (cpu, cuda[:id], tensorrt[:id])"
+            )),
+        }
+    }
+}
+
+/// Per-deployment session settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// Threads ONNX Runtime may use inside one operator. 1 keeps inference on its own core.
+    pub intra_op_threads: usize,
+    pub optimization_level: OptimizationLevel,
+    /// Tried in order; CPU is the fallback for operators a provider does not take.
+    pub execution_providers: Vec<ExecutionProvider>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            intra_op_threads: 1,
+            optimization_level: OptimizationLevel::All,
+            execution_providers: vec![ExecutionProvider::Cpu],
+        }
+    }
+}

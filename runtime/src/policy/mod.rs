@@ -1,0 +1,528 @@
+//! Policies: a model folder loaded, planned and ready to turn observations into chunks of joint targets.
+//!
+//! [`Policy::load`] reads the manifest, opens the graph(s), checks the manifest against their real
+//! signatures ([`binding`]) and allocates every buffer once. The per-inference path is then:
+//!
+//! 1. [`Policy::observe`] takes a [`Frame`] of raw fields and assembles the graph's observation vector
+//!    (history, scaling, clipping);
+//! 2. [`Policy::infer`] (or [`Policy::infer_with`] for given noise) runs the encoders whose cached output is
+//!    due, then the head: one call for direct and recurrent policies, K sampler steps for diffusion (DDIM or
+//!    DDPM, noise or sample prediction) and flow (Euler, openpi or rectified convention). N candidates run as
+//!    one batched call per step;
+//! 3. [`Policy::chunk`] gives the N chunks, normalized (as the model sees them) and in joint radians.
+//!
+//! Nothing on that path allocates on the Rust heap (a counting-allocator test holds this).
+
+pub mod binding;
+pub mod manifest;
+pub mod noise;
+pub mod observation;
+pub mod schedule;
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::onnx::{Graph, OrtRuntime, SessionConfig};
+pub use binding::BindingInfo;
+pub use manifest::{Kind, Manifest};
+pub use noise::{GaussianNoise, GivenNoise, NoiseSource};
+pub use observation::{FieldId, Frame};
+
+use manifest::{DiffusionMethod, Prediction, Sampler};
+use observation::History;
+use schedule::{DiffusionStep, FlowStep};
+
+/// Load-time choices that are not the model's own.
+#[derive(Debug, Clone)]
+pub struct PolicyOptions {
+    pub session: SessionConfig,
+    /// Candidate chunks sampled per inference (generative models only).
+    pub candidates: usize,
+    /// Seed of the built-in Gaussian noise.
+    pub seed: u64,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        PolicyOptions {
+            session: SessionConfig::default(),
+            candidates: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// N chunks of H actions of A joints, row-major `[N, H, A]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkView<'a> {
+    pub candidates: usize,
+    pub horizon: usize,
+    pub joints: usize,
+    /// The model's own action space, before the manifest's clip, scale and offset.
+    pub normalized: &'a [f32],
+    /// Joint targets in radians (policy joint order).
+    pub joint_rad: &'a [f32],
+}
+
+impl<'a> ChunkView<'a> {
+    /// Candidate `i`'s chunk in radians, `[H, A]`.
+    pub fn candidate(&self, i: usize) -> &'a [f32] {
+        let len = self.horizon * self.joints;
+        &self.joint_rad[i * len..(i + 1) * len]
+    }
+}
+
+struct EncoderStage {
+    graph: Graph,
+    input: usize,
+    cache: Vec<f32>,
+    refresh_period_s: f64,
+    last_run_s: Option<f64>,
+}
+
+enum Steps {
+    None,
+    Diffusion {
+        steps: Vec<DiffusionStep>,
+        method: DiffusionMethod,
+        prediction: Prediction,
+        clip: Option<f32>,
+    },
+    Flow(Vec<FlowStep>),
+}
+
+/// A loaded policy. See the module docs for the call sequence.
+pub struct Policy {
+    manifest: Manifest,
+    head: Graph,
+    plan: binding::HeadPlan,
+    encoders: Vec<EncoderStage>,
+    bindings: Vec<BindingInfo>,
+    frame: Frame,
+    history: History,
+    steps: Steps,
+    n: usize,
+    obs_time_s: f64,
+    noise: GaussianNoise,
+    /// The sample being denoised / integrated, [N, H, A].
+    x: Vec<f32>,
+    /// The model's prediction at the current step, [N, H, A].
+    pred: Vec<f32>,
+    /// DDPM step noise, [N, H, A].
+    z: Vec<f32>,
+    /// Recurrent state outputs, copied back into the inputs after each call.
+    state_out: Vec<Vec<f32>>,
+    chunk_norm: Vec<f32>,
+    chunk_rad: Vec<f32>,
+    inferences: u64,
+    last_latency_s: f64,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("name", &self.manifest.name)
+            .field("kind", &self.manifest.kind)
+            .field("candidates", &self.n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Loads the model folder `dir` (or a manifest file) and plans it for `options.candidates` candidates.
+    pub fn load(runtime: &OrtRuntime, dir: &Path, options: &PolicyOptions) -> Result<Policy> {
+        let manifest = Manifest::load(dir)?;
+        Policy::from_manifest(runtime, manifest, options)
+    }
+
+    /// Plans an already parsed manifest.
+    pub fn from_manifest(
+        runtime: &OrtRuntime,
+        manifest: Manifest,
+        options: &PolicyOptions,
+    ) -> Result<Policy> {
+        let n = options.candidates;
+        if n == 0 {
+            return Err(Error::Usage("candidates must be at least 1".into()));
+        }
+        if n > 1 && !manifest.kind.is_generative() {
+            return Err(Error::field(
+                &manifest.path,
+                "model.kind",
+                format!(
+                    "a {} policy is deterministic; sampling {n} candidates needs diffusion or flow",
+                    manifest.kind.name()
+                ),
+            ));
+        }
+        let mut bindings = Vec::new();
+        let mut encoders = Vec::new();
+        let mut widths = Vec::new();
+        for (i, e) in manifest.encoders.iter().enumerate() {
+            let mut graph = Graph::open(runtime, &options.session, &e.onnx)?;
+            let (input, width) = binding::plan_encoder(&manifest, i, &mut graph, &mut bindings)?;
+            widths.push(width);
+            encoders.push(EncoderStage {
+                graph,
+                input,
+                cache: vec![0.0; width],
+                refresh_period_s: e.refresh_period_s,
+                last_run_s: None,
+            });
+        }
+        let mut head = Graph::open(runtime, &options.session, &manifest.onnx)?;
+        let plan = binding::plan_head(&manifest, &mut head, n, &widths, &mut bindings)?;
+
+        let steps = match &manifest.sampler {
+            None => Steps::None,
+            Some(Sampler::Diffusion {
+                method,
+                steps,
+                prediction,
+                schedule,
+                num_train_timesteps,
+                clip_sample,
+            }) => Steps::Diffusion {
+                steps: schedule::diffusion_steps(*schedule, *num_train_timesteps, *steps, *method),
+                method: *method,
+                prediction: *prediction,
+                clip: *clip_sample,
+            },
+            Some(Sampler::Flow { steps, convention }) => {
+                Steps::Flow(schedule::flow_steps(*convention, *steps))
+            }
+        };
+        let frame = Frame::for_terms(&manifest.terms);
+        let a = manifest.action.dim();
+        let history = History::new(&manifest.terms, &frame, a);
+        let len = n * manifest.action.horizon * a;
+        let state_out = plan.state_len.iter().map(|l| vec![0.0; *l]).collect();
+        Ok(Policy {
+            head,
+            plan,
+            encoders,
+            bindings,
+            frame,
+            history,
+            steps,
+            n,
+            obs_time_s: 0.0,
+            noise: GaussianNoise::new(options.seed),
+            x: vec![0.0; len],
+            pred: vec![0.0; len],
+            z: vec![0.0; len],
+            state_out,
+            chunk_norm: vec![0.0; len],
+            chunk_rad: vec![0.0; len],
+            inferences: 0,
+            last_latency_s: 0.0,
+            manifest,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// How every manifest role was bound to a tensor, with declared and planned shapes.
+    pub fn bindings(&self) -> &[BindingInfo] {
+        &self.bindings
+    }
+
+    /// The head graph (its full signature, for inspection).
+    pub fn head(&self) -> &Graph {
+        &self.head
+    }
+
+    /// The encoder graphs, in manifest order.
+    pub fn encoder_graphs(&self) -> impl Iterator<Item = &Graph> {
+        self.encoders.iter().map(|e| &e.graph)
+    }
+
+    pub fn candidates(&self) -> usize {
+        self.n
+    }
+
+    /// A zeroed frame with the fields this policy reads. Make one at start-up and reuse it.
+    pub fn new_frame(&self) -> Frame {
+        self.frame.clone()
+    }
+
+    /// Starts an episode: empties the history, zeroes the last action and recurrent state, and marks every
+    /// encoder's cache stale.
+    pub fn reset(&mut self) -> Result<()> {
+        self.history.reset();
+        for (input, _) in &self.plan.state {
+            self.head.input_f32(*input)?.fill(0.0);
+        }
+        for e in &mut self.encoders {
+            e.last_run_s = None;
+        }
+        Ok(())
+    }
+
+    /// Overrides the last action that a `last_action` term reads (raw, before scale and offset). The policy
+    /// sets it itself after every inference, from the first action of candidate 0.
+    pub fn set_last_action(&mut self, action: &[f32]) {
+        self.history.set_last_action(action);
+    }
+
+    /// Stores an observation taken at `t_s` (seconds on any monotonic clock) and assembles the graph input.
+    pub fn observe(&mut self, frame: &Frame, t_s: f64) -> Result<()> {
+        self.history.push(frame)?;
+        self.obs_time_s = t_s;
+        Ok(())
+    }
+
+    /// The observation vector as the graph receives it (after the last [`Policy::observe`]).
+    pub fn observation_input(&self) -> &[f32] {
+        self.history.assembled()
+    }
+
+    /// Samples with the policy's own seeded Gaussian noise.
+    pub fn infer(&mut self) -> Result<()> {
+        let mut noise = std::mem::replace(&mut self.noise, GaussianNoise::new(0));
+        let r = self.infer_with(&mut noise, None);
+        self.noise = noise;
+        r
+    }
+
+    /// Samples with the given noise; `trace(k, x)` sees the sample after each sampler step k.
+    pub fn infer_with(
+        &mut self,
+        noise: &mut dyn NoiseSource,
+        mut trace: Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<()> {
+        if !self.history.is_primed() {
+            return Err(Error::Usage("infer called before the first observe".into()));
+        }
+        let started = Instant::now();
+        self.run_encoders()?;
+        if let Some(idx) = self.plan.observation {
+            let obs = self.history.assembled();
+            let dst = self.head.input_f32(idx)?;
+            for row in dst.chunks_exact_mut(obs.len()) {
+                row.copy_from_slice(obs);
+            }
+        }
+        match std::mem::replace(&mut self.steps, Steps::None) {
+            Steps::None => {
+                let r = self.run_direct();
+                r?;
+            }
+            Steps::Diffusion {
+                steps,
+                method,
+                prediction,
+                clip,
+            } => {
+                let r = self.run_diffusion(&steps, method, prediction, clip, noise, &mut trace);
+                self.steps = Steps::Diffusion {
+                    steps,
+                    method,
+                    prediction,
+                    clip,
+                };
+                r?;
+            }
+            Steps::Flow(steps) => {
+                let r = self.run_flow(&steps, noise, &mut trace);
+                self.steps = Steps::Flow(steps);
+                r?;
+            }
+        }
+        self.unnormalize();
+        let a = self.manifest.action.dim();
+        self.history.set_last_action(&self.chunk_norm[..a]);
+        self.inferences += 1;
+        self.last_latency_s = started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// The chunks of the last inference.
+    pub fn chunk(&self) -> ChunkView<'_> {
+        ChunkView {
+            candidates: self.n,
+            horizon: self.manifest.action.horizon,
+            joints: self.manifest.action.dim(),
+            normalized: &self.chunk_norm,
+            joint_rad: &self.chunk_rad,
+        }
+    }
+
+    /// Wall time of the last inference, seconds.
+    pub fn last_latency_s(&self) -> f64 {
+        self.last_latency_s
+    }
+
+    pub fn inferences(&self) -> u64 {
+        self.inferences
+    }
+
+    fn run_encoders(&mut self) -> Result<()> {
+        let obs = self.history.assembled();
+        for (ei, e) in self.encoders.iter_mut().enumerate() {
+            let due = match e.last_run_s {
+                None => true,
+                Some(t) => self.obs_time_s - t >= e.refresh_period_s,
+            };
+            if !due {
+                continue;
+            }
+            e.graph.input_f32(e.input)?.copy_from_slice(obs);
+            let cache = &mut e.cache;
+            let path = self.manifest.path.as_path();
+            let name = &self.manifest.encoders[ei].output;
+            e.graph.run(&mut |_, data| {
+                check_finite(path, name, data)?;
+                cache.copy_from_slice(data);
+                Ok(())
+            })?;
+            e.last_run_s = Some(self.obs_time_s);
+            for (enc, input) in &self.plan.feeds {
+                if *enc == ei {
+                    let dst = self.head.input_f32(*input)?;
+                    for row in dst.chunks_exact_mut(e.cache.len()) {
+                        row.copy_from_slice(&e.cache);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the head once and copies its main output into `pred` (and state outputs aside).
+    fn run_head(&mut self) -> Result<()> {
+        let pred = &mut self.pred;
+        let state_out = &mut self.state_out;
+        let path = self.manifest.path.as_path();
+        let io = &self.manifest.io;
+        self.head.run(&mut |i, data| {
+            if i == 0 {
+                check_finite(path, &io.output, data)?;
+                pred.copy_from_slice(data);
+            } else {
+                check_finite(path, &io.state[i - 1].output, data)?;
+                state_out[i - 1].copy_from_slice(data);
+            }
+            Ok(())
+        })
+    }
+
+    fn run_direct(&mut self) -> Result<()> {
+        self.run_head()?;
+        for (k, (input, _)) in self.plan.state.iter().enumerate() {
+            self.head
+                .input_f32(*input)?
+                .copy_from_slice(&self.state_out[k]);
+        }
+        self.x.copy_from_slice(&self.pred);
+        Ok(())
+    }
+
+    fn write_sample_and_time(&mut self, t: f64) -> Result<()> {
+        if let Some(idx) = self.plan.sample {
+            self.head.input_f32(idx)?.copy_from_slice(&self.x);
+        }
+        if let Some(idx) = self.plan.timestep {
+            self.head.fill_input(idx, t)?;
+        }
+        Ok(())
+    }
+
+    fn run_diffusion(
+        &mut self,
+        steps: &[DiffusionStep],
+        method: DiffusionMethod,
+        prediction: Prediction,
+        clip: Option<f32>,
+        noise: &mut dyn NoiseSource,
+        trace: &mut Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<()> {
+        noise.initial(&mut self.x);
+        for (k, st) in steps.iter().enumerate() {
+            self.write_sample_and_time(st.t as f64)?;
+            self.run_head()?;
+            if method == DiffusionMethod::Ddpm {
+                noise.step(k, &mut self.z);
+            }
+            let (s0, s1) = (st.abar_t.sqrt(), (1.0 - st.abar_t).sqrt());
+            let (p0, p1) = (st.abar_prev.sqrt(), (1.0 - st.abar_prev).sqrt());
+            for i in 0..self.x.len() {
+                let x = self.x[i] as f64;
+                let out = self.pred[i] as f64;
+                let (mut x0, eps) = match prediction {
+                    Prediction::Epsilon => ((x - s1 * out) / s0, out),
+                    Prediction::Sample => (out, (x - s0 * out) / s1),
+                };
+                if let Some(c) = clip {
+                    x0 = x0.clamp(-c as f64, c as f64);
+                }
+                let next = match method {
+                    DiffusionMethod::Ddim => p0 * x0 + p1 * eps,
+                    DiffusionMethod::Ddpm => {
+                        st.ddpm_coef_x0 * x0
+                            + st.ddpm_coef_xt * x
+                            + st.ddpm_sigma * self.z[i] as f64
+                    }
+                };
+                self.x[i] = next as f32;
+            }
+            if let Some(t) = trace.as_mut() {
+                t(k, &self.x);
+            }
+        }
+        Ok(())
+    }
+
+    fn run_flow(
+        &mut self,
+        steps: &[FlowStep],
+        noise: &mut dyn NoiseSource,
+        trace: &mut Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<()> {
+        noise.initial(&mut self.x);
+        for (k, st) in steps.iter().enumerate() {
+            self.write_sample_and_time(st.t)?;
+            self.run_head()?;
+            for i in 0..self.x.len() {
+                self.x[i] = (self.x[i] as f64 + st.dt * self.pred[i] as f64) as f32;
+            }
+            if let Some(t) = trace.as_mut() {
+                t(k, &self.x);
+            }
+        }
+        Ok(())
+    }
+
+    fn unnormalize(&mut self) {
+        let a = self.manifest.action.dim();
+        let layout = &self.manifest.action;
+        self.chunk_norm.copy_from_slice(&self.x);
+        for (i, (raw, out)) in self
+            .chunk_norm
+            .iter()
+            .zip(self.chunk_rad.iter_mut())
+            .enumerate()
+        {
+            let j = i % a;
+            let r = match layout.clip {
+                Some((lo, hi)) => raw.clamp(lo, hi),
+                None => *raw,
+            };
+            *out = r * layout.scale[j] + layout.offset[j];
+        }
+    }
+}
+
+fn check_finite(path: &Path, tensor: &str, data: &[f32]) -> Result<()> {
+    if data.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            path: path.to_path_buf(),
+            tensor: tensor.to_string(),
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! Observation frames and their history.
+//!
+//! A [`Frame`] holds the raw values of every field the manifest's terms read, for one instant, in SI units
+//! and in the policy's joint order. The policy keeps the last few frames in a ring ([`History`]) and
+//! assembles the graph's observation vector from them: term after term (term-major), each term's frames
+//! oldest first, each value `(raw - offset) * scale`, optionally clipped. At reset the whole history is
+//! filled with the first frame, as IsaacLab and the locomotion deploy codes do.
+
+use crate::error::{Error, Result};
+use crate::policy::manifest::{Field, Term};
+
+/// Where one field lives inside a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    name: String,
+    offset: usize,
+    size: usize,
+}
+
+/// Index of a field in a [`Frame`], resolved once so the hot path does no string compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldId(usize);
+
+/// Raw values of every observation field for one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    slots: Vec<Slot>,
+    values: Vec<f32>,
+}
+
+impl Frame {
+    /// The frame layout the terms need: each distinct field once, `last_action` excluded (the policy keeps it).
+    pub(crate) fn for_terms(terms: &[Term]) -> Frame {
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut len = 0;
+        for t in terms {
+            if t.field == Field::LastAction || slots.iter().any(|s| s.name == t.field.name()) {
+                continue;
+            }
+            slots.push(Slot {
+                name: t.field.name().to_string(),
+                offset: len,
+                size: t.size,
+            });
+            len += t.size;
+        }
+        Frame {
+            slots,
+            values: vec![0.0; len],
+        }
+    }
+
+    /// Field names with their sizes, in frame order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.slots.iter().map(|s| (s.name.as_str(), s.size))
+    }
+
+    pub fn id(&self, name: &str) -> Option<FieldId> {
+        self.slots.iter().position(|s| s.name == name).map(FieldId)
+    }
+
+    /// Sets a field by name; the length must match.
+    pub fn set(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let id = self.id(name).ok_or_else(|| Error::Observation {
+            field: name.to_string(),
+            message: format!(
+                "the policy reads no such field (it reads: {})",
+                self.slots
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let dst = self.get_mut(id);
+        if dst.len() != values.len() {
+            return Err(Error::Observation {
+                field: name.to_string(),
+                message: format!("has {} values, expected {}", values.len(), dst.len()),
+            });
+        }
+        dst.copy_from_slice(values);
+        Ok(())
+    }
+
+    pub fn get(&self, id: FieldId) -> &[f32] {
+        let s = &self.slots[id.0];
+        &self.values[s.offset..s.offset + s.size]
+    }
+
+    pub fn get_mut(&mut self, id: FieldId) -> &mut [f32] {
+        let s = &self.slots[id.0];
+        &mut self.values[s.offset..s.offset + s.size]
+    }
+
+    /// The first field holding a NaN or infinity, if any.
+    fn non_finite_field(&self) -> Option<&str> {
+        self.slots
+            .iter()
+            .find(|s| {
+                self.values[s.offset..s.offset + s.size]
+                    .iter()
+                    .any(|v| !v.is_finite())
+            })
+            .map(|s| s.name.as_str())
+    }
+}
+
+/// Where a term reads from in a stored frame.
+#[derive(Debug, Clone)]
+struct TermPlan {
+    start: usize,
+    size: usize,
+    history: usize,
+    offset: Vec<f32>,
+    scale: Vec<f32>,
+    clip: Option<f32>,
+}
+
+/// The last `depth` frames (plus the policy's last action) and the assembled observation vector.
+#[derive(Debug, Clone)]
+pub(crate) struct History {
+    plans: Vec<TermPlan>,
+    /// Stored frame = the frame's values followed by the last action.
+    stride: usize,
+    frame_len: usize,
+    depth: usize,
+    ring: Vec<f32>,
+    newest: usize,
+    primed: bool,
+    last_action: Vec<f32>,
+    assembled: Vec<f32>,
+}
+
+impl History {
+    pub(crate) fn new(terms: &[Term], frame: &Frame, action_dim: usize) -> History {
+        let frame_len = frame.values.len();
+        let stride = frame_len + action_dim;
+        let plans: Vec<TermPlan> = terms
+            .iter()
+            .map(|t| {
+                let start = if t.field == Field::LastAction {
+                    frame_len
+                } else {
+                    frame
+                        .slots
+                        .iter()
+                        .find(|s| s.name == t.field.name())
+                        .map_or(0, |s| s.offset)
+                };
+                TermPlan {
+                    start,
+                    size: t.size,
+                    history: t.history,
+                    offset: t.offset.clone(),
+                    scale: t.scale.clone(),
+                    clip: t.clip,
+                }
+            })
+            .collect();
+        let depth = terms.iter().map(|t| t.history).max().unwrap_or(1);
+        let dim = terms.iter().map(|t| t.size * t.history).sum();
+        History {
+            plans,
+            stride,
+            frame_len,
+            depth,
+            ring: vec![0.0; stride * depth],
+            newest: 0,
+            primed: false,
+            last_action: vec![0.0; action_dim],
+            assembled: vec![0.0; dim],
+        }
+    }
+
+    /// Forgets every frame and the last action.
+    pub(crate) fn reset(&mut self) {
+        self.primed = false;
+        self.last_action.fill(0.0);
+    }
+
+    pub(crate) fn set_last_action(&mut self, a: &[f32]) {
+        let n = self.last_action.len().min(a.len());
+        self.last_action[..n].copy_from_slice(&a[..n]);
+    }
+
+    /// Stores `frame` as the newest and re-assembles the observation vector. A non-finite value is refused
+    /// before it can reach the history.
+    pub(crate) fn push(&mut self, frame: &Frame) -> Result<()> {
+        if frame.values.len() != self.frame_len {
+            return Err(Error::Usage(format!(
+                "frame has {} values, the policy's frames have {}",
+                frame.values.len(),
+                self.frame_len
+            )));
+        }
+        if let Some(name) = frame.non_finite_field() {
+            return Err(Error::Observation {
+                field: name.to_string(),
+                message: "holds a NaN or infinite value".into(),
+            });
+        }
+        let stride = self.stride;
+        let write = |ring: &mut [f32], slot: usize, frame: &[f32], last: &[f32]| {
+            let dst = &mut ring[slot * stride..(slot + 1) * stride];
+            dst[..frame.len()].copy_from_slice(frame);
+            dst[frame.len()..].copy_from_slice(last);
+        };
+        if self.primed {
+            self.newest = (self.newest + 1) % self.depth;
+            write(
+                &mut self.ring,
+                self.newest,
+                &frame.values,
+                &self.last_action,
+            );
+        } else {
+            for slot in 0..self.depth {
+                write(&mut self.ring, slot, &frame.values, &self.last_action);
+            }
+            self.newest = 0;
+            self.primed = true;
+        }
+        self.assemble();
+        Ok(())
+    }
+
+    fn assemble(&mut self) {
+        let mut o = 0;
+        for p in &self.plans {
+            for h in 0..p.history {
+                // h = 0 is the oldest frame this term looks at.
+                let age = p.history - 1 - h;
+                let slot = (self.newest + self.depth - age) % self.depth;
+                let src =
+                    &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
+                for i in 0..p.size {
+                    let mut v = (src[i] - p.offset[i]) * p.scale[i];
+                    if let Some(c) = p.clip {
+                        v = v.clamp(-c, c);
+                    }
+                    self.assembled[o] = v;
+                    o += 1;
+                }
+            }
+        }
+    }
+
+    /// The observation vector as the graph receives it.
+    pub(crate) fn assembled(&self) -> &[f32] {
+        &self.assembled
+    }
+
+    pub(crate) fn is_primed(&self) -> bool {
+        self.primed
+    }
+}
