@@ -203,11 +203,12 @@ class Sim:
     def measure(self) -> np.ndarray:
         return self.arm.measure(self.q, self.rng)
 
-    def run_chunk(self, chunk: np.ndarray, n_actions: int) -> None:
-        """Execute `n_actions` policy steps of `chunk` [B, H, A] (radians) with linear interpolation."""
+    def run_chunk(self, chunk: np.ndarray, n_actions: int, start: int = 0) -> None:
+        """Execute `n_actions` policy steps of `chunk` [B, H, A] (radians) with linear interpolation, beginning
+        `start` actions after the chunk's start time."""
         arm = self.arm
         n = arm.ticks_per_action
-        for k in range(n_actions):
+        for k in range(start, start + n_actions):
             for i in range(n):
                 tau = (k * n + i) * arm.control_dt
                 cmd = interp_chunk(chunk, tau)

@@ -33,6 +33,9 @@ use manifest::{DiffusionMethod, Prediction, Sampler};
 use observation::History;
 use schedule::{DiffusionStep, FlowStep};
 
+/// Called after each sampler step with the step index and the sample `[N, H, A]`.
+pub type StepTrace<'a> = &'a mut dyn FnMut(usize, &[f32]);
+
 /// Load-time choices that are not the model's own.
 #[derive(Debug, Clone)]
 pub struct PolicyOptions {
@@ -292,7 +295,7 @@ impl Policy {
     pub fn infer_with(
         &mut self,
         noise: &mut dyn NoiseSource,
-        mut trace: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut trace: Option<StepTrace<'_>>,
     ) -> Result<()> {
         if !self.history.is_primed() {
             return Err(Error::Usage("infer called before the first observe".into()));
@@ -438,7 +441,7 @@ impl Policy {
         prediction: Prediction,
         clip: Option<f32>,
         noise: &mut dyn NoiseSource,
-        trace: &mut Option<&mut dyn FnMut(usize, &[f32])>,
+        trace: &mut Option<StepTrace<'_>>,
     ) -> Result<()> {
         noise.initial(&mut self.x);
         for (k, st) in steps.iter().enumerate() {
@@ -480,7 +483,7 @@ impl Policy {
         &mut self,
         steps: &[FlowStep],
         noise: &mut dyn NoiseSource,
-        trace: &mut Option<&mut dyn FnMut(usize, &[f32])>,
+        trace: &mut Option<StepTrace<'_>>,
     ) -> Result<()> {
         noise.initial(&mut self.x);
         for (k, st) in steps.iter().enumerate() {

@@ -234,8 +234,8 @@ impl History {
                 let slot = (self.newest + self.depth - age) % self.depth;
                 let src =
                     &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
-                for i in 0..p.size {
-                    let mut v = (src[i] - p.offset[i]) * p.scale[i];
+                for ((raw, off), scale) in src.iter().zip(&p.offset).zip(&p.scale) {
+                    let mut v = (raw - off) * scale;
                     if let Some(c) = p.clip {
                         v = v.clamp(-c, c);
                     }
