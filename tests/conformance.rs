@@ -215,10 +215,14 @@ fn check_sampler(
         "{}: final chunk differs by {err}",
         reference.display()
     );
-    let err = max_abs_diff(chunk.joint_rad, &chunk_rad);
+    let err_rad = max_abs_diff(chunk.joint_rad, &chunk_rad);
     assert!(
-        err <= TOL,
-        "{}: chunk in radians differs by {err}",
+        err_rad <= TOL,
+        "{}: chunk in radians differs by {err_rad}",
+        reference.display()
+    );
+    eprintln!(
+        "conformance {}: {k} steps x {n} candidates, max |error| normalized {err:.2e}, radians {err_rad:.2e}",
         reference.display()
     );
 }
@@ -283,5 +287,125 @@ fn pipeline_encoder_and_head_reproduce_the_single_graph() {
         &model("reach-dp-pipeline"),
         &model("reach-dp-pipeline"),
         &m.join("reference.npz"),
+    );
+}
+
+#[test]
+fn recurrent_gru_carries_its_state_like_the_reference() {
+    let m = model("reach-gru");
+    let reference = m.join("reference.npz");
+    let mut policy = Policy::load(ort(), &m, &PolicyOptions::default()).unwrap();
+    let (target, _) = npz(&reference, "target");
+    let (jps, jps_shape) = npz(&reference, "joint_pos_seq");
+    let (obs_seq, _) = npz(&reference, "obs_seq");
+    let (actions, _) = npz(&reference, "actions_seq");
+    let (actions_rad, _) = npz(&reference, "actions_seq_rad");
+    let calls = jps_shape[0];
+    let mut frame = policy.new_frame();
+    frame.set("target", &target).unwrap();
+    policy.reset().unwrap();
+    let mut worst = 0.0f32;
+    for c in 0..calls {
+        let q = |slot: usize| &jps[(c * 2 + slot) * 3..(c * 2 + slot + 1) * 3];
+        if c == 0 {
+            frame.set("joint_pos", q(0)).unwrap();
+            policy.observe(&frame, 0.0).unwrap();
+        }
+        frame.set("joint_pos", q(1)).unwrap();
+        policy.observe(&frame, 0.1 * (c + 1) as f64).unwrap();
+        let err = max_abs_diff(policy.observation_input(), &obs_seq[c * 8..(c + 1) * 8]);
+        assert!(err < 1e-5, "call {c}: observation differs by {err}");
+        policy.infer().unwrap();
+        let chunk = policy.chunk();
+        let err = max_abs_diff(chunk.normalized, &actions[c * 3..(c + 1) * 3]);
+        assert!(
+            err <= TOL,
+            "call {c}: action differs by {err} (state not carried?)"
+        );
+        let err_rad = max_abs_diff(chunk.joint_rad, &actions_rad[c * 3..(c + 1) * 3]);
+        assert!(err_rad <= TOL, "call {c}: radians differ by {err_rad}");
+        worst = worst.max(err).max(err_rad);
+    }
+    eprintln!(
+        "conformance {}: {calls} calls, max |error| {worst:.2e}",
+        reference.display()
+    );
+    // After a reset the hidden state is zero again: the first action repeats.
+    let first = policy.chunk().normalized.to_vec();
+    policy.reset().unwrap();
+    frame.set("joint_pos", &jps[0..3]).unwrap();
+    policy.observe(&frame, 0.0).unwrap();
+    frame.set("joint_pos", &jps[3..6]).unwrap();
+    policy.observe(&frame, 0.1).unwrap();
+    policy.infer().unwrap();
+    let err = max_abs_diff(policy.chunk().normalized, &actions[0..3]);
+    assert!(err <= TOL, "reset did not zero the state: {err}");
+    assert_ne!(
+        first,
+        policy.chunk().normalized.to_vec(),
+        "the state did change the later actions"
+    );
+}
+
+#[test]
+fn direct_mlp_chunk_reproduces_reference() {
+    let m = model("reach-mlp");
+    let reference = m.join("reference.npz");
+    let mut policy = Policy::load(ort(), &m, &PolicyOptions::default()).unwrap();
+    let (joint_pos, _) = npz(&reference, "joint_pos");
+    let (target, _) = npz(&reference, "target");
+    let (obs, _) = npz(&reference, "obs");
+    let mut frame = policy.new_frame();
+    frame.set("target", &target).unwrap();
+    frame.set("joint_pos", &joint_pos[..3]).unwrap();
+    policy.observe(&frame, 0.0).unwrap();
+    frame.set("joint_pos", &joint_pos[3..]).unwrap();
+    policy.observe(&frame, 0.1).unwrap();
+    assert!(max_abs_diff(policy.observation_input(), &obs) < 1e-5);
+    policy.infer().unwrap();
+    let (want, _) = npz(&reference, "actions_norm");
+    let (want_rad, _) = npz(&reference, "actions");
+    let err = max_abs_diff(policy.chunk().normalized, &want);
+    let err_rad = max_abs_diff(policy.chunk().joint_rad, &want_rad);
+    assert!(
+        err <= TOL && err_rad <= TOL,
+        "chunk differs by {err} / {err_rad}"
+    );
+    eprintln!(
+        "conformance {}: max |error| {:.2e}",
+        reference.display(),
+        err.max(err_rad)
+    );
+}
+
+#[test]
+fn pipeline_encoder_output_is_cached_until_its_refresh_period() {
+    // With a 1 s refresh period, an observation 0.5 s later does not re-run the encoder: the chunk is the one
+    // the first observation gives with the same noise. At 1 s it is re-run and the chunk changes.
+    let dir = model("reach-dp-pipeline");
+    let text = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    let text = text.replace("refresh_period_s = 0.0", "refresh_period_s = 1.0");
+    let manifest = coxswain::policy::Manifest::parse(&text, &dir.join("manifest.toml")).unwrap();
+    let mut policy = Policy::from_manifest(ort(), manifest, &PolicyOptions::default()).unwrap();
+    let noise = vec![0.3f32; 48];
+    let mut run = |policy: &mut Policy, q: [f32; 3], t: f64| {
+        let mut frame = policy.new_frame();
+        frame.set("target", &[0.25, 0.35]).unwrap();
+        frame.set("joint_pos", &q).unwrap();
+        policy.observe(&frame, t).unwrap();
+        let mut given = GivenNoise {
+            initial: &noise,
+            steps: &[],
+        };
+        policy.infer_with(&mut given, None).unwrap();
+        policy.chunk().normalized.to_vec()
+    };
+    let a = run(&mut policy, [-1.2, 1.0, 0.6], 0.0);
+    let b = run(&mut policy, [0.0, 0.2, 0.1], 0.5);
+    assert_eq!(a, b, "encoder re-ran before its refresh period");
+    let c = run(&mut policy, [0.0, 0.2, 0.1], 1.0);
+    assert!(
+        max_abs_diff(&a, &c) > 1e-3,
+        "encoder did not re-run after its refresh period"
     );
 }

@@ -111,7 +111,8 @@ fn default_frame(policy: &Policy, set: &[String]) -> anyhow::Result<coxswain::po
     let mut frame = policy.new_frame();
     for t in &policy.manifest().terms {
         if frame.id(t.field.name()).is_some() {
-            frame.set(t.field.name(), &t.offset)?;
+            // The newest history slot's offset: the value the model sees as zero now.
+            frame.set(t.field.name(), &t.offset[(t.history - 1) * t.size..])?;
         }
     }
     for s in set {

@@ -84,6 +84,11 @@ impl OrtRuntime {
         Ok(RUNTIME.get_or_init(|| rt))
     }
 
+    /// The ONNX Runtime environment, for callers that build sessions of their own (benches, tools).
+    pub fn environment(&self) -> &ort::environment::Environment {
+        &self.env
+    }
+
     /// The shared library that was loaded.
     pub fn library(&self) -> &Path {
         &self.library

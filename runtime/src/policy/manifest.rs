@@ -252,7 +252,9 @@ pub struct Term {
     pub field: Field,
     pub size: usize,
     pub history: usize,
+    /// `size * history` values, oldest history slot first.
     pub offset: Vec<f32>,
+    /// `size * history` values, oldest history slot first.
     pub scale: Vec<f32>,
     pub clip: Option<f32>,
 }
@@ -514,8 +516,9 @@ impl Manifest {
             if t.history == 0 {
                 return Err(err(&at("history"), "must be at least 1".into()));
             }
-            let offset = expand_finite(path, &at("offset"), t.offset.as_ref(), size, 0.0)?;
-            let scale = expand_finite(path, &at("scale"), t.scale.as_ref(), size, 1.0)?;
+            let offset =
+                expand_history(path, &at("offset"), t.offset.as_ref(), size, t.history, 0.0)?;
+            let scale = expand_history(path, &at("scale"), t.scale.as_ref(), size, t.history, 1.0)?;
             let clip = match t.clip {
                 Some(c) if c.is_finite() && c > 0.0 => Some(c as f32),
                 Some(c) => return Err(err(&at("clip"), format!("must be positive, got {c}"))),
@@ -657,6 +660,39 @@ impl Manifest {
             encoders,
         })
     }
+}
+
+/// Per-term offsets and scales: one value, one per element of a frame (the same for every history slot), or
+/// one per element of every history slot (oldest first), as exporters that normalize the flattened
+/// observation write them. Always expanded to `size * history` values.
+fn expand_history(
+    path: &Path,
+    field: &str,
+    v: Option<&OneOrMany>,
+    size: usize,
+    history: usize,
+    default: f32,
+) -> Result<Vec<f32>> {
+    let per_slot =
+        matches!(v, Some(OneOrMany::Many(m)) if m.len() == size * history && history > 1);
+    if per_slot {
+        return expand_finite(path, field, v, size * history, default);
+    }
+    let one = match v {
+        Some(OneOrMany::Many(m)) if m.len() != size && m.len() != 1 => {
+            return Err(Error::field(
+                path,
+                field,
+                format!(
+                    "has {} values, expected 1, {size} (one per element) or {} (one per element and history slot)",
+                    m.len(),
+                    size * history
+                ),
+            ))
+        }
+        _ => expand_finite(path, field, v, size, default)?,
+    };
+    Ok(one.iter().copied().cycle().take(size * history).collect())
 }
 
 fn expand_finite(

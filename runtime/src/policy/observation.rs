@@ -234,7 +234,10 @@ impl History {
                 let slot = (self.newest + self.depth - age) % self.depth;
                 let src =
                     &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
-                for ((raw, off), scale) in src.iter().zip(&p.offset).zip(&p.scale) {
+                let norm = h * p.size..(h + 1) * p.size;
+                for ((raw, off), scale) in
+                    src.iter().zip(&p.offset[norm.clone()]).zip(&p.scale[norm])
+                {
                     let mut v = (raw - off) * scale;
                     if let Some(c) = p.clip {
                         v = v.clamp(-c, c);
