@@ -388,7 +388,7 @@ fn pipeline_encoder_output_is_cached_until_its_refresh_period() {
     let manifest = coxswain::policy::Manifest::parse(&text, &dir.join("manifest.toml")).unwrap();
     let mut policy = Policy::from_manifest(ort(), manifest, &PolicyOptions::default()).unwrap();
     let noise = vec![0.3f32; 48];
-    let mut run = |policy: &mut Policy, q: [f32; 3], t: f64| {
+    let run = |policy: &mut Policy, q: [f32; 3], t: f64| {
         let mut frame = policy.new_frame();
         frame.set("target", &[0.25, 0.35]).unwrap();
         frame.set("joint_pos", &q).unwrap();
@@ -408,4 +408,72 @@ fn pipeline_encoder_output_is_cached_until_its_refresh_period() {
         max_abs_diff(&a, &c) > 1e-3,
         "encoder did not re-run after its refresh period"
     );
+}
+
+#[test]
+fn seeded_noise_makes_runs_reproducible() {
+    let m = model("reach-dp");
+    let chunk_with = |seed: u64| {
+        let options = PolicyOptions {
+            candidates: 2,
+            seed,
+            ..PolicyOptions::default()
+        };
+        let mut policy = Policy::load(ort(), &m, &options).unwrap();
+        let mut frame = policy.new_frame();
+        frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+        frame.set("target", &[0.25, 0.35]).unwrap();
+        policy.observe(&frame, 0.0).unwrap();
+        policy.infer().unwrap();
+        let first = policy.chunk().joint_rad.to_vec();
+        policy.infer().unwrap();
+        (first, policy.chunk().joint_rad.to_vec())
+    };
+    let (a1, a2) = chunk_with(7);
+    let (b1, b2) = chunk_with(7);
+    let (c1, _) = chunk_with(8);
+    assert_eq!(a1, b1, "same seed, same first chunk");
+    assert_eq!(a2, b2, "same seed, same second chunk");
+    assert_ne!(a1, a2, "the stream moves on between inferences");
+    assert_ne!(a1, c1, "another seed, another chunk");
+    assert_ne!(
+        a1[..48],
+        a1[48..],
+        "the two candidates draw different noise"
+    );
+}
+
+#[test]
+fn overflowing_observations_are_refused_naming_the_field() {
+    // Finite raw values that overflow once scaled (the joint_pos scale is about 2 to 8) never reach the graph.
+    let mut policy = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
+    let mut frame = policy.new_frame();
+    frame.set("target", &[0.25, 0.35]).unwrap();
+    frame.set("joint_pos", &[f32::MAX, 0.0, 0.0]).unwrap();
+    match policy.observe(&frame, 0.0) {
+        Err(coxswain::Error::Observation { field, message }) => {
+            assert_eq!(field, "joint_pos");
+            assert!(message.contains("overflow"), "{message}");
+        }
+        other => panic!("expected an observation error, got {other:?}"),
+    }
+    assert!(
+        policy.infer().is_err(),
+        "no chunk from a refused observation"
+    );
+}
+
+#[test]
+fn non_finite_graph_outputs_are_errors_not_chunks() {
+    // Huge but finite inputs drive the locomotion network's output to inf/NaN.
+    let mut policy = Policy::load(ort(), &fixture("lite3"), &PolicyOptions::default()).unwrap();
+    let mut frame = policy.new_frame();
+    frame.set("joint_pos", &[3e38; 12]).unwrap();
+    frame.set("projected_gravity", &[3e38, 3e38, 3e38]).unwrap();
+    frame.set("command", &[3e38, 3e38, 3e38]).unwrap();
+    policy.observe(&frame, 0.0).unwrap();
+    match policy.infer() {
+        Err(coxswain::Error::NonFinite { tensor, .. }) => assert_eq!(tensor, "actions"),
+        other => panic!("expected a non-finite output error, got {other:?}"),
+    }
 }

@@ -1,6 +1,6 @@
 """Train one reach policy on models/tools/.data/demos.npz; writes models/tools/.data/ckpt_<model>.pt.
 
-    python models/tools/train.py --model dp|flow|mlp|gru [--steps N] [--threads 2] [--seed 0]
+    python models/tools/train.py --model dp|flow|mlp|gru [--steps N] [--threads 1] [--seed 0]
 
 dp:   DDPM noise prediction, T = 100, squaredcos_cap_v2 betas, eps-MSE, EMA weights exported.
 flow: flow matching, openpi convention: x_t = t * noise + (1 - t) * x0, target v = noise - x0, t ~ U(0, 1).
@@ -66,7 +66,7 @@ def main():
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch", type=int)
     ap.add_argument("--lr", type=float)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--obs-noise", type=float, default=0.0, help="std of Gaussian noise added to normalized obs")
     args = ap.parse_args()

@@ -81,7 +81,7 @@ fn bare_runs(rt: &OrtRuntime, model: &Path, batch: usize, steps: usize) -> Stats
         .unwrap();
     let x = vec![0.1f32; batch * 16 * 3];
     let obs = vec![0.0f32; batch * 8];
-    let mut once = |session: &mut Session| {
+    let once = |session: &mut Session| {
         for k in 0..steps {
             let sample = Tensor::from_array(([batch, 16, 3], x.clone())).unwrap();
             let t = Tensor::from_array(([batch], vec![(90 - 10 * k) as i64; batch])).unwrap();

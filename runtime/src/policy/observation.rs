@@ -121,6 +121,8 @@ struct TermPlan {
 #[derive(Debug, Clone)]
 pub(crate) struct History {
     plans: Vec<TermPlan>,
+    /// Field name of each term, for errors.
+    names: Vec<String>,
     /// Stored frame = the frame's values followed by the last action.
     stride: usize,
     frame_len: usize,
@@ -162,6 +164,7 @@ impl History {
         let dim = terms.iter().map(|t| t.size * t.history).sum();
         History {
             plans,
+            names: terms.iter().map(|t| t.field.name().to_string()).collect(),
             stride,
             frame_len,
             depth,
@@ -221,13 +224,24 @@ impl History {
             self.newest = 0;
             self.primed = true;
         }
-        self.assemble();
-        Ok(())
+        match self.assemble() {
+            None => Ok(()),
+            Some(term) => {
+                // Finite raw values can still overflow through a huge scale; the graph must never see that.
+                self.primed = false;
+                Err(Error::Observation {
+                    field: self.names[term].clone(),
+                    message: "is finite but not after offset and scale (overflow)".into(),
+                })
+            }
+        }
     }
 
-    fn assemble(&mut self) {
+    /// Fills the observation vector; returns the index of a term whose scaled values are not finite.
+    fn assemble(&mut self) -> Option<usize> {
         let mut o = 0;
-        for p in &self.plans {
+        let mut bad = None;
+        for (ti, p) in self.plans.iter().enumerate() {
             for h in 0..p.history {
                 // h = 0 is the oldest frame this term looks at.
                 let age = p.history - 1 - h;
@@ -242,11 +256,15 @@ impl History {
                     if let Some(c) = p.clip {
                         v = v.clamp(-c, c);
                     }
+                    if !v.is_finite() && bad.is_none() {
+                        bad = Some(ti);
+                    }
                     self.assembled[o] = v;
                     o += 1;
                 }
             }
         }
+        bad
     }
 
     /// The observation vector as the graph receives it.
@@ -256,5 +274,102 @@ impl History {
 
     pub(crate) fn is_primed(&self) -> bool {
         self.primed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::manifest::Manifest;
+
+    fn terms() -> Vec<Term> {
+        let text = r#"
+            format_version = 1
+            [model]
+            kind = "direct"
+            [io]
+            observation = "obs"
+            output = "a"
+            [[observation.terms]]
+            field = "joint_pos"
+            history = 3
+            offset = 1.0
+            scale = 2.0
+            [[observation.terms]]
+            field = "goal"
+            size = 1
+            clip = 5.0
+            [[observation.terms]]
+            field = "last_action"
+            [action]
+            joints = ["a", "b"]
+            dt_s = 0.1
+        "#;
+        match Manifest::parse(text, std::path::Path::new("m.toml")) {
+            Ok(m) => m.terms,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn push(h: &mut History, f: &mut Frame, q: [f32; 2], goal: f32) {
+        assert!(f.set("joint_pos", &q).is_ok() && f.set("goal", &[goal]).is_ok());
+        assert!(h.push(f).is_ok());
+    }
+
+    #[test]
+    fn terms_are_term_major_oldest_first_and_reset_fills_with_the_first_frame() {
+        let t = terms();
+        let mut f = Frame::for_terms(&t);
+        let mut h = History::new(&t, &f, 2);
+        push(&mut h, &mut f, [1.0, 2.0], 3.0);
+        // joint_pos x3 (all the first frame), goal, last_action (zero).
+        assert_eq!(
+            h.assembled(),
+            &[0.0, 2.0, 0.0, 2.0, 0.0, 2.0, 3.0, 0.0, 0.0]
+        );
+        h.set_last_action(&[0.5, -0.5]);
+        push(&mut h, &mut f, [2.0, 3.0], 100.0);
+        assert_eq!(
+            h.assembled(),
+            &[0.0, 2.0, 0.0, 2.0, 2.0, 4.0, 5.0, 0.5, -0.5]
+        );
+        push(&mut h, &mut f, [3.0, 4.0], -9.0);
+        assert_eq!(
+            h.assembled(),
+            &[0.0, 2.0, 2.0, 4.0, 4.0, 6.0, -5.0, 0.5, -0.5]
+        );
+        h.reset();
+        push(&mut h, &mut f, [5.0, 5.0], 0.0);
+        assert_eq!(
+            h.assembled(),
+            &[8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn a_non_finite_value_is_refused_and_names_its_field() {
+        let t = terms();
+        let mut f = Frame::for_terms(&t);
+        let mut h = History::new(&t, &f, 2);
+        assert!(f.set("goal", &[f32::NAN]).is_ok());
+        match h.push(&f) {
+            Err(Error::Observation { field, .. }) => assert_eq!(field, "goal"),
+            other => panic!("expected an observation error, got {other:?}"),
+        }
+        assert!(!h.is_primed(), "the bad frame never reached the history");
+    }
+
+    #[test]
+    fn setting_a_field_checks_its_name_and_length() {
+        let mut f = Frame::for_terms(&terms());
+        assert!(matches!(
+            f.set("joint_pos", &[1.0]),
+            Err(Error::Observation { .. })
+        ));
+        assert!(matches!(
+            f.set("last_action", &[1.0, 2.0]),
+            Err(Error::Observation { .. })
+        ));
+        assert!(f.set("joint_pos", &[1.0, 2.0]).is_ok());
     }
 }
