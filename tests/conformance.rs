@@ -23,11 +23,8 @@ fn run_fixture_row(policy: &mut Policy, input: &[f32]) -> (Vec<f32>, Vec<f32>, V
     let mut at = 0;
     for t in &terms {
         let graph_values = &input[at..at + t.size];
-        let raw: Vec<f32> = graph_values
-            .iter()
-            .zip(t.offset.iter().zip(&t.scale))
-            .map(|(v, (o, s))| v / s + o)
-            .collect();
+        let raw: Vec<f32> =
+            graph_values.iter().zip(t.offset.iter().zip(&t.scale)).map(|(v, (o, s))| v / s + o).collect();
         if t.field == Field::LastAction {
             policy.set_last_action(&raw);
         } else {
@@ -35,19 +32,11 @@ fn run_fixture_row(policy: &mut Policy, input: &[f32]) -> (Vec<f32>, Vec<f32>, V
         }
         at += t.size;
     }
-    assert_eq!(
-        at,
-        input.len(),
-        "the manifest's terms must cover the whole input"
-    );
+    assert_eq!(at, input.len(), "the manifest's terms must cover the whole input");
     policy.observe(&frame, 0.0).unwrap();
     policy.infer().unwrap();
     let chunk = policy.chunk();
-    (
-        policy.observation_input().to_vec(),
-        chunk.normalized.to_vec(),
-        chunk.joint_rad.to_vec(),
-    )
+    (policy.observation_input().to_vec(), chunk.normalized.to_vec(), chunk.joint_rad.to_vec())
 }
 
 fn check_fixture(dir: &str, golden: &str, zeros: &str, zero_in: &str, zero_out: &str) {
@@ -61,17 +50,9 @@ fn check_fixture(dir: &str, golden: &str, zeros: &str, zero_in: &str, zero_out: 
     for (row, (x, y)) in inputs.chunks(45).zip(outputs.chunks(12)).enumerate() {
         let (assembled, out, joints) = run_fixture_row(&mut policy, x);
         let obs_err = max_abs_diff(&assembled, x);
-        assert!(
-            obs_err < 1e-5,
-            "{}: row {row}: observation assembled with error {obs_err}",
-            dir.display()
-        );
+        assert!(obs_err < 1e-5, "{}: row {row}: observation assembled with error {obs_err}", dir.display());
         let err = max_abs_diff(&out, y);
-        assert!(
-            err <= TOL,
-            "{}: row {row}: output differs from golden by {err}",
-            dir.display()
-        );
+        assert!(err <= TOL, "{}: row {row}: output differs from golden by {err}", dir.display());
         for (j, (q, raw)) in joints.iter().zip(&out).enumerate() {
             let (lo, hi) = layout.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
             let want = raw.clamp(lo, hi) * layout.scale[j] + layout.offset[j];
@@ -83,22 +64,12 @@ fn check_fixture(dir: &str, golden: &str, zeros: &str, zero_in: &str, zero_out: 
     assert!(zin.iter().all(|v| *v == 0.0));
     let (_, out, _) = run_fixture_row(&mut policy, &zin);
     let err = max_abs_diff(&out, &zout);
-    assert!(
-        err <= TOL,
-        "{}: zero input: output differs from golden by {err}",
-        dir.display()
-    );
+    assert!(err <= TOL, "{}: zero input: output differs from golden by {err}", dir.display());
 }
 
 #[test]
 fn lite3_reproduces_golden_outputs() {
-    check_fixture(
-        "lite3",
-        "policy_golden_rand16.npz",
-        "policy_zeros_golden.npz",
-        "obs",
-        "out_actions",
-    );
+    check_fixture("lite3", "policy_golden_rand16.npz", "policy_zeros_golden.npz", "obs", "out_actions");
 }
 
 #[test]
@@ -131,39 +102,25 @@ fn last_action_term_reads_the_policys_previous_output() {
     frame.set("projected_gravity", &[0.0, 0.0, -1.0]).unwrap();
     policy.observe(&frame, 0.0).unwrap();
     let first_block = policy.observation_input()[33..45].to_vec();
-    assert!(
-        first_block.iter().all(|v| *v == 0.0),
-        "last action starts at zero"
-    );
+    assert!(first_block.iter().all(|v| *v == 0.0), "last action starts at zero");
     policy.infer().unwrap();
     let first_out = policy.chunk().normalized.to_vec();
     policy.observe(&frame, 0.012).unwrap();
     assert_eq!(&policy.observation_input()[33..45], first_out.as_slice());
     policy.reset().unwrap();
     policy.observe(&frame, 0.0).unwrap();
-    assert!(
-        policy.observation_input()[33..45].iter().all(|v| *v == 0.0),
-        "reset clears it"
-    );
+    assert!(policy.observation_input()[33..45].iter().all(|v| *v == 0.0), "reset clears it");
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Our trained models against the exporter's reference vectors.
 
 /// Loads a model's reference archive and checks the observation, each step and the final chunk.
-fn check_sampler(
-    model_dir: &std::path::Path,
-    manifest: &std::path::Path,
-    reference: &std::path::Path,
-) {
+fn check_sampler(model_dir: &std::path::Path, manifest: &std::path::Path, reference: &std::path::Path) {
     let (noise, noise_shape) = npz(reference, "noise");
     let n = noise_shape[0];
-    let options = PolicyOptions {
-        candidates: n,
-        ..PolicyOptions::default()
-    };
-    let mut policy = Policy::load(ort(), manifest, &options)
-        .unwrap_or_else(|e| panic!("{}: {e}", model_dir.display()));
+    let options = PolicyOptions { candidates: n, ..PolicyOptions::default() };
+    let mut policy = Policy::load(ort(), manifest, &options).unwrap_or_else(|e| panic!("{}: {e}", model_dir.display()));
     let (joint_pos, _) = npz(reference, "joint_pos");
     let (target, _) = npz(reference, "target");
     let (obs, _) = npz(reference, "obs");
@@ -176,51 +133,28 @@ fn check_sampler(
     frame.set("joint_pos", &joint_pos[a..2 * a]).unwrap();
     policy.observe(&frame, 0.1).unwrap();
     let obs_err = max_abs_diff(policy.observation_input(), &obs);
-    assert!(
-        obs_err < 1e-5,
-        "{}: observation differs by {obs_err}",
-        reference.display()
-    );
+    assert!(obs_err < 1e-5, "{}: observation differs by {obs_err}", reference.display());
 
-    let step_noise = if npz_has(reference, "step_noise") {
-        npz(reference, "step_noise").0
-    } else {
-        Vec::new()
-    };
+    let step_noise = if npz_has(reference, "step_noise") { npz(reference, "step_noise").0 } else { Vec::new() };
     let (x_steps, xs_shape) = npz(reference, "x_steps");
     let k = xs_shape[0];
     let per = x_steps.len() / k;
     let mut traced: Vec<Vec<f32>> = Vec::new();
     let mut trace = |_: usize, x: &[f32]| traced.push(x.to_vec());
-    let mut given = GivenNoise {
-        initial: &noise,
-        steps: &step_noise,
-    };
+    let mut given = GivenNoise { initial: &noise, steps: &step_noise };
     policy.infer_with(&mut given, Some(&mut trace)).unwrap();
     assert_eq!(traced.len(), k, "{}: step count", reference.display());
     for (i, x) in traced.iter().enumerate() {
         let err = max_abs_diff(x, &x_steps[i * per..(i + 1) * per]);
-        assert!(
-            err <= TOL,
-            "{}: step {i} differs by {err}",
-            reference.display()
-        );
+        assert!(err <= TOL, "{}: step {i} differs by {err}", reference.display());
     }
     let chunk = policy.chunk();
     let (chunk_norm, _) = npz(reference, "chunk_norm");
     let (chunk_rad, _) = npz(reference, "chunk");
     let err = max_abs_diff(chunk.normalized, &chunk_norm);
-    assert!(
-        err <= TOL,
-        "{}: final chunk differs by {err}",
-        reference.display()
-    );
+    assert!(err <= TOL, "{}: final chunk differs by {err}", reference.display());
     let err_rad = max_abs_diff(chunk.joint_rad, &chunk_rad);
-    assert!(
-        err_rad <= TOL,
-        "{}: chunk in radians differs by {err_rad}",
-        reference.display()
-    );
+    assert!(err_rad <= TOL, "{}: chunk in radians differs by {err_rad}", reference.display());
     eprintln!(
         "conformance {}: {k} steps x {n} candidates, max |error| normalized {err:.2e}, radians {err_rad:.2e}",
         reference.display()
@@ -237,11 +171,7 @@ fn diffusion_ddim_reproduces_reference() {
 fn diffusion_ddpm_reproduces_reference() {
     let m = model("reach-dp");
     let c = m.join("conformance");
-    check_sampler(
-        &m,
-        &c.join("ddpm_squaredcos.toml"),
-        &c.join("ddpm_squaredcos.npz"),
-    );
+    check_sampler(&m, &c.join("ddpm_squaredcos.toml"), &c.join("ddpm_squaredcos.npz"));
 }
 
 #[test]
@@ -255,11 +185,7 @@ fn diffusion_linear_schedule_reproduces_reference() {
 fn diffusion_sample_prediction_reproduces_reference() {
     let m = model("reach-dp");
     let c = m.join("conformance");
-    check_sampler(
-        &m,
-        &c.join("sample_pred.toml"),
-        &c.join("sample_pred_ddim.npz"),
-    );
+    check_sampler(&m, &c.join("sample_pred.toml"), &c.join("sample_pred_ddim.npz"));
 }
 
 #[test]
@@ -272,22 +198,14 @@ fn flow_openpi_reproduces_reference() {
 fn flow_rectified_reproduces_reference() {
     let m = model("reach-flow");
     let c = m.join("conformance");
-    check_sampler(
-        &m,
-        &c.join("rectified.toml"),
-        &c.join("rectified_euler.npz"),
-    );
+    check_sampler(&m, &c.join("rectified.toml"), &c.join("rectified_euler.npz"));
 }
 
 #[test]
 fn pipeline_encoder_and_head_reproduce_the_single_graph() {
     // The split graphs hold the same weights, so they must give the single graph's reference chunk.
     let m = model("reach-dp");
-    check_sampler(
-        &model("reach-dp-pipeline"),
-        &model("reach-dp-pipeline"),
-        &m.join("reference.npz"),
-    );
+    check_sampler(&model("reach-dp-pipeline"), &model("reach-dp-pipeline"), &m.join("reference.npz"));
 }
 
 #[test]
@@ -318,18 +236,12 @@ fn recurrent_gru_carries_its_state_like_the_reference() {
         policy.infer().unwrap();
         let chunk = policy.chunk();
         let err = max_abs_diff(chunk.normalized, &actions[c * 3..(c + 1) * 3]);
-        assert!(
-            err <= TOL,
-            "call {c}: action differs by {err} (state not carried?)"
-        );
+        assert!(err <= TOL, "call {c}: action differs by {err} (state not carried?)");
         let err_rad = max_abs_diff(chunk.joint_rad, &actions_rad[c * 3..(c + 1) * 3]);
         assert!(err_rad <= TOL, "call {c}: radians differ by {err_rad}");
         worst = worst.max(err).max(err_rad);
     }
-    eprintln!(
-        "conformance {}: {calls} calls, max |error| {worst:.2e}",
-        reference.display()
-    );
+    eprintln!("conformance {}: {calls} calls, max |error| {worst:.2e}", reference.display());
     // After a reset the hidden state is zero again: the first action repeats.
     let first = policy.chunk().normalized.to_vec();
     policy.reset().unwrap();
@@ -340,11 +252,7 @@ fn recurrent_gru_carries_its_state_like_the_reference() {
     policy.infer().unwrap();
     let err = max_abs_diff(policy.chunk().normalized, &actions[0..3]);
     assert!(err <= TOL, "reset did not zero the state: {err}");
-    assert_ne!(
-        first,
-        policy.chunk().normalized.to_vec(),
-        "the state did change the later actions"
-    );
+    assert_ne!(first, policy.chunk().normalized.to_vec(), "the state did change the later actions");
 }
 
 #[test]
@@ -367,15 +275,8 @@ fn direct_mlp_chunk_reproduces_reference() {
     let (want_rad, _) = npz(&reference, "actions");
     let err = max_abs_diff(policy.chunk().normalized, &want);
     let err_rad = max_abs_diff(policy.chunk().joint_rad, &want_rad);
-    assert!(
-        err <= TOL && err_rad <= TOL,
-        "chunk differs by {err} / {err_rad}"
-    );
-    eprintln!(
-        "conformance {}: max |error| {:.2e}",
-        reference.display(),
-        err.max(err_rad)
-    );
+    assert!(err <= TOL && err_rad <= TOL, "chunk differs by {err} / {err_rad}");
+    eprintln!("conformance {}: max |error| {:.2e}", reference.display(), err.max(err_rad));
 }
 
 #[test]
@@ -393,10 +294,7 @@ fn pipeline_encoder_output_is_cached_until_its_refresh_period() {
         frame.set("target", &[0.25, 0.35]).unwrap();
         frame.set("joint_pos", &q).unwrap();
         policy.observe(&frame, t).unwrap();
-        let mut given = GivenNoise {
-            initial: &noise,
-            steps: &[],
-        };
+        let mut given = GivenNoise { initial: &noise, steps: &[] };
         policy.infer_with(&mut given, None).unwrap();
         policy.chunk().normalized.to_vec()
     };
@@ -404,21 +302,14 @@ fn pipeline_encoder_output_is_cached_until_its_refresh_period() {
     let b = run(&mut policy, [0.0, 0.2, 0.1], 0.5);
     assert_eq!(a, b, "encoder re-ran before its refresh period");
     let c = run(&mut policy, [0.0, 0.2, 0.1], 1.0);
-    assert!(
-        max_abs_diff(&a, &c) > 1e-3,
-        "encoder did not re-run after its refresh period"
-    );
+    assert!(max_abs_diff(&a, &c) > 1e-3, "encoder did not re-run after its refresh period");
 }
 
 #[test]
 fn seeded_noise_makes_runs_reproducible() {
     let m = model("reach-dp");
     let chunk_with = |seed: u64| {
-        let options = PolicyOptions {
-            candidates: 2,
-            seed,
-            ..PolicyOptions::default()
-        };
+        let options = PolicyOptions { candidates: 2, seed, ..PolicyOptions::default() };
         let mut policy = Policy::load(ort(), &m, &options).unwrap();
         let mut frame = policy.new_frame();
         frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
@@ -436,11 +327,7 @@ fn seeded_noise_makes_runs_reproducible() {
     assert_eq!(a2, b2, "same seed, same second chunk");
     assert_ne!(a1, a2, "the stream moves on between inferences");
     assert_ne!(a1, c1, "another seed, another chunk");
-    assert_ne!(
-        a1[..48],
-        a1[48..],
-        "the two candidates draw different noise"
-    );
+    assert_ne!(a1[..48], a1[48..], "the two candidates draw different noise");
 }
 
 #[test]
@@ -457,10 +344,7 @@ fn overflowing_observations_are_refused_naming_the_field() {
         }
         other => panic!("expected an observation error, got {other:?}"),
     }
-    assert!(
-        policy.infer().is_err(),
-        "no chunk from a refused observation"
-    );
+    assert!(policy.infer().is_err(), "no chunk from a refused observation");
 }
 
 #[test]

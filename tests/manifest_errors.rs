@@ -19,24 +19,12 @@ fn dp_text() -> String {
 fn load(dir: PathBuf, text: &str, candidates: usize) -> Result<Policy, Error> {
     let path = dir.join("manifest-under-test.toml");
     let manifest = Manifest::parse(text, &path)?;
-    Policy::from_manifest(
-        ort(),
-        manifest,
-        &PolicyOptions {
-            candidates,
-            ..PolicyOptions::default()
-        },
-    )
+    Policy::from_manifest(ort(), manifest, &PolicyOptions { candidates, ..PolicyOptions::default() })
 }
 
 fn binding_error(r: Result<Policy, Error>) -> (String, String, String) {
     match r {
-        Err(Error::Binding {
-            field,
-            tensor,
-            message,
-            ..
-        }) => (field, tensor, message),
+        Err(Error::Binding { field, tensor, message, .. }) => (field, tensor, message),
         Err(other) => panic!("expected a binding error, got: {other}"),
         Ok(_) => panic!("expected a binding error, the manifest loaded"),
     }
@@ -56,18 +44,11 @@ fn the_shipped_manifests_load() {
 
 #[test]
 fn wrong_input_tensor_name_names_field_and_tensor() {
-    let text = replace_once(
-        &lite3_text(),
-        "observation = \"obs\"",
-        "observation = \"observations\"",
-    );
+    let text = replace_once(&lite3_text(), "observation = \"obs\"", "observation = \"observations\"");
     let (field, tensor, message) = binding_error(load(fixture("lite3"), &text, 1));
     assert_eq!(field, "io.observation");
     assert_eq!(tensor, "observations");
-    assert!(
-        message.contains("`obs`"),
-        "lists the real inputs: {message}"
-    );
+    assert!(message.contains("`obs`"), "lists the real inputs: {message}");
 }
 
 #[test]
@@ -82,18 +63,11 @@ fn wrong_output_tensor_name_names_field_and_tensor() {
 #[test]
 fn observation_width_mismatch_names_field_and_tensor() {
     // Dropping the last_action term leaves 33 values for a 45-wide input.
-    let text = replace_once(
-        &lite3_text(),
-        "[[observation.terms]]\nfield = \"last_action\"\n",
-        "",
-    );
+    let text = replace_once(&lite3_text(), "[[observation.terms]]\nfield = \"last_action\"\n", "");
     let (field, tensor, message) = binding_error(load(fixture("lite3"), &text, 1));
     assert_eq!(field, "io.observation");
     assert_eq!(tensor, "obs");
-    assert!(
-        message.contains("[1, 45]") && message.contains("33"),
-        "{message}"
-    );
+    assert!(message.contains("[1, 45]") && message.contains("33"), "{message}");
 }
 
 #[test]
@@ -124,19 +98,12 @@ fn chunk_shape_mismatch_names_horizon_and_tensor() {
 #[test]
 fn wrong_element_type_names_field_and_tensor() {
     // `timestep` is int64; the observation must be float32.
-    let text = replace_once(
-        &dp_text(),
-        "observation = \"obs\"",
-        "observation = \"timestep\"",
-    );
+    let text = replace_once(&dp_text(), "observation = \"obs\"", "observation = \"timestep\"");
     let text = replace_once(&text, "timestep = \"timestep\"", "timestep = \"obs\"");
     let (field, tensor, message) = binding_error(load(model("reach-dp"), &text, 1));
     assert_eq!(field, "io.observation");
     assert_eq!(tensor, "timestep");
-    assert!(
-        message.contains("int64") && message.contains("float32"),
-        "{message}"
-    );
+    assert!(message.contains("int64") && message.contains("float32"), "{message}");
 }
 
 #[test]
@@ -178,11 +145,7 @@ fn missing_field_is_a_parse_error_naming_it() {
 
 #[test]
 fn unknown_field_is_refused() {
-    let text = replace_once(
-        &lite3_text(),
-        "horizon = 1\n",
-        "horizon = 1\nhorizonn = 2\n",
-    );
+    let text = replace_once(&lite3_text(), "horizon = 1\n", "horizon = 1\nhorizonn = 2\n");
     match Manifest::parse(&text, &fixture("lite3").join("manifest.toml")) {
         Err(Error::Parse { message, .. }) => assert!(message.contains("horizonn"), "{message}"),
         other => panic!("expected a parse error, got {other:?}"),
@@ -194,11 +157,7 @@ fn bad_values_name_their_field() {
     let cases = [
         ("dt_s = 0.012", "dt_s = -0.012", "action.dt_s"),
         ("kind = \"direct\"", "kind = \"transformer\"", "model.kind"),
-        (
-            "field = \"command\"\nsize = 3",
-            "field = \"command\"",
-            "observation.terms[2].size",
-        ),
+        ("field = \"command\"\nsize = 3", "field = \"command\"", "observation.terms[2].size"),
         (
             "field = \"ang_vel\"\nscale = 0.25",
             "field = \"ang_vel\"\nscale = [0.25, 0.25]",
@@ -218,11 +177,7 @@ fn bad_values_name_their_field() {
 
 #[test]
 fn missing_onnx_file_names_the_file() {
-    let text = replace_once(
-        &lite3_text(),
-        "onnx = \"policy.onnx\"",
-        "onnx = \"missing.onnx\"",
-    );
+    let text = replace_once(&lite3_text(), "onnx = \"policy.onnx\"", "onnx = \"missing.onnx\"");
     match load(fixture("lite3"), &text, 1) {
         Err(Error::Io { path, .. }) => assert!(path.ends_with("missing.onnx")),
         other => panic!("expected an I/O error, got {other:?}"),

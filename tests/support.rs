@@ -9,10 +9,7 @@ use coxswain::onnx::OrtRuntime;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -30,27 +27,15 @@ pub fn ort() -> &'static OrtRuntime {
 
 /// An array from a numpy archive, as f32 (float64 and int64 arrays are converted), with its shape.
 pub fn npz(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let mut archive =
-        npyz::npz::NpzArchive::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = archive
-        .by_name(name)
-        .unwrap()
-        .unwrap_or_else(|| panic!("{}: no array `{name}`", path.display()));
+    let mut archive = npyz::npz::NpzArchive::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = archive.by_name(name).unwrap().unwrap_or_else(|| panic!("{}: no array `{name}`", path.display()));
     let shape: Vec<usize> = file.shape().iter().map(|d| *d as usize).collect();
     let data = match file.dtype() {
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => {
-            file.into_vec::<f64>()
-                .unwrap()
-                .into_iter()
-                .map(|v| v as f32)
-                .collect()
+            file.into_vec::<f64>().unwrap().into_iter().map(|v| v as f32).collect()
         }
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int && t.size_field() == 8 => {
-            file.into_vec::<i64>()
-                .unwrap()
-                .into_iter()
-                .map(|v| v as f32)
-                .collect()
+            file.into_vec::<i64>().unwrap().into_iter().map(|v| v as f32).collect()
         }
         _ => file.into_vec::<f32>().unwrap(),
     };
@@ -67,10 +52,7 @@ pub fn npz_has(path: &Path, name: &str) -> bool {
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 thread_local! {

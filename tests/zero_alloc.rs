@@ -45,17 +45,10 @@ fn direct_inference_allocates_nothing() {
 #[test]
 fn diffusion_sampler_steps_allocate_nothing() {
     for candidates in [1, 8] {
-        let options = PolicyOptions {
-            candidates,
-            ..PolicyOptions::default()
-        };
+        let options = PolicyOptions { candidates, ..PolicyOptions::default() };
         let mut policy = Policy::load(ort(), &model("reach-dp"), &options).unwrap();
         // 100 inferences x 10 steps = 1000 sampler steps.
-        assert_eq!(
-            allocations_per_call(&mut policy, 100),
-            0,
-            "candidates = {candidates}"
-        );
+        assert_eq!(allocations_per_call(&mut policy, 100), 0, "candidates = {candidates}");
     }
 }
 

@@ -24,10 +24,7 @@ const WARMUP: usize = 50;
 const ITERS: usize = 1000;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 struct Stats {
@@ -38,18 +35,12 @@ struct Stats {
 fn stats(mut v: Vec<f64>) -> Stats {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    Stats {
-        p50_us: at(0.5),
-        p99_us: at(0.99),
-    }
+    Stats { p50_us: at(0.5), p99_us: at(0.99) }
 }
 
 /// The whole sampler through coxswain's policy engine.
 fn coxswain_chunk(rt: &OrtRuntime, model: &Path, batch: usize) -> Stats {
-    let options = PolicyOptions {
-        candidates: batch,
-        ..PolicyOptions::default()
-    };
+    let options = PolicyOptions { candidates: batch, ..PolicyOptions::default() };
     let mut policy = Policy::load(rt, model, &options).unwrap();
     let mut frame = policy.new_frame();
     frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
@@ -86,9 +77,7 @@ fn bare_runs(rt: &OrtRuntime, model: &Path, batch: usize, steps: usize) -> Stats
             let sample = Tensor::from_array(([batch, 16, 3], x.clone())).unwrap();
             let t = Tensor::from_array(([batch], vec![(90 - 10 * k) as i64; batch])).unwrap();
             let o = Tensor::from_array(([batch, 8], obs.clone())).unwrap();
-            let out = session
-                .run(ort::inputs!["sample" => sample, "timestep" => t, "obs" => o])
-                .unwrap();
+            let out = session.run(ort::inputs!["sample" => sample, "timestep" => t, "obs" => o]).unwrap();
             std::hint::black_box(out["eps"].try_extract_tensor::<f32>().unwrap().1[0]);
         }
     };
@@ -136,10 +125,7 @@ fn python_chunk(model: &Path, batch: usize) -> Result<Stats, String> {
             "{} {}: {}",
             py.display(),
             script.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed")
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
@@ -149,39 +135,27 @@ fn python_chunk(model: &Path, batch: usize) -> Result<Stats, String> {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("python baseline printed no {name}: {text}"))
     };
-    Ok(Stats {
-        p50_us: field("p50_us")?,
-        p99_us: field("p99_us")?,
-    })
+    Ok(Stats { p50_us: field("p50_us")?, p99_us: field("p99_us")? })
 }
 
 fn main() {
     let rt = OrtRuntime::load(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
     let model = repo().join("models/reach-dp");
-    let steps = coxswain::policy::Manifest::load(&model)
-        .unwrap()
-        .sampler
-        .map(|s| s.steps())
-        .unwrap_or(10);
-    println!("sampler bench: {} ({steps} DDIM steps), 1 intra-op thread, {ITERS} chunks after {WARMUP} warm-up", model.display());
+    let steps = coxswain::policy::Manifest::load(&model).unwrap().sampler.map(|s| s.steps()).unwrap_or(10);
+    println!(
+        "sampler bench: {} ({steps} DDIM steps), 1 intra-op thread, {ITERS} chunks after {WARMUP} warm-up",
+        model.display()
+    );
     println!(
         "{:<7} {:>22} {:>22} {:>22} {:>12} {:>12}",
-        "batch",
-        "coxswain p50/p99 us",
-        "bare runs p50/p99 us",
-        "python p50/p99 us",
-        "cox/bare",
-        "py/cox"
+        "batch", "coxswain p50/p99 us", "bare runs p50/p99 us", "python p50/p99 us", "cox/bare", "py/cox"
     );
     for batch in [1, 8] {
         let c = coxswain_chunk(rt, &model, batch);
         let b = bare_runs(rt, &model, batch, steps);
         let p = python_chunk(&model, batch);
         let (py_col, ratio) = match &p {
-            Ok(p) => (
-                format!("{:.0} / {:.0}", p.p50_us, p.p99_us),
-                format!("{:.2}", p.p50_us / c.p50_us),
-            ),
+            Ok(p) => (format!("{:.0} / {:.0}", p.p50_us, p.p99_us), format!("{:.2}", p.p50_us / c.p50_us)),
             Err(_) => ("n/a".into(), "n/a".into()),
         };
         println!(

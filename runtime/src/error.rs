@@ -27,20 +27,11 @@ pub enum Error {
 
     /// A manifest or config field has a value that cannot work.
     #[error("{}: `{field}`: {message}", path.display())]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    Field { path: PathBuf, field: String, message: String },
 
     /// A manifest field names an ONNX tensor that does not fit what the field needs.
     #[error("{}: `{field}` -> tensor `{tensor}`: {message}", path.display())]
-    Binding {
-        path: PathBuf,
-        field: String,
-        tensor: String,
-        message: String,
-    },
+    Binding { path: PathBuf, field: String, tensor: String, message: String },
 
     /// ONNX Runtime refused to create a session or run a graph.
     #[error("{}: ONNX Runtime: {message}", path.display())]
@@ -60,16 +51,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn field(
-        path: &std::path::Path,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Error::Field {
-            path: path.to_path_buf(),
-            field: field.into(),
-            message: message.into(),
-        }
+    pub(crate) fn field(path: &std::path::Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Field { path: path.to_path_buf(), field: field.into(), message: message.into() }
     }
 
     pub(crate) fn binding(
@@ -78,18 +61,10 @@ impl Error {
         tensor: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Error::Binding {
-            path: path.to_path_buf(),
-            field: field.into(),
-            tensor: tensor.into(),
-            message: message.into(),
-        }
+        Error::Binding { path: path.to_path_buf(), field: field.into(), tensor: tensor.into(), message: message.into() }
     }
 
     pub(crate) fn onnx(path: &std::path::Path, err: impl std::fmt::Display) -> Self {
-        Error::Onnx {
-            path: path.to_path_buf(),
-            message: err.to_string(),
-        }
+        Error::Onnx { path: path.to_path_buf(), message: err.to_string() }
     }
 }

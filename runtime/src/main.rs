@@ -6,15 +6,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use coxswain::onnx::{ExecutionProvider, OptimizationLevel, OrtRuntime, SessionConfig};
+use coxswain::onnx::{ExecutionProvider, OnnxConfig, OptimizationLevel, OrtRuntime};
 use coxswain::policy::{Policy, PolicyOptions};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "coxswain",
-    version,
-    about = "Runs learned robot policies (ONNX) on the robot."
-)]
+#[command(name = "coxswain", version, about = "Runs learned robot policies (ONNX) on the robot.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,39 +44,55 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct OrtArgs {
-    /// The ONNX Runtime shared library (default: $ORT_DYLIB_PATH, then .ort/lib/, then system paths).
+    /// A deployment config whose `[onnx]` table sets the library and session options (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The ONNX Runtime shared library (default: the config, $ORT_DYLIB_PATH, .ort/lib/, system paths).
     #[arg(long)]
     ort_lib: Option<PathBuf>,
-    /// Intra-op threads for ONNX Runtime.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Graph optimization level: disable, basic, extended, all.
-    #[arg(long, default_value = "all")]
-    opt_level: OptimizationLevel,
-    /// Execution providers in order of preference, comma-separated: cpu, cuda[:id], tensorrt[:id].
-    #[arg(long, default_value = "cpu", value_delimiter = ',')]
-    ep: Vec<ExecutionProvider>,
+    /// Intra-op threads for ONNX Runtime (default 1).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Graph optimization level: disable, basic, extended, all (default all).
+    #[arg(long)]
+    opt_level: Option<OptimizationLevel>,
+    /// Execution providers in order of preference, comma-separated: cpu, cuda[:id], tensorrt[:id] (default cpu).
+    #[arg(long, value_delimiter = ',')]
+    ep: Option<Vec<ExecutionProvider>>,
     /// Candidate chunks per inference (diffusion and flow models).
     #[arg(long, default_value_t = 1)]
     candidates: usize,
 }
 
 impl OrtArgs {
-    fn load(
-        &self,
-        model: &std::path::Path,
-        seed: u64,
-    ) -> anyhow::Result<(&'static OrtRuntime, Policy)> {
-        let rt = OrtRuntime::load(self.ort_lib.as_deref())?;
-        let options = PolicyOptions {
-            session: SessionConfig {
-                intra_op_threads: self.threads,
-                optimization_level: self.opt_level,
-                execution_providers: self.ep.clone(),
-            },
-            candidates: self.candidates,
-            seed,
+    /// The config file's `[onnx]` table with the flags applied over it.
+    fn onnx_config(&self) -> anyhow::Result<OnnxConfig> {
+        let mut c = match &self.config {
+            Some(path) => OnnxConfig::load(path)?,
+            None => OnnxConfig::default(),
         };
+        if self.ort_lib.is_some() {
+            c.library = self.ort_lib.clone();
+        }
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads must be at least 1");
+            }
+            c.session.intra_op_threads = n;
+        }
+        if let Some(l) = self.opt_level {
+            c.session.optimization_level = l;
+        }
+        if let Some(ep) = &self.ep {
+            c.session.execution_providers = ep.clone();
+        }
+        Ok(c)
+    }
+
+    fn load(&self, model: &std::path::Path, seed: u64) -> anyhow::Result<(&'static OrtRuntime, Policy)> {
+        let config = self.onnx_config()?;
+        let rt = OrtRuntime::load(config.library.as_deref())?;
+        let options = PolicyOptions { session: config.session, candidates: self.candidates, seed };
         let policy = Policy::load(rt, model, &options)?;
         Ok((rt, policy))
     }
@@ -90,12 +102,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
-        Command::Sample {
-            model,
-            ort,
-            set,
-            seed,
-        } => sample(&model, &ort, &set, seed),
+        Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,9 +123,7 @@ fn default_frame(policy: &Policy, set: &[String]) -> anyhow::Result<coxswain::po
         }
     }
     for s in set {
-        let (name, values) = s
-            .split_once('=')
-            .with_context(|| format!("--set {s}: expected FIELD=V1,V2,..."))?;
+        let (name, values) = s.split_once('=').with_context(|| format!("--set {s}: expected FIELD=V1,V2,..."))?;
         let values: Vec<f32> = values
             .split(',')
             .map(|v| v.trim().parse::<f32>())
@@ -157,48 +162,24 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
     );
     println!("observation {} values:", m.observation_dim());
     for t in &m.terms {
-        println!(
-            "  {:<18} size {:>2} x history {}",
-            t.field.name(),
-            t.size,
-            t.history
-        );
+        println!("  {:<18} size {:>2} x history {}", t.field.name(), t.size, t.history);
     }
-    let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> = policy
-        .encoder_graphs()
-        .zip(&m.encoders)
-        .map(|(g, e)| (e.name.as_str(), g))
-        .collect();
+    let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> =
+        policy.encoder_graphs().zip(&m.encoders).map(|(g, e)| (e.name.as_str(), g)).collect();
     graphs.push(("head", policy.head()));
     for (name, g) in graphs {
         println!("graph {name}: {}", g.path().display());
         for s in g.inputs() {
-            println!(
-                "  in   {:<24} {:<8} {}",
-                s.name,
-                s.dtype_name(),
-                s.shape_string()
-            );
+            println!("  in   {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
         }
         for s in g.outputs() {
-            println!(
-                "  out  {:<24} {:<8} {}",
-                s.name,
-                s.dtype_name(),
-                s.shape_string()
-            );
+            println!("  out  {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
         }
     }
     println!("bindings:");
-    println!(
-        "  {:<8} {:<26} {:<20} {:<8} {:<16} planned",
-        "graph", "manifest field", "tensor", "dtype", "declared"
-    );
+    println!("  {:<8} {:<26} {:<20} {:<8} {:<16} planned", "graph", "manifest field", "tensor", "dtype", "declared");
     for b in policy.bindings() {
-        println!(
-            "  {:<8} {:<26} {:<20} {:<8} {:<16} {:?}",
-            b.graph, b.role, b.tensor, b.dtype, b.declared, b.planned
-        );
+        println!("  {:<8} {:<26} {:<20} {:<8} {:<16} {:?}", b.graph, b.role, b.tensor, b.dtype, b.declared, b.planned);
     }
     let frame = default_frame(&policy, &[])?;
     policy.observe(&frame, 0.0)?;
@@ -225,7 +206,7 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
         pct(0.99),
         lat[lat.len() - 1],
         runs,
-        ort.threads
+        ort.onnx_config()?.session.intra_op_threads
     );
     Ok(())
 }
@@ -248,15 +229,7 @@ fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> 
     );
     for c in 0..chunk.candidates {
         println!("candidate {c}:");
-        println!(
-            "  {:>6}  {}",
-            "t [s]",
-            m.action
-                .joints
-                .iter()
-                .map(|j| format!("{j:>10}"))
-                .collect::<String>()
-        );
+        println!("  {:>6}  {}", "t [s]", m.action.joints.iter().map(|j| format!("{j:>10}")).collect::<String>());
         for (h, row) in chunk.candidate(c).chunks(chunk.joints).enumerate() {
             println!(
                 "  {:>6.2}  {}",

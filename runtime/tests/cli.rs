@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn coxswain(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -29,36 +26,19 @@ const LITE3: &str = "tests/fixtures/lite3";
 
 #[test]
 fn missing_library_from_flag_is_a_clear_error() {
-    let o = coxswain(
-        &[
-            "inspect",
-            LITE3,
-            "--ort-lib",
-            "/nonexistent/libonnxruntime.so",
-        ],
-        &[],
-    );
+    let o = coxswain(&["inspect", LITE3, "--ort-lib", "/nonexistent/libonnxruntime.so"], &[]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(
-        e.contains("/nonexistent/libonnxruntime.so") && e.contains("not a file"),
-        "{e}"
-    );
+    assert!(e.contains("/nonexistent/libonnxruntime.so") && e.contains("not a file"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
 }
 
 #[test]
 fn missing_library_from_env_names_the_variable_and_the_fix() {
-    let o = coxswain(
-        &["inspect", LITE3],
-        &[("ORT_DYLIB_PATH", "/nonexistent/lib.so")],
-    );
+    let o = coxswain(&["inspect", LITE3], &[("ORT_DYLIB_PATH", "/nonexistent/lib.so")]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(
-        e.contains("ORT_DYLIB_PATH") && e.contains("install-onnxruntime.sh"),
-        "{e}"
-    );
+    assert!(e.contains("ORT_DYLIB_PATH") && e.contains("install-onnxruntime.sh"), "{e}");
 }
 
 #[test]
@@ -78,10 +58,7 @@ fn an_execution_provider_the_library_lacks_is_named() {
         return;
     }
     let e = stderr(&o);
-    assert!(
-        e.contains("tensorrt") && e.contains("TensorrtExecutionProvider"),
-        "{e}"
-    );
+    assert!(e.contains("tensorrt") && e.contains("TensorrtExecutionProvider"), "{e}");
 }
 
 #[test]
@@ -89,14 +66,8 @@ fn inspect_prints_signature_and_bindings() {
     let o = coxswain(&["inspect", "tests/fixtures/bhl-video", "--runs", "3"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("in   onnx::Gemm_0") && out.contains("float32  [1, 45]"),
-        "{out}"
-    );
-    assert!(
-        out.contains("io.observation") && out.contains("io.output"),
-        "{out}"
-    );
+    assert!(out.contains("in   onnx::Gemm_0") && out.contains("float32  [1, 45]"), "{out}");
+    assert!(out.contains("io.observation") && out.contains("io.output"), "{out}");
     assert!(out.contains("inference"), "{out}");
 }
 
@@ -106,4 +77,19 @@ fn sample_rejects_an_unknown_field() {
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("joint_angle") && e.contains("joint_pos"), "{e}");
+}
+
+#[test]
+fn config_onnx_table_is_read_and_checked() {
+    let o = coxswain(&["inspect", LITE3, "--config", "firmware-configs/sim-arm.toml", "--runs", "2"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = std::env::temp_dir().join(format!("coxswain-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[onnx]\nexecution_providers = [\"npu\"]\n").unwrap();
+    let o = coxswain(&["inspect", LITE3, "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml") && e.contains("onnx.execution_providers[0]") && e.contains("npu"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -29,11 +29,7 @@ pub struct TensorSpec {
 impl TensorSpec {
     fn from_outlet(name: &str, ty: &ValueType) -> Option<TensorSpec> {
         match ty {
-            ValueType::Tensor {
-                ty,
-                shape,
-                dimension_symbols,
-            } => Some(TensorSpec {
+            ValueType::Tensor { ty, shape, dimension_symbols } => Some(TensorSpec {
                 name: name.to_string(),
                 dtype: *ty,
                 shape: shape.iter().copied().collect(),
@@ -70,8 +66,7 @@ impl TensorSpec {
 
     /// Whether a concrete `shape` fits this declaration (same rank, fixed axes equal).
     pub fn accepts(&self, shape: &[i64]) -> bool {
-        shape.len() == self.shape.len()
-            && self.shape.iter().zip(shape).all(|(d, s)| *d < 0 || d == s)
+        shape.len() == self.shape.len() && self.shape.iter().zip(shape).all(|(d, s)| *d < 0 || d == s)
     }
 }
 
@@ -128,32 +123,18 @@ impl Graph {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "ONNX file not found"),
             });
         }
-        let session = runtime
-            .session_builder(config, path)?
-            .commit_from_file(path)
-            .map_err(|e| Error::onnx(path, e))?;
+        let session =
+            runtime.session_builder(config, path)?.commit_from_file(path).map_err(|e| Error::onnx(path, e))?;
         let mut inputs = Vec::new();
         for o in session.inputs() {
             inputs.push(TensorSpec::from_outlet(o.name(), o.dtype()).ok_or_else(|| {
-                Error::onnx(
-                    path,
-                    format!(
-                        "input `{}` is not a tensor; coxswain feeds tensors only",
-                        o.name()
-                    ),
-                )
+                Error::onnx(path, format!("input `{}` is not a tensor; coxswain feeds tensors only", o.name()))
             })?);
         }
         let mut outputs = Vec::new();
         for o in session.outputs() {
             outputs.push(TensorSpec::from_outlet(o.name(), o.dtype()).ok_or_else(|| {
-                Error::onnx(
-                    path,
-                    format!(
-                        "output `{}` is not a tensor; coxswain reads tensors only",
-                        o.name()
-                    ),
-                )
+                Error::onnx(path, format!("output `{}` is not a tensor; coxswain reads tensors only", o.name()))
             })?);
         }
         Ok(Graph {
@@ -194,20 +175,15 @@ impl Graph {
         if input_shapes.len() != self.inputs.len() {
             return Err(Error::onnx(
                 &self.path,
-                format!(
-                    "{} input shapes planned for {} inputs",
-                    input_shapes.len(),
-                    self.inputs.len()
-                ),
+                format!("{} input shapes planned for {} inputs", input_shapes.len(), self.inputs.len()),
             ));
         }
         let alloc = Allocator::default();
         let mut bound = Vec::with_capacity(self.inputs.len());
         for (spec, shape) in self.inputs.iter().zip(input_shapes) {
             let dims: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
-            let t = DynTensor::new(&alloc, spec.dtype, dims).map_err(|e| {
-                Error::onnx(&self.path, format!("allocating input `{}`: {e}", spec.name))
-            })?;
+            let t = DynTensor::new(&alloc, spec.dtype, dims)
+                .map_err(|e| Error::onnx(&self.path, format!("allocating input `{}`: {e}", spec.name)))?;
             let mut t = t.into_dyn();
             zero_tensor(&mut t, spec.dtype);
             bound.push(SessionInputValue::Owned(t));
@@ -224,9 +200,7 @@ impl Graph {
                 .map_err(|e| Error::onnx(&self.path, format!("allocating output `{name}`: {e}")))?;
             selector = selector.with(name.clone()).preallocate(name.clone(), t);
         }
-        let options = RunOptions::new()
-            .map_err(|e| Error::onnx(&self.path, e))?
-            .with_outputs(selector);
+        let options = RunOptions::new().map_err(|e| Error::onnx(&self.path, e))?.with_outputs(selector);
         self.bound = bound;
         self.run_options = Some(options);
         self.fetched = fetch.iter().map(|(n, _)| n.clone()).collect();
@@ -237,10 +211,9 @@ impl Graph {
     pub fn input_f32(&mut self, index: usize) -> Result<&mut [f32]> {
         let path = &self.path;
         match self.bound.get_mut(index) {
-            Some(SessionInputValue::Owned(v)) => v
-                .try_extract_tensor_mut::<f32>()
-                .map(|(_, d)| d)
-                .map_err(|e| Error::onnx(path, e)),
+            Some(SessionInputValue::Owned(v)) => {
+                v.try_extract_tensor_mut::<f32>().map(|(_, d)| d).map_err(|e| Error::onnx(path, e))
+            }
             _ => Err(Error::onnx(path, format!("input {index} is not planned"))),
         }
     }
@@ -255,24 +228,10 @@ impl Graph {
         };
         let e = |e: ort::Error| Error::onnx(path, e);
         match dtype {
-            Some(TensorElementType::Float32) => v
-                .try_extract_tensor_mut::<f32>()
-                .map_err(e)?
-                .1
-                .fill(value as f32),
-            Some(TensorElementType::Float64) => {
-                v.try_extract_tensor_mut::<f64>().map_err(e)?.1.fill(value)
-            }
-            Some(TensorElementType::Int64) => v
-                .try_extract_tensor_mut::<i64>()
-                .map_err(e)?
-                .1
-                .fill(value as i64),
-            Some(TensorElementType::Int32) => v
-                .try_extract_tensor_mut::<i32>()
-                .map_err(e)?
-                .1
-                .fill(value as i32),
+            Some(TensorElementType::Float32) => v.try_extract_tensor_mut::<f32>().map_err(e)?.1.fill(value as f32),
+            Some(TensorElementType::Float64) => v.try_extract_tensor_mut::<f64>().map_err(e)?.1.fill(value),
+            Some(TensorElementType::Int64) => v.try_extract_tensor_mut::<i64>().map_err(e)?.1.fill(value as i64),
+            Some(TensorElementType::Int32) => v.try_extract_tensor_mut::<i32>().map_err(e)?.1.fill(value as i32),
             other => {
                 return Err(Error::onnx(
                     path,
@@ -287,21 +246,15 @@ impl Graph {
     /// given to [`Graph::plan`]) while it is still borrowed from ONNX Runtime.
     pub fn run(&mut self, sink: &mut dyn FnMut(usize, &[f32]) -> Result<()>) -> Result<()> {
         let path = &self.path;
-        let options = self
-            .run_options
-            .as_ref()
-            .ok_or_else(|| Error::onnx(path, "graph run before it was planned"))?;
-        let outputs = self
-            .session
-            .run_with_options(self.bound.as_slice(), options)
-            .map_err(|e| Error::onnx(path, e))?;
+        let options = self.run_options.as_ref().ok_or_else(|| Error::onnx(path, "graph run before it was planned"))?;
+        let outputs =
+            self.session.run_with_options(self.bound.as_slice(), options).map_err(|e| Error::onnx(path, e))?;
         for (i, name) in self.fetched.iter().enumerate() {
             let value = outputs
                 .get(name.as_str())
                 .ok_or_else(|| Error::onnx(path, format!("output `{name}` missing after run")))?;
-            let (_, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|e| Error::onnx(path, format!("output `{name}`: {e}")))?;
+            let (_, data) =
+                value.try_extract_tensor::<f32>().map_err(|e| Error::onnx(path, format!("output `{name}`: {e}")))?;
             sink(i, data)?;
         }
         Ok(())

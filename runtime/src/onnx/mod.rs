@@ -70,17 +70,11 @@ impl OrtRuntime {
                 std::env::consts::ARCH
             ))
         })?;
-        let env = builder.with_name("coxswain").build().map_err(|e| {
-            Error::OrtLibrary(format!(
-                "{}: creating the environment failed: {e}",
-                library.display()
-            ))
-        })?;
-        let rt = OrtRuntime {
-            env,
-            library,
-            source,
-        };
+        let env = builder
+            .with_name("coxswain")
+            .build()
+            .map_err(|e| Error::OrtLibrary(format!("{}: creating the environment failed: {e}", library.display())))?;
+        let rt = OrtRuntime { env, library, source };
         Ok(RUNTIME.get_or_init(|| rt))
     }
 
@@ -101,19 +95,11 @@ impl OrtRuntime {
 
     /// The execution providers compiled into the loaded library (e.g. `CPUExecutionProvider`).
     pub fn available_providers(&self) -> Vec<String> {
-        ExecutionProvider::ALL
-            .iter()
-            .filter(|ep| ep.is_compiled_in())
-            .map(|ep| ep.ort_name().to_string())
-            .collect()
+        ExecutionProvider::ALL.iter().filter(|ep| ep.is_compiled_in()).map(|ep| ep.ort_name().to_string()).collect()
     }
 
     /// Creates a session builder with the deployment's settings applied.
-    pub(crate) fn session_builder(
-        &self,
-        config: &SessionConfig,
-        path: &Path,
-    ) -> Result<SessionBuilder> {
+    pub(crate) fn session_builder(&self, config: &SessionConfig, path: &Path) -> Result<SessionBuilder> {
         let onnx = |e: ort::Error<SessionBuilder>| Error::onnx(path, e);
         let mut b = ort::session::Session::builder(&self.env)
             .map_err(|e| Error::onnx(path, e))?
@@ -182,10 +168,7 @@ fn find_library(explicit: Option<&Path>) -> Result<(PathBuf, LibrarySource)> {
         return if p.is_file() {
             Ok((p.to_path_buf(), LibrarySource::Explicit))
         } else {
-            Err(Error::OrtLibrary(format!(
-                "--ort-lib / config points at {}, which is not a file",
-                p.display()
-            )))
+            Err(Error::OrtLibrary(format!("--ort-lib / config points at {}, which is not a file", p.display())))
         };
     }
     if let Some(v) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
@@ -275,9 +258,7 @@ impl std::str::FromStr for OptimizationLevel {
             "basic" => Ok(Self::Basic),
             "extended" => Ok(Self::Extended),
             "all" => Ok(Self::All),
-            other => Err(format!(
-                "unknown optimization level `{other}` (disable, basic, extended, all)"
-            )),
+            other => Err(format!("unknown optimization level `{other}` (disable, basic, extended, all)")),
         }
     }
 }
@@ -329,14 +310,12 @@ impl ExecutionProvider {
     fn dispatch(&self) -> ort::ep::ExecutionProviderDispatch {
         match *self {
             ExecutionProvider::Cpu => ort::ep::CPU::default().build().error_on_failure(),
-            ExecutionProvider::Cuda { device_id } => ort::ep::CUDA::default()
-                .with_device_id(device_id)
-                .build()
-                .error_on_failure(),
-            ExecutionProvider::TensorRt { device_id } => ort::ep::TensorRT::default()
-                .with_device_id(device_id)
-                .build()
-                .error_on_failure(),
+            ExecutionProvider::Cuda { device_id } => {
+                ort::ep::CUDA::default().with_device_id(device_id).build().error_on_failure()
+            }
+            ExecutionProvider::TensorRt { device_id } => {
+                ort::ep::TensorRT::default().with_device_id(device_id).build().error_on_failure()
+            }
         }
     }
 }
@@ -347,9 +326,7 @@ impl std::str::FromStr for ExecutionProvider {
         let (name, dev) = match s.split_once(':') {
             Some((n, d)) => (
                 n,
-                d.parse::<i32>().map_err(|_| {
-                    format!("execution provider `{s}`: device id `{d}` is not an integer")
-                })?,
+                d.parse::<i32>().map_err(|_| format!("execution provider `{s}`: device id `{d}` is not an integer"))?,
             ),
             None => (s, 0),
         };
@@ -357,10 +334,80 @@ impl std::str::FromStr for ExecutionProvider {
             "cpu" => Ok(ExecutionProvider::Cpu),
             "cuda" => Ok(ExecutionProvider::Cuda { device_id: dev }),
             "tensorrt" => Ok(ExecutionProvider::TensorRt { device_id: dev }),
-            other => Err(format!(
-                "unknown execution provider `{other}` (cpu, cuda[:id], tensorrt[:id])"
-            )),
+            other => Err(format!("unknown execution provider `{other}` (cpu, cuda[:id], tensorrt[:id])")),
         }
+    }
+}
+
+/// The `[onnx]` table of a deployment config file, as written:
+///
+/// ```toml
+/// [onnx]
+/// library = "/opt/onnxruntime/lib/libonnxruntime.so.1.31.1"   # optional; else ORT_DYLIB_PATH, .ort/lib, system
+/// intra_op_threads = 1                                         # default 1
+/// optimization_level = "all"                                   # disable | basic | extended | all
+/// execution_providers = ["cuda:0", "cpu"]                      # tried in order; default ["cpu"]
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnnxConfig {
+    pub library: Option<PathBuf>,
+    pub intra_op_threads: Option<usize>,
+    pub optimization_level: Option<String>,
+    pub execution_providers: Option<Vec<String>>,
+}
+
+/// A validated `[onnx]` table: where the library is (if the file says) and the session settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OnnxConfig {
+    pub library: Option<PathBuf>,
+    pub session: SessionConfig,
+}
+
+impl OnnxConfig {
+    /// Reads the `[onnx]` table of `path` (other tables of the file are left to their own readers). A file
+    /// without the table gives the defaults.
+    pub fn load(path: &Path) -> Result<OnnxConfig> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let doc: toml::Table =
+            toml::from_str(&text).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let raw: RawOnnxConfig = match doc.get("onnx") {
+            None => RawOnnxConfig::default(),
+            Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| Error::Parse {
+                path: path.to_path_buf(),
+                message: format!("[onnx]: {e}"),
+            })?,
+        };
+        OnnxConfig::from_raw(raw, path)
+    }
+
+    pub fn from_raw(raw: RawOnnxConfig, path: &Path) -> Result<OnnxConfig> {
+        let mut session = SessionConfig::default();
+        if let Some(n) = raw.intra_op_threads {
+            if n == 0 {
+                return Err(Error::field(path, "onnx.intra_op_threads", "must be at least 1"));
+            }
+            session.intra_op_threads = n;
+        }
+        if let Some(level) = &raw.optimization_level {
+            session.optimization_level =
+                level.parse().map_err(|m: String| Error::field(path, "onnx.optimization_level", m))?;
+        }
+        if let Some(eps) = &raw.execution_providers {
+            if eps.is_empty() {
+                return Err(Error::field(path, "onnx.execution_providers", "is empty; use [\"cpu\"]"));
+            }
+            session.execution_providers = eps
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    e.parse().map_err(|m: String| Error::field(path, format!("onnx.execution_providers[{i}]"), m))
+                })
+                .collect::<Result<_>>()?;
+        }
+        let library =
+            raw.library.map(|l| if l.is_relative() { path.parent().unwrap_or(Path::new(".")).join(l) } else { l });
+        Ok(OnnxConfig { library, session })
     }
 }
 
@@ -380,6 +427,71 @@ impl Default for SessionConfig {
             intra_op_threads: 1,
             optimization_level: OptimizationLevel::All,
             execution_providers: vec![ExecutionProvider::Cpu],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<OnnxConfig> {
+        let doc: toml::Table = toml::from_str(text).map_err(|e| Error::Usage(e.to_string()))?;
+        let raw: RawOnnxConfig = doc
+            .get("onnx")
+            .cloned()
+            .map(|v| v.try_into())
+            .transpose()
+            .map_err(|e: toml::de::Error| Error::Usage(e.to_string()))?
+            .unwrap_or_default();
+        OnnxConfig::from_raw(raw, Path::new("/etc/coxswain/robot.toml"))
+    }
+
+    #[test]
+    fn onnx_table_sets_the_session_and_resolves_a_relative_library() {
+        let c = parse(
+            "[onnx]\nlibrary = \"lib/libonnxruntime.so\"\nintra_op_threads = 2\noptimization_level = \"basic\"\n\
+             execution_providers = [\"cuda:1\", \"cpu\"]\n",
+        );
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.library, Some(PathBuf::from("/etc/coxswain/lib/libonnxruntime.so")));
+        assert_eq!(c.session.intra_op_threads, 2);
+        assert_eq!(c.session.optimization_level, OptimizationLevel::Basic);
+        assert_eq!(
+            c.session.execution_providers,
+            vec![ExecutionProvider::Cuda { device_id: 1 }, ExecutionProvider::Cpu]
+        );
+    }
+
+    #[test]
+    fn defaults_are_one_thread_full_optimization_cpu() {
+        let c = parse("[robot]\nid = \"x\"\n").map_err(|e| e.to_string());
+        assert_eq!(c, Ok(OnnxConfig::default()));
+        assert_eq!(SessionConfig::default().intra_op_threads, 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (text, field) in [
+            ("[onnx]\nexecution_providers = [\"cpu\", \"gpu\"]", "onnx.execution_providers[1]"),
+            ("[onnx]\nintra_op_threads = 0", "onnx.intra_op_threads"),
+            ("[onnx]\noptimization_level = \"max\"", "onnx.optimization_level"),
+        ] {
+            match parse(text) {
+                Err(Error::Field { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{text}: expected a field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_explicit_library_that_is_missing_is_a_clear_error() {
+        match find_library(Some(Path::new("/nonexistent/libonnxruntime.so"))) {
+            Err(Error::OrtLibrary(m)) => assert!(m.contains("/nonexistent/libonnxruntime.so"), "{m}"),
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 }

@@ -82,37 +82,24 @@ fn find<'g>(
     specs: &'g [TensorSpec],
     what: &str,
 ) -> Result<(usize, &'g TensorSpec)> {
-    specs
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == name)
-        .ok_or_else(|| {
-            Error::binding(
-                path,
-                field,
-                name,
-                format!(
-                    "the graph has no {what} named `{name}` (its {what}s: {})",
-                    specs
-                        .iter()
-                        .map(|s| format!("`{}`", s.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })
+    specs.iter().enumerate().find(|(_, s)| s.name == name).ok_or_else(|| {
+        Error::binding(
+            path,
+            field,
+            name,
+            format!(
+                "the graph has no {what} named `{name}` (its {what}s: {})",
+                specs.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })
 }
 
 fn want_f32(path: &Path, field: &str, spec: &TensorSpec) -> Result<()> {
     if spec.dtype == TensorElementType::Float32 {
         Ok(())
     } else {
-        Err(Error::binding(
-            path,
-            field,
-            &spec.name,
-            format!("element type is {}, expected float32", spec.dtype_name()),
-        ))
+        Err(Error::binding(path, field, &spec.name, format!("element type is {}, expected float32", spec.dtype_name())))
     }
 }
 
@@ -148,26 +135,15 @@ pub(crate) fn plan_encoder(
         path,
         &f_in,
         in_spec,
-        &[
-            vec![Dim::Batch(1), Dim::Is(d, "observation width")],
-            vec![Dim::Is(d, "observation width")],
-        ],
+        &[vec![Dim::Batch(1), Dim::Is(d, "observation width")], vec![Dim::Is(d, "observation width")]],
     )?;
     if graph.inputs().len() != 1 {
-        let others: Vec<&str> = graph
-            .inputs()
-            .iter()
-            .filter(|s| s.name != e.input)
-            .map(|s| s.name.as_str())
-            .collect();
+        let others: Vec<&str> = graph.inputs().iter().filter(|s| s.name != e.input).map(|s| s.name.as_str()).collect();
         return Err(Error::binding(
             path,
             &f_in,
             others.join(", "),
-            format!(
-                "encoder `{}` graph has inputs no manifest field feeds",
-                e.name
-            ),
+            format!("encoder `{}` graph has inputs no manifest field feeds", e.name),
         ));
     }
     let (_, out_spec) = find(path, &f_out, &e.output, graph.outputs(), "output")?;
@@ -179,18 +155,11 @@ pub(crate) fn plan_encoder(
                 path,
                 &f_out,
                 &out_spec.name,
-                format!(
-                    "declared shape {} must be [1, C] or [C] with a fixed width C",
-                    out_spec.shape_string()
-                ),
+                format!("declared shape {} must be [1, C] or [C] with a fixed width C", out_spec.shape_string()),
             ))
         }
     };
-    let out_shape = if out_spec.shape.len() == 2 {
-        vec![1, width as i64]
-    } else {
-        vec![width as i64]
-    };
+    let out_shape = if out_spec.shape.len() == 2 { vec![1, width as i64] } else { vec![width as i64] };
     let out_name = out_spec.name.clone();
     info.push(BindingInfo {
         graph: e.name.clone(),
@@ -238,18 +207,9 @@ pub(crate) fn plan_head(
             planned: shape.to_vec(),
         })
     };
-    let bind = |field: &str,
-                idx: usize,
-                shape: Vec<i64>,
-                shapes: &mut Vec<Option<Vec<i64>>>|
-     -> Result<()> {
+    let bind = |field: &str, idx: usize, shape: Vec<i64>, shapes: &mut Vec<Option<Vec<i64>>>| -> Result<()> {
         if shapes[idx].is_some() {
-            return Err(Error::binding(
-                path,
-                field,
-                &inputs[idx].name,
-                "is fed by two manifest fields",
-            ));
+            return Err(Error::binding(path, field, &inputs[idx].name, "is fed by two manifest fields"));
         }
         shapes[idx] = Some(shape);
         Ok(())
@@ -268,12 +228,7 @@ pub(crate) fn plan_head(
     if let Some(name) = &m.io.observation {
         let (idx, spec) = find(path, "io.observation", name, &inputs, "input")?;
         want_f32(path, "io.observation", spec)?;
-        let shape = fit(
-            path,
-            "io.observation",
-            spec,
-            &batch_forms(vec![Dim::Is(d, "observation.terms width")]),
-        )?;
+        let shape = fit(path, "io.observation", spec, &batch_forms(vec![Dim::Is(d, "observation.terms width")]))?;
         record("io.observation", spec, &shape);
         bind("io.observation", idx, shape, &mut shapes)?;
         plan.observation = Some(idx);
@@ -307,10 +262,7 @@ pub(crate) fn plan_head(
                     path,
                     "io.timestep",
                     &spec.name,
-                    format!(
-                        "element type is {}, expected int64, int32, float32 or float64",
-                        spec.dtype_name()
-                    ),
+                    format!("element type is {}, expected int64, int32, float32 or float64", spec.dtype_name()),
                 ))
             }
         }
@@ -327,12 +279,7 @@ pub(crate) fn plan_head(
         let field = format!("encoders[{ei}].feeds");
         let (idx, spec) = find(path, &field, &e.feeds, &inputs, "input")?;
         want_f32(path, &field, spec)?;
-        let shape = fit(
-            path,
-            &field,
-            spec,
-            &batch_forms(vec![Dim::Is(widths[ei], "encoder output width")]),
-        )?;
+        let shape = fit(path, &field, spec, &batch_forms(vec![Dim::Is(widths[ei], "encoder output width")]))?;
         record(&field, spec, &shape);
         bind(&field, idx, shape, &mut shapes)?;
         plan.feeds.push((ei, idx));
@@ -351,21 +298,11 @@ pub(crate) fn plan_head(
         }
     } else {
         let mut forms = vec![
-            vec![
-                Dim::Batch(n),
-                Dim::Is(h, "action.horizon"),
-                Dim::Is(a, "action.joints"),
-            ],
-            vec![
-                Dim::Batch(n),
-                Dim::Is(h * a, "action.horizon x action.joints"),
-            ],
+            vec![Dim::Batch(n), Dim::Is(h, "action.horizon"), Dim::Is(a, "action.joints")],
+            vec![Dim::Batch(n), Dim::Is(h * a, "action.horizon x action.joints")],
         ];
         if n == 1 {
-            forms.push(vec![
-                Dim::Is(h, "action.horizon"),
-                Dim::Is(a, "action.joints"),
-            ]);
+            forms.push(vec![Dim::Is(h, "action.horizon"), Dim::Is(a, "action.joints")]);
             forms.push(vec![Dim::Is(h * a, "action.horizon x action.joints")]);
         }
         forms
@@ -382,11 +319,7 @@ pub(crate) fn plan_head(
         want_f32(path, &f_in, in_spec)?;
         let (_, out_spec) = find(path, &f_out, &pair.output, &outputs, "output")?;
         want_f32(path, &f_out, out_spec)?;
-        let shape: Vec<i64> = in_spec
-            .shape
-            .iter()
-            .map(|d| if *d < 0 { n as i64 } else { *d })
-            .collect();
+        let shape: Vec<i64> = in_spec.shape.iter().map(|d| if *d < 0 { n as i64 } else { *d }).collect();
         if !out_spec.accepts(&shape) {
             return Err(Error::binding(
                 path,
@@ -415,9 +348,7 @@ pub(crate) fn plan_head(
             Some(s) => planned.push(s),
             None => {
                 let roles = match m.kind {
-                    Kind::Diffusion | Kind::Flow => {
-                        "io.observation, io.sample, io.timestep, encoders[].feeds"
-                    }
+                    Kind::Diffusion | Kind::Flow => "io.observation, io.sample, io.timestep, encoders[].feeds",
                     Kind::Recurrent => "io.observation, io.state[].input, encoders[].feeds",
                     Kind::Direct => "io.observation, encoders[].feeds",
                 };

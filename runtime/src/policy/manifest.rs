@@ -384,24 +384,15 @@ pub struct Manifest {
 impl Manifest {
     /// Reads `<dir>/manifest.toml` (or a manifest file given directly).
     pub fn load(path: &Path) -> Result<Manifest> {
-        let file = if path.is_dir() {
-            path.join("manifest.toml")
-        } else {
-            path.to_path_buf()
-        };
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let file = if path.is_dir() { path.join("manifest.toml") } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
         Manifest::parse(&text, &file)
     }
 
     /// Parses manifest text; `path` is used for relative paths and error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         Manifest::from_raw(raw, path)
     }
 
@@ -416,10 +407,7 @@ impl Manifest {
         if raw.format_version != FORMAT_VERSION {
             return Err(err(
                 "format_version",
-                format!(
-                    "is {}, this coxswain reads format {FORMAT_VERSION}",
-                    raw.format_version
-                ),
+                format!("is {}, this coxswain reads format {FORMAT_VERSION}", raw.format_version),
             ));
         }
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -429,10 +417,7 @@ impl Manifest {
             "diffusion" => Kind::Diffusion,
             "flow" => Kind::Flow,
             other => {
-                return Err(err(
-                    "model.kind",
-                    format!("`{other}` is not one of direct, recurrent, diffusion, flow"),
-                ))
+                return Err(err("model.kind", format!("`{other}` is not one of direct, recurrent, diffusion, flow")))
             }
         };
 
@@ -452,33 +437,16 @@ impl Manifest {
             return Err(err("action.horizon", "must be at least 1".into()));
         }
         if !(a.dt_s.is_finite() && a.dt_s > 0.0) {
-            return Err(err(
-                "action.dt_s",
-                format!("must be a positive number of seconds, got {}", a.dt_s),
-            ));
+            return Err(err("action.dt_s", format!("must be a positive number of seconds, got {}", a.dt_s)));
         }
         let scale = expand_finite(path, "action.scale", a.scale.as_ref(), n_joints, 1.0)?;
         let offset = expand_finite(path, "action.offset", a.offset.as_ref(), n_joints, 0.0)?;
         let clip = match a.clip {
-            Some([lo, hi]) if lo.is_finite() && hi.is_finite() && lo < hi => {
-                Some((lo as f32, hi as f32))
-            }
-            Some([lo, hi]) => {
-                return Err(err(
-                    "action.clip",
-                    format!("[{lo}, {hi}] is not an interval lo < hi"),
-                ))
-            }
+            Some([lo, hi]) if lo.is_finite() && hi.is_finite() && lo < hi => Some((lo as f32, hi as f32)),
+            Some([lo, hi]) => return Err(err("action.clip", format!("[{lo}, {hi}] is not an interval lo < hi"))),
             None => None,
         };
-        let action = ActionLayout {
-            joints: a.joints.clone(),
-            horizon: a.horizon,
-            dt_s: a.dt_s,
-            scale,
-            offset,
-            clip,
-        };
+        let action = ActionLayout { joints: a.joints.clone(), horizon: a.horizon, dt_s: a.dt_s, scale, offset, clip };
 
         // Observation terms.
         if raw.observation.terms.is_empty() {
@@ -489,9 +457,7 @@ impl Manifest {
             let at = |f: &str| format!("observation.terms[{i}].{f}");
             let field = Field::parse(&t.field);
             let implied = match field {
-                Field::JointPos | Field::JointVel | Field::JointEffort | Field::LastAction => {
-                    Some(n_joints)
-                }
+                Field::JointPos | Field::JointVel | Field::JointEffort | Field::LastAction => Some(n_joints),
                 Field::AngVel | Field::ProjectedGravity | Field::LinAcc => Some(3),
                 Field::Named(_) => None,
             };
@@ -516,22 +482,14 @@ impl Manifest {
             if t.history == 0 {
                 return Err(err(&at("history"), "must be at least 1".into()));
             }
-            let offset =
-                expand_history(path, &at("offset"), t.offset.as_ref(), size, t.history, 0.0)?;
+            let offset = expand_history(path, &at("offset"), t.offset.as_ref(), size, t.history, 0.0)?;
             let scale = expand_history(path, &at("scale"), t.scale.as_ref(), size, t.history, 1.0)?;
             let clip = match t.clip {
                 Some(c) if c.is_finite() && c > 0.0 => Some(c as f32),
                 Some(c) => return Err(err(&at("clip"), format!("must be positive, got {c}"))),
                 None => None,
             };
-            terms.push(Term {
-                field,
-                size,
-                history: t.history,
-                offset,
-                scale,
-                clip,
-            });
+            terms.push(Term { field, size, history: t.history, offset, scale, clip });
         }
 
         // Graph tensor roles.
@@ -544,50 +502,29 @@ impl Manifest {
                 .io
                 .state
                 .iter()
-                .map(|s| StatePair {
-                    input: s.input.clone(),
-                    output: s.output.clone(),
-                })
+                .map(|s| StatePair { input: s.input.clone(), output: s.output.clone() })
                 .collect(),
         };
         if kind.is_generative() {
             if io.sample.is_none() {
-                return Err(err(
-                    "io.sample",
-                    format!("is required for a {} model", kind.name()),
-                ));
+                return Err(err("io.sample", format!("is required for a {} model", kind.name())));
             }
             if io.timestep.is_none() {
-                return Err(err(
-                    "io.timestep",
-                    format!("is required for a {} model", kind.name()),
-                ));
+                return Err(err("io.timestep", format!("is required for a {} model", kind.name())));
             }
         } else {
             for (f, v) in [("io.sample", &io.sample), ("io.timestep", &io.timestep)] {
                 if v.is_some() {
-                    return Err(err(
-                        f,
-                        format!("has no meaning for a {} model", kind.name()),
-                    ));
+                    return Err(err(f, format!("has no meaning for a {} model", kind.name())));
                 }
             }
         }
         match kind {
             Kind::Recurrent if io.state.is_empty() => {
-                return Err(err(
-                    "io.state",
-                    "a recurrent model needs at least one state pair".into(),
-                ))
+                return Err(err("io.state", "a recurrent model needs at least one state pair".into()))
             }
             Kind::Direct | Kind::Diffusion | Kind::Flow if !io.state.is_empty() => {
-                return Err(err(
-                    "io.state",
-                    format!(
-                        "state pairs need kind = \"recurrent\", not \"{}\"",
-                        kind.name()
-                    ),
-                ))
+                return Err(err("io.state", format!("state pairs need kind = \"recurrent\", not \"{}\"", kind.name())))
             }
             _ => {}
         }
@@ -597,10 +534,7 @@ impl Manifest {
         let mut names = std::collections::BTreeSet::new();
         for (i, e) in raw.encoders.iter().enumerate() {
             if !names.insert(e.name.clone()) {
-                return Err(err(
-                    &format!("encoders[{i}].name"),
-                    format!("`{}` is used twice", e.name),
-                ));
+                return Err(err(&format!("encoders[{i}].name"), format!("`{}` is used twice", e.name)));
             }
             if !(e.refresh_period_s.is_finite() && e.refresh_period_s >= 0.0) {
                 return Err(err(
@@ -618,38 +552,26 @@ impl Manifest {
             });
         }
         if io.observation.is_none() && encoders.is_empty() {
-            return Err(err(
-                "io.observation",
-                "is required unless encoders take the observation".into(),
-            ));
+            return Err(err("io.observation", "is required unless encoders take the observation".into()));
         }
 
         let sampler = match (kind, &raw.sampler) {
             (Kind::Diffusion, Some(s)) => Some(diffusion_sampler(path, s)?),
             (Kind::Flow, Some(s)) => Some(flow_sampler(path, s)?),
             (Kind::Diffusion | Kind::Flow, None) => {
-                return Err(err(
-                    "sampler",
-                    format!("is required for a {} model", kind.name()),
-                ))
+                return Err(err("sampler", format!("is required for a {} model", kind.name())))
             }
-            (_, Some(_)) => {
-                return Err(err(
-                    "sampler",
-                    format!("has no meaning for a {} model", kind.name()),
-                ))
-            }
+            (_, Some(_)) => return Err(err("sampler", format!("has no meaning for a {} model", kind.name()))),
             (_, None) => None,
         };
 
         Ok(Manifest {
             path: path.to_path_buf(),
-            name: raw.model.name.clone().unwrap_or_else(|| {
-                dir.file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("policy")
-                    .to_string()
-            }),
+            name: raw
+                .model
+                .name
+                .clone()
+                .unwrap_or_else(|| dir.file_name().and_then(|n| n.to_str()).unwrap_or("policy").to_string()),
             description: raw.model.description.clone(),
             kind,
             onnx: dir.join(&raw.model.onnx),
@@ -673,8 +595,7 @@ fn expand_history(
     history: usize,
     default: f32,
 ) -> Result<Vec<f32>> {
-    let per_slot =
-        matches!(v, Some(OneOrMany::Many(m)) if m.len() == size * history && history > 1);
+    let per_slot = matches!(v, Some(OneOrMany::Many(m)) if m.len() == size * history && history > 1);
     if per_slot {
         return expand_finite(path, field, v, size * history, default);
     }
@@ -695,23 +616,13 @@ fn expand_history(
     Ok(one.iter().copied().cycle().take(size * history).collect())
 }
 
-fn expand_finite(
-    path: &Path,
-    field: &str,
-    v: Option<&OneOrMany>,
-    n: usize,
-    default: f32,
-) -> Result<Vec<f32>> {
+fn expand_finite(path: &Path, field: &str, v: Option<&OneOrMany>, n: usize, default: f32) -> Result<Vec<f32>> {
     let values = match v {
         Some(v) => v.expand(n).map_err(|m| Error::field(path, field, m))?,
         None => vec![default; n],
     };
     if let Some(bad) = values.iter().find(|x| !x.is_finite()) {
-        return Err(Error::field(
-            path,
-            field,
-            format!("holds {bad}, which is not finite"),
-        ));
+        return Err(Error::field(path, field, format!("holds {bad}, which is not finite")));
     }
     Ok(values)
 }
@@ -724,51 +635,28 @@ fn diffusion_sampler(path: &Path, s: &RawSampler) -> Result<Sampler> {
     let method = match s.method.as_str() {
         "ddim" => DiffusionMethod::Ddim,
         "ddpm" => DiffusionMethod::Ddpm,
-        other => {
-            return Err(err(
-                "sampler.method",
-                format!("`{other}` is not ddim or ddpm"),
-            ))
-        }
+        other => return Err(err("sampler.method", format!("`{other}` is not ddim or ddpm"))),
     };
     let prediction = match s.prediction.as_deref().unwrap_or("epsilon") {
         "epsilon" => Prediction::Epsilon,
         "sample" => Prediction::Sample,
-        other => {
-            return Err(err(
-                "sampler.prediction",
-                format!("`{other}` is not epsilon or sample"),
-            ))
-        }
+        other => return Err(err("sampler.prediction", format!("`{other}` is not epsilon or sample"))),
     };
-    let num_train_timesteps = s.num_train_timesteps.ok_or_else(|| {
-        err(
-            "sampler.num_train_timesteps",
-            "is required for diffusion".into(),
-        )
-    })?;
+    let num_train_timesteps =
+        s.num_train_timesteps.ok_or_else(|| err("sampler.num_train_timesteps", "is required for diffusion".into()))?;
     if num_train_timesteps < 2 {
-        return Err(err(
-            "sampler.num_train_timesteps",
-            "must be at least 2".into(),
-        ));
+        return Err(err("sampler.num_train_timesteps", "must be at least 2".into()));
     }
     if s.steps == 0 || s.steps > num_train_timesteps {
         return Err(err(
             "sampler.steps",
-            format!(
-                "is {}, must be between 1 and num_train_timesteps ({num_train_timesteps})",
-                s.steps
-            ),
+            format!("is {}, must be between 1 and num_train_timesteps ({num_train_timesteps})", s.steps),
         ));
     }
     let schedule = match s.schedule.as_deref() {
         Some("squaredcos_cap_v2") => {
             if s.beta_start.is_some() || s.beta_end.is_some() {
-                return Err(err(
-                    "sampler.beta_start",
-                    "is for the linear schedule".into(),
-                ));
+                return Err(err("sampler.beta_start", "is for the linear schedule".into()));
             }
             BetaSchedule::SquaredCosCapV2
         }
@@ -781,54 +669,28 @@ fn diffusion_sampler(path: &Path, s: &RawSampler) -> Result<Sampler> {
                     format!("need 0 < beta_start ({beta_start}) < beta_end ({beta_end}) < 1"),
                 ));
             }
-            BetaSchedule::Linear {
-                beta_start,
-                beta_end,
-            }
+            BetaSchedule::Linear { beta_start, beta_end }
         }
-        Some(other) => {
-            return Err(err(
-                "sampler.schedule",
-                format!("`{other}` is not linear or squaredcos_cap_v2"),
-            ))
-        }
+        Some(other) => return Err(err("sampler.schedule", format!("`{other}` is not linear or squaredcos_cap_v2"))),
         None => return Err(err("sampler.schedule", "is required for diffusion".into())),
     };
     let clip_sample = match s.clip_sample {
         Some(c) if c.is_finite() && c > 0.0 => Some(c as f32),
-        Some(c) => {
-            return Err(err(
-                "sampler.clip_sample",
-                format!("must be positive, got {c}"),
-            ))
-        }
+        Some(c) => return Err(err("sampler.clip_sample", format!("must be positive, got {c}"))),
         None => None,
     };
-    Ok(Sampler::Diffusion {
-        method,
-        steps: s.steps,
-        prediction,
-        schedule,
-        num_train_timesteps,
-        clip_sample,
-    })
+    Ok(Sampler::Diffusion { method, steps: s.steps, prediction, schedule, num_train_timesteps, clip_sample })
 }
 
 fn flow_sampler(path: &Path, s: &RawSampler) -> Result<Sampler> {
     let err = |f: &str, m: String| Error::field(path, f, m);
     if s.method != "euler" {
-        return Err(err(
-            "sampler.method",
-            format!("`{}`: flow models are integrated with `euler`", s.method),
-        ));
+        return Err(err("sampler.method", format!("`{}`: flow models are integrated with `euler`", s.method)));
     }
     for (f, set) in [
         ("sampler.prediction", s.prediction.is_some()),
         ("sampler.schedule", s.schedule.is_some()),
-        (
-            "sampler.num_train_timesteps",
-            s.num_train_timesteps.is_some(),
-        ),
+        ("sampler.num_train_timesteps", s.num_train_timesteps.is_some()),
         ("sampler.beta_start", s.beta_start.is_some()),
         ("sampler.beta_end", s.beta_end.is_some()),
         ("sampler.clip_sample", s.clip_sample.is_some()),
@@ -853,8 +715,5 @@ fn flow_sampler(path: &Path, s: &RawSampler) -> Result<Sampler> {
             ))
         }
     };
-    Ok(Sampler::Flow {
-        steps: s.steps,
-        convention,
-    })
+    Ok(Sampler::Flow { steps: s.steps, convention })
 }

@@ -48,11 +48,7 @@ pub struct PolicyOptions {
 
 impl Default for PolicyOptions {
     fn default() -> Self {
-        PolicyOptions {
-            session: SessionConfig::default(),
-            candidates: 1,
-            seed: 0,
-        }
+        PolicyOptions { session: SessionConfig::default(), candidates: 1, seed: 0 }
     }
 }
 
@@ -86,12 +82,7 @@ struct EncoderStage {
 
 enum Steps {
     None,
-    Diffusion {
-        steps: Vec<DiffusionStep>,
-        method: DiffusionMethod,
-        prediction: Prediction,
-        clip: Option<f32>,
-    },
+    Diffusion { steps: Vec<DiffusionStep>, method: DiffusionMethod, prediction: Prediction, clip: Option<f32> },
     Flow(Vec<FlowStep>),
 }
 
@@ -140,11 +131,7 @@ impl Policy {
     }
 
     /// Plans an already parsed manifest.
-    pub fn from_manifest(
-        runtime: &OrtRuntime,
-        manifest: Manifest,
-        options: &PolicyOptions,
-    ) -> Result<Policy> {
+    pub fn from_manifest(runtime: &OrtRuntime, manifest: Manifest, options: &PolicyOptions) -> Result<Policy> {
         let n = options.candidates;
         if n == 0 {
             return Err(Error::Usage("candidates must be at least 1".into()));
@@ -179,22 +166,15 @@ impl Policy {
 
         let steps = match &manifest.sampler {
             None => Steps::None,
-            Some(Sampler::Diffusion {
-                method,
-                steps,
-                prediction,
-                schedule,
-                num_train_timesteps,
-                clip_sample,
-            }) => Steps::Diffusion {
-                steps: schedule::diffusion_steps(*schedule, *num_train_timesteps, *steps, *method),
-                method: *method,
-                prediction: *prediction,
-                clip: *clip_sample,
-            },
-            Some(Sampler::Flow { steps, convention }) => {
-                Steps::Flow(schedule::flow_steps(*convention, *steps))
+            Some(Sampler::Diffusion { method, steps, prediction, schedule, num_train_timesteps, clip_sample }) => {
+                Steps::Diffusion {
+                    steps: schedule::diffusion_steps(*schedule, *num_train_timesteps, *steps, *method),
+                    method: *method,
+                    prediction: *prediction,
+                    clip: *clip_sample,
+                }
             }
+            Some(Sampler::Flow { steps, convention }) => Steps::Flow(schedule::flow_steps(*convention, *steps)),
         };
         let frame = Frame::for_terms(&manifest.terms);
         let a = manifest.action.dim();
@@ -292,11 +272,7 @@ impl Policy {
     }
 
     /// Samples with the given noise; `trace(k, x)` sees the sample after each sampler step k.
-    pub fn infer_with(
-        &mut self,
-        noise: &mut dyn NoiseSource,
-        mut trace: Option<StepTrace<'_>>,
-    ) -> Result<()> {
+    pub fn infer_with(&mut self, noise: &mut dyn NoiseSource, mut trace: Option<StepTrace<'_>>) -> Result<()> {
         if !self.history.is_primed() {
             return Err(Error::Usage("infer called before the first observe".into()));
         }
@@ -314,19 +290,9 @@ impl Policy {
                 let r = self.run_direct();
                 r?;
             }
-            Steps::Diffusion {
-                steps,
-                method,
-                prediction,
-                clip,
-            } => {
+            Steps::Diffusion { steps, method, prediction, clip } => {
                 let r = self.run_diffusion(&steps, method, prediction, clip, noise, &mut trace);
-                self.steps = Steps::Diffusion {
-                    steps,
-                    method,
-                    prediction,
-                    clip,
-                };
+                self.steps = Steps::Diffusion { steps, method, prediction, clip };
                 r?;
             }
             Steps::Flow(steps) => {
@@ -416,9 +382,7 @@ impl Policy {
     fn run_direct(&mut self) -> Result<()> {
         self.run_head()?;
         for (k, (input, _)) in self.plan.state.iter().enumerate() {
-            self.head
-                .input_f32(*input)?
-                .copy_from_slice(&self.state_out[k]);
+            self.head.input_f32(*input)?.copy_from_slice(&self.state_out[k]);
         }
         self.x.copy_from_slice(&self.pred);
         Ok(())
@@ -465,9 +429,7 @@ impl Policy {
                 let next = match method {
                     DiffusionMethod::Ddim => p0 * x0 + p1 * eps,
                     DiffusionMethod::Ddpm => {
-                        st.ddpm_coef_x0 * x0
-                            + st.ddpm_coef_xt * x
-                            + st.ddpm_sigma * self.z[i] as f64
+                        st.ddpm_coef_x0 * x0 + st.ddpm_coef_xt * x + st.ddpm_sigma * self.z[i] as f64
                     }
                 };
                 self.x[i] = next as f32;
@@ -503,12 +465,7 @@ impl Policy {
         let a = self.manifest.action.dim();
         let layout = &self.manifest.action;
         self.chunk_norm.copy_from_slice(&self.x);
-        for (i, (raw, out)) in self
-            .chunk_norm
-            .iter()
-            .zip(self.chunk_rad.iter_mut())
-            .enumerate()
-        {
+        for (i, (raw, out)) in self.chunk_norm.iter().zip(self.chunk_rad.iter_mut()).enumerate() {
             let j = i % a;
             let r = match layout.clip {
                 Some((lo, hi)) => raw.clamp(lo, hi),
@@ -523,9 +480,6 @@ fn check_finite(path: &Path, tensor: &str, data: &[f32]) -> Result<()> {
     if data.iter().all(|v| v.is_finite()) {
         Ok(())
     } else {
-        Err(Error::NonFinite {
-            path: path.to_path_buf(),
-            tensor: tensor.to_string(),
-        })
+        Err(Error::NonFinite { path: path.to_path_buf(), tensor: tensor.to_string() })
     }
 }

@@ -25,9 +25,7 @@ pub struct GaussianNoise {
 
 impl GaussianNoise {
     pub fn new(seed: u64) -> Self {
-        GaussianNoise {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
+        GaussianNoise { rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     fn fill(&mut self, out: &mut [f32]) {

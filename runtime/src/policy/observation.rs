@@ -37,17 +37,10 @@ impl Frame {
             if t.field == Field::LastAction || slots.iter().any(|s| s.name == t.field.name()) {
                 continue;
             }
-            slots.push(Slot {
-                name: t.field.name().to_string(),
-                offset: len,
-                size: t.size,
-            });
+            slots.push(Slot { name: t.field.name().to_string(), offset: len, size: t.size });
             len += t.size;
         }
-        Frame {
-            slots,
-            values: vec![0.0; len],
-        }
+        Frame { slots, values: vec![0.0; len] }
     }
 
     /// Field names with their sizes, in frame order.
@@ -65,11 +58,7 @@ impl Frame {
             field: name.to_string(),
             message: format!(
                 "the policy reads no such field (it reads: {})",
-                self.slots
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         })?;
         let dst = self.get_mut(id);
@@ -97,11 +86,7 @@ impl Frame {
     fn non_finite_field(&self) -> Option<&str> {
         self.slots
             .iter()
-            .find(|s| {
-                self.values[s.offset..s.offset + s.size]
-                    .iter()
-                    .any(|v| !v.is_finite())
-            })
+            .find(|s| self.values[s.offset..s.offset + s.size].iter().any(|v| !v.is_finite()))
             .map(|s| s.name.as_str())
     }
 }
@@ -144,11 +129,7 @@ impl History {
                 let start = if t.field == Field::LastAction {
                     frame_len
                 } else {
-                    frame
-                        .slots
-                        .iter()
-                        .find(|s| s.name == t.field.name())
-                        .map_or(0, |s| s.offset)
+                    frame.slots.iter().find(|s| s.name == t.field.name()).map_or(0, |s| s.offset)
                 };
                 TermPlan {
                     start,
@@ -211,12 +192,7 @@ impl History {
         };
         if self.primed {
             self.newest = (self.newest + 1) % self.depth;
-            write(
-                &mut self.ring,
-                self.newest,
-                &frame.values,
-                &self.last_action,
-            );
+            write(&mut self.ring, self.newest, &frame.values, &self.last_action);
         } else {
             for slot in 0..self.depth {
                 write(&mut self.ring, slot, &frame.values, &self.last_action);
@@ -246,12 +222,9 @@ impl History {
                 // h = 0 is the oldest frame this term looks at.
                 let age = p.history - 1 - h;
                 let slot = (self.newest + self.depth - age) % self.depth;
-                let src =
-                    &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
+                let src = &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
                 let norm = h * p.size..(h + 1) * p.size;
-                for ((raw, off), scale) in
-                    src.iter().zip(&p.offset[norm.clone()]).zip(&p.scale[norm])
-                {
+                for ((raw, off), scale) in src.iter().zip(&p.offset[norm.clone()]).zip(&p.scale[norm]) {
                     let mut v = (raw - off) * scale;
                     if let Some(c) = p.clip {
                         v = v.clamp(-c, c);
@@ -323,27 +296,15 @@ mod tests {
         let mut h = History::new(&t, &f, 2);
         push(&mut h, &mut f, [1.0, 2.0], 3.0);
         // joint_pos x3 (all the first frame), goal, last_action (zero).
-        assert_eq!(
-            h.assembled(),
-            &[0.0, 2.0, 0.0, 2.0, 0.0, 2.0, 3.0, 0.0, 0.0]
-        );
+        assert_eq!(h.assembled(), &[0.0, 2.0, 0.0, 2.0, 0.0, 2.0, 3.0, 0.0, 0.0]);
         h.set_last_action(&[0.5, -0.5]);
         push(&mut h, &mut f, [2.0, 3.0], 100.0);
-        assert_eq!(
-            h.assembled(),
-            &[0.0, 2.0, 0.0, 2.0, 2.0, 4.0, 5.0, 0.5, -0.5]
-        );
+        assert_eq!(h.assembled(), &[0.0, 2.0, 0.0, 2.0, 2.0, 4.0, 5.0, 0.5, -0.5]);
         push(&mut h, &mut f, [3.0, 4.0], -9.0);
-        assert_eq!(
-            h.assembled(),
-            &[0.0, 2.0, 2.0, 4.0, 4.0, 6.0, -5.0, 0.5, -0.5]
-        );
+        assert_eq!(h.assembled(), &[0.0, 2.0, 2.0, 4.0, 4.0, 6.0, -5.0, 0.5, -0.5]);
         h.reset();
         push(&mut h, &mut f, [5.0, 5.0], 0.0);
-        assert_eq!(
-            h.assembled(),
-            &[8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 0.0, 0.0, 0.0]
-        );
+        assert_eq!(h.assembled(), &[8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]
@@ -362,14 +323,8 @@ mod tests {
     #[test]
     fn setting_a_field_checks_its_name_and_length() {
         let mut f = Frame::for_terms(&terms());
-        assert!(matches!(
-            f.set("joint_pos", &[1.0]),
-            Err(Error::Observation { .. })
-        ));
-        assert!(matches!(
-            f.set("last_action", &[1.0, 2.0]),
-            Err(Error::Observation { .. })
-        ));
+        assert!(matches!(f.set("joint_pos", &[1.0]), Err(Error::Observation { .. })));
+        assert!(matches!(f.set("last_action", &[1.0, 2.0]), Err(Error::Observation { .. })));
         assert!(f.set("joint_pos", &[1.0, 2.0]).is_ok());
     }
 }
