@@ -185,7 +185,9 @@ impl Graph {
             let t = DynTensor::new(&alloc, spec.dtype, dims)
                 .map_err(|e| Error::onnx(&self.path, format!("allocating input `{}`: {e}", spec.name)))?;
             let mut t = t.into_dyn();
-            zero_tensor(&mut t, spec.dtype);
+            // Freshly made ORT tensors hold whatever the allocator returned; start from zeros so an input the
+            // caller never writes (a recurrent state at reset) is well defined. Non-numeric inputs stay as made.
+            let _ = fill(&mut t, 0.0);
             bound.push(SessionInputValue::Owned(t));
         }
         let mut selector = OutputSelector::no_default();
@@ -222,24 +224,12 @@ impl Graph {
     /// (timesteps are int64 in some exports and float32 in others).
     pub fn fill_input(&mut self, index: usize, value: f64) -> Result<()> {
         let path = &self.path;
-        let dtype = self.inputs.get(index).map(|s| s.dtype);
-        let Some(SessionInputValue::Owned(v)) = self.bound.get_mut(index) else {
-            return Err(Error::onnx(path, format!("input {index} is not planned")));
-        };
-        let e = |e: ort::Error| Error::onnx(path, e);
-        match dtype {
-            Some(TensorElementType::Float32) => v.try_extract_tensor_mut::<f32>().map_err(e)?.1.fill(value as f32),
-            Some(TensorElementType::Float64) => v.try_extract_tensor_mut::<f64>().map_err(e)?.1.fill(value),
-            Some(TensorElementType::Int64) => v.try_extract_tensor_mut::<i64>().map_err(e)?.1.fill(value as i64),
-            Some(TensorElementType::Int32) => v.try_extract_tensor_mut::<i32>().map_err(e)?.1.fill(value as i32),
-            other => {
-                return Err(Error::onnx(
-                    path,
-                    format!("input {index} has element type {other:?}, which cannot hold a number"),
-                ))
+        match self.bound.get_mut(index) {
+            Some(SessionInputValue::Owned(v)) => {
+                fill(v, value).map_err(|e| Error::onnx(path, format!("input {index}: {e}")))
             }
+            _ => Err(Error::onnx(path, format!("input {index} is not planned"))),
         }
-        Ok(())
     }
 
     /// Runs the graph on the planned inputs; `sink(i, data)` receives the i-th fetched output (in the order
@@ -261,30 +251,19 @@ impl Graph {
     }
 }
 
-fn zero_tensor(t: &mut ort::value::DynValue, dtype: TensorElementType) {
-    // Freshly created ORT tensors hold whatever the allocator returned; start from zeros so an input the
-    // caller never writes (a recurrent state at reset) is well defined.
+/// Sets every element of a numeric tensor to `value`, converted to its element type.
+fn fill(t: &mut ort::value::DynValue, value: f64) -> std::result::Result<(), String> {
+    let dtype = match t.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(format!("{other:?} is not a tensor")),
+    };
+    let e = |e: ort::Error| e.to_string();
     match dtype {
-        TensorElementType::Float32 => {
-            if let Ok((_, d)) = t.try_extract_tensor_mut::<f32>() {
-                d.fill(0.0)
-            }
-        }
-        TensorElementType::Float64 => {
-            if let Ok((_, d)) = t.try_extract_tensor_mut::<f64>() {
-                d.fill(0.0)
-            }
-        }
-        TensorElementType::Int64 => {
-            if let Ok((_, d)) = t.try_extract_tensor_mut::<i64>() {
-                d.fill(0)
-            }
-        }
-        TensorElementType::Int32 => {
-            if let Ok((_, d)) = t.try_extract_tensor_mut::<i32>() {
-                d.fill(0)
-            }
-        }
-        _ => {}
+        TensorElementType::Float32 => t.try_extract_tensor_mut::<f32>().map_err(e)?.1.fill(value as f32),
+        TensorElementType::Float64 => t.try_extract_tensor_mut::<f64>().map_err(e)?.1.fill(value),
+        TensorElementType::Int64 => t.try_extract_tensor_mut::<i64>().map_err(e)?.1.fill(value as i64),
+        TensorElementType::Int32 => t.try_extract_tensor_mut::<i32>().map_err(e)?.1.fill(value as i32),
+        other => return Err(format!("element type {} cannot hold a number", dtype_name(other))),
     }
+    Ok(())
 }
