@@ -11,7 +11,7 @@ Writes (each only if its checkpoint models/tools/.data/ckpt_<model>.pt exists):
   models/reach-gru/{policy.onnx, normalization.json, reference.npz}
 
 Every ONNX file: torch.onnx.export(dynamo=False, opset 17, dynamic batch), onnx.checker, and onnxruntime output
-compared with torch (atol 1e-5) at batch 1 and 5. Reference vectors come from the numpy samplers of samplers.py
+compared with torch (1e-5 * max(1, |value|)) at batch 1 and 5. Reference vectors come from the numpy samplers of samplers.py
 driving the exported graphs through onnxruntime.
 """
 
@@ -44,11 +44,12 @@ OPSET = 17
 ATOL = 1e-5
 N_CAND = 4
 K = 10
-REF_SEED = 20240601
+REF_SEED = 20240606  # with REF_JOINT_POS, the 4 reach-dp candidates include both sides
 F32 = np.float32
 
-# the observation of every reference file: a pose near the start region (where the policy is bimodal)
-REF_JOINT_POS = np.array([[-1.15, 0.97, 0.62], [-1.13, 0.98, 0.605]], dtype=F32)
+# the observation of every reference file: a pose in the start region, almost at rest (there the policy is
+# bimodal), with two distinct history frames so that a swapped history order shows up
+REF_JOINT_POS = np.array([[-1.15, 0.97, 0.62], [-1.148, 0.971, 0.618]], dtype=F32)
 REF_TARGET = np.array([0.27, 0.33], dtype=F32)
 
 
@@ -87,7 +88,7 @@ def export_onnx(module, args, path, input_names, output_names, dynamic_axes):
 
 
 def verify(module, path, make_inputs, tol_factor=None):
-    """ORT == torch within ATOL (times tol_factor(inputs), broadcast, where given) at batch 1 and 5."""
+    """ORT == torch within ATOL * max(1, |torch|) (times tol_factor(inputs) where given) at batch 1 and 5."""
     sess = ort_session(path)
     names = [i.name for i in sess.get_inputs()]
     worst = 0.0
@@ -102,7 +103,8 @@ def verify(module, path, make_inputs, tol_factor=None):
             diff = np.abs(r.numpy() - g)
             err = float(np.max(diff))
             worst = max(worst, err)
-            tol = ATOL * (tol_factor(inputs) if tol_factor else 1.0)
+            # ATOL for outputs of order 1, relative beyond (random test inputs can give |out| ~ 10)
+            tol = ATOL * np.maximum(1.0, np.abs(r.numpy())) * (tol_factor(inputs) if tol_factor else 1.0)
             ok = np.all(diff <= tol)
             assert ok, f"{path}: onnxruntime differs from torch by {err}"
     print(f"  {path.relative_to(MODELS.parent)}: ok (max |ort - torch| = {worst:.1e}, {path.stat().st_size} bytes)")
