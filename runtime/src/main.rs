@@ -28,6 +28,17 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         runs: usize,
     },
+    /// Validate a robot description (and, with --policy, the robot and policy as a pair) without moving anything.
+    Check {
+        /// The robot description, e.g. firmware-configs/sim-arm.toml.
+        #[arg(long)]
+        robot: PathBuf,
+        /// A model folder to check against the robot (loads it through ONNX Runtime).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[command(flatten)]
+        ort: OrtArgs,
+    },
     /// Run one inference and print the chunk(s) in joint radians.
     Sample {
         model: PathBuf,
@@ -103,6 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
         Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
+        Command::Check { robot, policy, ort } => check(&robot, policy.as_deref(), &ort),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,6 +249,78 @@ fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> 
                 row.iter().map(|v| format!("{v:>10.4}")).collect::<String>()
             );
         }
+    }
+    Ok(())
+}
+
+fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &OrtArgs) -> anyhow::Result<()> {
+    let robot = coxswain_config::Robot::load(robot_path)?;
+    println!("robot      {} ({})", robot.id, robot.path.display());
+    if let Some(d) = &robot.description {
+        println!("           {d}");
+    }
+    println!("rates      control {} Hz, joint state {} Hz", robot.control_hz, robot.state_hz);
+    println!(
+        "  {:<14} {:>3} {:>18} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6}",
+        "joint", "id", "limits [rad]", "v [r/s]", "a [r/s2]", "tau [Nm]", "default", "kp", "kd"
+    );
+    for j in &robot.joints {
+        println!(
+            "  {:<14} {:>3} {:>8.3} .. {:>6.3} {:>9.2} {:>9.1} {:>8.2} {:>8.3} {:>7.2} {:>6.2}{}",
+            j.name,
+            j.driver_id,
+            j.position_limits_rad.0,
+            j.position_limits_rad.1,
+            j.velocity_limit_rad_s,
+            j.acceleration_limit_rad_s2,
+            j.effort_limit_nm,
+            j.default_position_rad,
+            j.kp,
+            j.kd,
+            match &j.servo {
+                Some(s) => format!("  {} range {:?} counts", s.model, s.range_counts),
+                None => String::new(),
+            }
+        );
+    }
+    let tool = robot.chain.tool_position(&robot.default_pose());
+    println!(
+        "kinematics {} chain joints; tool at the default pose: [{:.3}, {:.3}, {:.3}] m",
+        robot.chain.links.len(),
+        tool.x,
+        tool.y,
+        tool.z
+    );
+    let t = &robot.topics;
+    println!("topics     state {}  command {}  estop {}  status {}", t.joint_state, t.joint_command, t.estop, t.status);
+    for (name, (key, kind)) in &t.sensors {
+        println!("           sensor {name}: {key} ({kind:?})");
+    }
+    match &robot.zenoh_config {
+        Some(z) => println!("zenoh      {}", z.display()),
+        None => println!("zenoh      built-in defaults (peer, no scouting)"),
+    }
+    println!(
+        "stop       stale state after {} ms, on chunk starvation {:?}, category {:?}",
+        robot.stop.stale_state_timeout_ms, robot.stop.on_chunk_starvation, robot.stop.category
+    );
+    if let Some((bus, baud, protocol)) = &robot.firmware {
+        println!("firmware   {protocol} on {bus} at {baud} baud");
+    }
+    if let Some(path) = policy {
+        let (_, policy) = ort.load(path, 0)?;
+        let map = coxswain::policy::robot::bind(policy.manifest(), &robot)?;
+        let m = policy.manifest();
+        println!("policy     {} ({}) drives:", m.name, m.kind.name());
+        for (i, j) in map.robot_index.iter().enumerate() {
+            println!("  policy joint {i} {} -> robot joint {j} {}", m.action.joints[i], robot.joints[*j].name);
+        }
+        for j in &map.undriven {
+            println!("  robot joint {j} {} is not driven: holds its default pose", robot.joints[*j].name);
+        }
+        println!("ok: {} and {} fit together", robot.path.display(), m.path.display());
+    } else {
+        println!("ok: {}", robot.path.display());
     }
     Ok(())
 }

@@ -93,3 +93,42 @@ fn config_onnx_table_is_read_and_checked() {
     assert!(e.contains("bad.toml") && e.contains("onnx.execution_providers[0]") && e.contains("npu"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_validates_a_robot_and_a_pair() {
+    let o = coxswain(&["check", "--robot", "firmware-configs/so101.toml"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("shoulder_pan") && out.contains("sts3215") && out.contains("robot/so101/cmd/joints"), "{out}");
+
+    let o = coxswain(&["check", "--robot", "firmware-configs/sim-arm.toml", "--policy", "models/reach-dp"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("fit together"));
+
+    let o = coxswain(&["check", "--robot", "firmware-configs/so101.toml", "--policy", "models/reach-dp"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("action.joints[0]") && e.contains("so101.toml"), "{e}");
+}
+
+#[test]
+fn check_refuses_an_invalid_description_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("coxswain-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    let bad = dir.join("robot.toml");
+    std::fs::write(
+        &bad,
+        text.replace("config = \"zenoh/peer.json5\"\n", "").replacen(
+            "velocity_limit_rad_s = 2.0",
+            "velocity_limit_rad_s = -2.0",
+            1,
+        ),
+    )
+    .unwrap();
+    let o = coxswain(&["check", "--robot", bad.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("robot.toml") && e.contains("joints[0].velocity_limit_rad_s"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

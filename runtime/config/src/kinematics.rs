@@ -63,11 +63,7 @@ mod tests {
             links.push(Link { parent_from_joint: origin([prev, 0.0, 0.0], [0.0; 3]), axis: Vector3::z_axis() });
             prev = *l;
         }
-        Chain {
-            joint_index: (0..links.len()).collect(),
-            links,
-            parent_from_tool: origin([prev, 0.0, 0.0], [0.0; 3]),
-        }
+        Chain { joint_index: (0..links.len()).collect(), links, parent_from_tool: origin([prev, 0.0, 0.0], [0.0; 3]) }
     }
 
     #[test]

@@ -336,12 +336,18 @@ impl Robot {
         let f = |field: &str, msg: String| ConfigError::field(path, field, msg);
         let id = raw.robot.id.clone();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(f("robot.id", format!("`{id}` must be non-empty letters, digits, '-' or '_' (it is a key chunk)")));
+            return Err(f(
+                "robot.id",
+                format!("`{id}` must be non-empty letters, digits, '-' or '_' (it is a key chunk)"),
+            ));
         }
         positive(path, "rates.control_hz", raw.rates.control_hz)?;
         positive(path, "rates.state_hz", raw.rates.state_hz)?;
         if raw.rates.control_hz > 10_000.0 {
-            return Err(f("rates.control_hz", format!("{} Hz is beyond what this runtime is built for (10 kHz)", raw.rates.control_hz)));
+            return Err(f(
+                "rates.control_hz",
+                format!("{} Hz is beyond what this runtime is built for (10 kHz)", raw.rates.control_hz),
+            ));
         }
         if raw.joints.is_empty() {
             return Err(f("joints", "no joints".into()));
@@ -365,7 +371,10 @@ impl Robot {
                 return Err(f(&at("position_limits_rad"), format!("[{lo}, {hi}] is not an interval lo < hi")));
             }
             if !(lo..=hi).contains(&j.default_position_rad) {
-                return Err(f(&at("default_position_rad"), format!("{} is outside [{lo}, {hi}]", j.default_position_rad)));
+                return Err(f(
+                    &at("default_position_rad"),
+                    format!("{} is outside [{lo}, {hi}]", j.default_position_rad),
+                ));
             }
             positive(path, &at("velocity_limit_rad_s"), j.velocity_limit_rad_s)?;
             positive(path, &at("acceleration_limit_rad_s2"), j.acceleration_limit_rad_s2)?;
@@ -378,7 +387,10 @@ impl Robot {
                     return Err(f(&at(name), format!("must be >= 0, got {v}")));
                 }
             }
-            for (name, v) in [("parent_from_joint_xyz_m", j.parent_from_joint_xyz_m), ("parent_from_joint_rpy_rad", j.parent_from_joint_rpy_rad)] {
+            for (name, v) in [
+                ("parent_from_joint_xyz_m", j.parent_from_joint_xyz_m),
+                ("parent_from_joint_rpy_rad", j.parent_from_joint_rpy_rad),
+            ] {
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(f(&at(name), "holds a non-finite value".into()));
                 }
@@ -461,7 +473,11 @@ impl Robot {
         }
 
         let stop = match raw.stop {
-            None => StopConfig { stale_state_timeout_ms: 5000.0 / raw.rates.state_hz.max(1.0), on_chunk_starvation: Starvation::Hold, category: StopCategory::Cat2 },
+            None => StopConfig {
+                stale_state_timeout_ms: 5000.0 / raw.rates.state_hz.max(1.0),
+                on_chunk_starvation: Starvation::Hold,
+                category: StopCategory::Cat2,
+            },
             Some(s) => {
                 let stale = s.stale_state_timeout_ms.unwrap_or(5000.0 / raw.rates.state_hz);
                 positive(path, "stop.stale_state_timeout_ms", stale)?;
@@ -487,7 +503,10 @@ impl Robot {
                 if !(s.position_noise_std_rad.is_finite() && s.position_noise_std_rad >= 0.0) {
                     return Err(f("sim.position_noise_std_rad", "must be >= 0".into()));
                 }
-                Some(SimConfig { motor_time_constant_s: s.motor_time_constant_s, position_noise_std_rad: s.position_noise_std_rad })
+                Some(SimConfig {
+                    motor_time_constant_s: s.motor_time_constant_s,
+                    position_noise_std_rad: s.position_noise_std_rad,
+                })
             }
         };
         let reach = match raw.task.and_then(|t| t.reach) {

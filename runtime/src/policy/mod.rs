@@ -17,6 +17,7 @@ pub mod binding;
 pub mod manifest;
 pub mod noise;
 pub mod observation;
+pub mod robot;
 pub mod schedule;
 
 use std::path::Path;
