@@ -1,1 +1,26 @@
-//! placeholder
+//! coxswain's Zenoh boundary: everything the runtime says to motor drivers, sensors and the simulator, and
+//! everything it hears from them, goes through this crate.
+//!
+//! Start with [`session::open`] (a session from a config file, peer mode and no scouting by default), then
+//! [`keys::RobotKeys`] (the key expressions of one robot, `robot/<id>/...`). Incoming topics land in
+//! [`slot::LatestReader`]s: a subscriber callback decodes each message into a preallocated, wait-free
+//! latest-value slot that the control thread reads without locks or allocation, with arrival time,
+//! sequence, and counts of gaps, reorderings and decode errors ([`subscriber::subscribe_latest`]).
+//! Outgoing control topics go through [`publisher::ControlPublisher`]: encoded into a buffer allocated once,
+//! published express (no batching), dropped rather than queued on congestion, at real-time priority.
+
+pub mod error;
+pub mod keys;
+pub mod publisher;
+pub mod session;
+pub mod slot;
+pub mod subscriber;
+
+pub use error::{Result, ZenohError};
+pub use keys::RobotKeys;
+pub use publisher::ControlPublisher;
+pub use slot::{LatestReader, SlotStats, Stamped};
+pub use subscriber::subscribe_latest;
+
+/// Re-exported so users of this crate name the same zenoh types.
+pub use zenoh;

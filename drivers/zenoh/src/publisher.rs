@@ -1,0 +1,73 @@
+//! Publishers for the robot's topics, with the quality of service each kind of topic needs.
+
+use std::marker::PhantomData;
+
+use coxswain_msg::Message;
+use zenoh::key_expr::KeyExpr;
+use zenoh::pubsub::Publisher;
+use zenoh::qos::{CongestionControl, Priority};
+use zenoh::{Session, Wait};
+
+use crate::error::{Result, ZenohError};
+
+/// Quality of service by kind of topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    /// Joint commands: express (never batched), dropped rather than queued when the link is congested (a
+    /// late command is worse than none: the next tick sends a fresher one), real-time priority.
+    Control,
+    /// The e-stop: express, real-time priority, and never dropped (the publisher blocks instead).
+    Safety,
+    /// Status and telemetry: batched, dropped on congestion, data priority.
+    Telemetry,
+}
+
+/// A publisher that encodes into a buffer allocated once, at creation.
+#[derive(Debug)]
+pub struct ControlPublisher<M: Message> {
+    publisher: Publisher<'static>,
+    key: String,
+    buf: Vec<u8>,
+    _message: PhantomData<M>,
+}
+
+impl<M: Message> ControlPublisher<M> {
+    pub fn new(session: &Session, key: &KeyExpr<'static>, qos: Qos) -> Result<Self> {
+        let (express, congestion, priority) = match qos {
+            Qos::Control => (true, CongestionControl::Drop, Priority::RealTime),
+            Qos::Safety => (true, CongestionControl::Block, Priority::RealTime),
+            Qos::Telemetry => (false, CongestionControl::Drop, Priority::Data),
+        };
+        let publisher = session
+            .declare_publisher(key.clone())
+            .express(express)
+            .congestion_control(congestion)
+            .priority(priority)
+            .wait()
+            .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "publisher", message: e.to_string() })?;
+        Ok(ControlPublisher {
+            publisher,
+            key: key.to_string(),
+            buf: vec![0; M::MAX_ENCODED_LEN],
+            _message: PhantomData,
+        })
+    }
+
+    /// Encodes `msg` into the publisher's buffer and puts it. Our side allocates nothing; zenoh copies the
+    /// bytes into its own buffer (see the crate's allocation test and bench).
+    pub fn publish(&mut self, msg: &M) -> Result<()> {
+        let bytes = msg
+            .encode(&mut self.buf)
+            .map_err(|e| ZenohError::Encode { key: self.key.clone(), message: format!("{e:?}") })?;
+        self.publisher.put(bytes).wait().map_err(|e| ZenohError::Put { key: self.key.clone(), message: e.to_string() })
+    }
+
+    /// Puts bytes as they are, bypassing the encoder (the simulator uses this to inject garbage).
+    pub fn publish_raw(&self, bytes: &[u8]) -> Result<()> {
+        self.publisher.put(bytes).wait().map_err(|e| ZenohError::Put { key: self.key.clone(), message: e.to_string() })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}

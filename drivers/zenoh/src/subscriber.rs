@@ -1,0 +1,43 @@
+//! Subscribers that decode into latest-value slots.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use coxswain_msg::Message;
+use zenoh::key_expr::KeyExpr;
+use zenoh::pubsub::Subscriber;
+use zenoh::{Session, Wait};
+
+use crate::error::{Result, ZenohError};
+use crate::slot::{latest_slot, LatestReader};
+
+/// Subscribes to `key`; every sample is decoded as `M` into a latest-value slot whose reader is returned.
+/// Buffers that do not decode as `M` (garbage, another message type, another format version) are counted
+/// and dropped; they never reach the reader. Keep the returned subscriber alive as long as the reader is
+/// used: dropping it undeclares the subscription.
+pub fn subscribe_latest<M>(session: &Session, key: &KeyExpr<'static>) -> Result<(Subscriber<()>, LatestReader<M>)>
+where
+    M: Message + Clone + Send + Sync + 'static,
+{
+    let (writer, reader) = latest_slot::<M>();
+    // Zenoh may call back from several threads; the mutex is only ever contended between callbacks of
+    // this one subscription, never by the reader.
+    let writer = Mutex::new(writer);
+    let subscriber = session
+        .declare_subscriber(key.clone())
+        .callback(move |sample| {
+            let arrival = Instant::now();
+            let bytes = sample.payload().to_bytes();
+            let Ok(mut w) = writer.lock() else { return };
+            match M::decode(&bytes) {
+                Ok(m) => {
+                    let (seq, stamp) = (m.header().seq, m.header().stamp_ns);
+                    w.offer(m, seq, stamp, arrival);
+                }
+                Err(e) => w.decode_error(e),
+            }
+        })
+        .wait()
+        .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "subscriber", message: e.to_string() })?;
+    Ok((subscriber, reader))
+}
