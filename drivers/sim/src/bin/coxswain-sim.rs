@@ -1,0 +1,79 @@
+//! The simulated robot on its own, for hardware-in-the-loop style runs: coxswain (or anything else) connects
+//! to it over Zenoh exactly as it would to real motor drivers.
+//!
+//! ```sh
+//! coxswain-sim --robot firmware-configs/sim-arm.toml --listen tcp/127.0.0.1:7447
+//! coxswain-sim --robot firmware-configs/sim-arm.toml --zenoh-config firmware-configs/zenoh/peer.json5
+//! ```
+//! Faults are injected by putting text on `robot/<id>/sim/faults` (see the crate docs).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use coxswain_sim::{SimNode, SimOptions};
+use coxswain_zenoh::session::{open, SessionOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "coxswain-sim", version, about = "A simulated robot speaking coxswain's Zenoh topics.")]
+struct Args {
+    /// The robot description.
+    #[arg(long)]
+    robot: PathBuf,
+    /// A zenoh config file (default: the robot description's [zenoh] config, else peer defaults).
+    #[arg(long)]
+    zenoh_config: Option<PathBuf>,
+    /// Endpoints to listen on, e.g. tcp/127.0.0.1:7447.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Endpoints to connect to.
+    #[arg(long)]
+    connect: Vec<String>,
+    /// Seed of noise, faults and episodes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many seconds (default: run until killed).
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Start an episode of the robot's task (it places the arm at the episode's start pose).
+    #[arg(long)]
+    episode: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let robot = coxswain_config::Robot::load(&args.robot)?;
+    let opts = SessionOptions {
+        config_file: args.zenoh_config.clone().or_else(|| robot.zenoh_config.clone()),
+        listen: args.listen.clone(),
+        connect: args.connect.clone(),
+        connect_timeout_ms: if args.connect.is_empty() { 0 } else { 5000 },
+        ..Default::default()
+    };
+    let session = open(&opts).context("opening the zenoh session")?;
+    let sim = SimNode::spawn(&session, &robot, SimOptions { seed: args.seed })?;
+    if args.episode {
+        if let Some(e) = sim.new_episode() {
+            eprintln!("coxswain-sim: episode start {:?} target {:?}", e.start_rad, e.target_m);
+        }
+    }
+    eprintln!(
+        "coxswain-sim: {} publishing {} at {} Hz; faults on {}/sim/faults",
+        robot.id, robot.topics.joint_state, robot.state_hz, robot.topics.prefix
+    );
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if args.duration_s.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
+            break;
+        }
+    }
+    let snap = sim.snapshot();
+    eprintln!(
+        "coxswain-sim: {} steps, {} states published, {} commands accepted, {} refused",
+        snap.steps, snap.states_published, snap.commands_accepted, snap.commands_refused
+    );
+    sim.stop();
+    Ok(())
+}
