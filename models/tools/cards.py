@@ -32,14 +32,21 @@ ARCH = {
     "mlp": (
         "Direct behaviour cloning: MLP 8 -> 256 -> 256 -> 256 -> 48 (Mish), reshaped to [B, 16, 3], MSE on the "
         "normalized chunk. It is unimodal: where the demonstrations split 50/50 between the two sides of the "
-        "obstacle it regresses to their average, which points straight at the obstacle. That is expected and is "
-        "the reason the diffusion and flow policies exist; keep it as the simple direct-policy example."
+        "obstacle (at the start) it regresses to their average, which points at the obstacle. In closed loop the "
+        "small asymmetries of that average then commit it to one side, mostly the same one (see the side split "
+        "below), so it loses the diversity of the demonstrations, and its collisions are episodes where the averaged "
+        "chunk carried the tool into the disc. That is expected and is why the diffusion and flow policies exist; "
+        "keep it as the simple direct-policy example."
     ),
     "gru": (
         "Recurrent behaviour cloning: Linear 8 -> 64 + Mish, a 1-layer GRU (hidden 64), head 64 -> 64 -> 3 (Mish). "
-        "Trained on whole 8 s episodes (80 steps, hidden state zero at the start) with MSE on the next action "
-        "(action 0 of each step's chunk). Unimodal like the MLP, but closed-loop every 0.1 s, so small asymmetries "
-        "in the state can commit it to one side."
+        "Trained on whole 8 s episodes (80 steps, hidden state zero at the start) with MSE on the action of each "
+        "step, i.e. action 0 of that step's chunk (the commanded position at the current time), and executed by "
+        "holding it for the 0.1 s step. Unimodal like the MLP: it commits to one side of the obstacle from its "
+        "learned bias (see the side split below) rather than reproducing the 50/50 split of the demonstrations. "
+        "Its target, the commanded position at the current time, leads the measured position only by the motor "
+        "lag, so it is easy to predict from the history (tiny training loss): the network mostly learns how fast "
+        "to keep moving and where to turn."
     ),
 }
 ARCH["dp-pipeline"] = (
@@ -153,8 +160,8 @@ def write_card(name: str, res: dict) -> None:
         "## Training",
         f"`python models/tools/train.py --model {kind}`: {tr['steps']} AdamW steps, batch {tr['batch']}, "
         f"lr {tr['lr']:g} with 500 warm-up steps and cosine decay, weight decay 1e-6, seed {tr['seed']}, "
-        f"{tr['threads']} CPU threads, {tr['seconds'] / 60:.1f} min on a shared 2-core machine; final training "
-        f"loss {tr['final_loss']:.4f}." + (f" Observation noise std {tr['obs_noise']} (normalized units) during "
+        f"{tr['threads']} CPU thread{'s' if tr['threads'] > 1 else ''}, {tr['seconds'] / 60:.1f} min on a shared 2-core machine; final training "
+        f"loss {tr['final_loss']:.2e}." + (f" Observation noise std {tr['obs_noise']} (normalized units) during "
                                            "training." if tr.get("obs_noise") else ""),
         "",
         "## Evaluation",
@@ -163,7 +170,7 @@ def write_card(name: str, res: dict) -> None:
         "| success | collisions | missed target | mean final distance | side near / far | successful near / far |",
         "| --- | --- | --- | --- | --- | --- |",
         f"| {res['success_rate'] * 100:.0f} % | {res['collision_rate'] * 100:.0f} % | {res['miss_rate'] * 100:.0f} % | "
-        f"{res['mean_final_distance_m'] * 100:.1f} cm | {res['near']} / {res['far']} | "
+        f"{res['mean_final_distance_m'] * 1000:.1f} mm | {res['near']} / {res['far']} | "
         f"{res['near_success']} / {res['far_success']} |",
         "",
         "Success = tool within 3 cm of the target at 8 s and never inside the obstacle (checked at 500 Hz on the "

@@ -163,7 +163,7 @@ def main():
         res["seconds"] = round(time.time() - t0, 1)
         res["command"] = f"python models/tools/evaluate.py --only {name} --episodes {args.episodes} --seed {args.seed}"
         print(f"reach-{name}: success {res['success_rate'] * 100:.0f} %  collisions {res['collision_rate'] * 100:.0f} %  "
-              f"misses {res['miss_rate'] * 100:.0f} %  mean final dist {res['mean_final_distance_m'] * 100:.1f} cm  "
+              f"misses {res['miss_rate'] * 100:.0f} %  mean final dist {res['mean_final_distance_m'] * 1000:.1f} mm  "
               f"side near/far {res['near']}/{res['far']} (successful {res['near_success']}/{res['far_success']})  "
               f"[{res['seconds']} s]", flush=True)
         (DATA / f"eval_{name}.json").write_text(json.dumps(res, indent=1))
