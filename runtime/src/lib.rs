@@ -9,5 +9,7 @@
 pub mod error;
 pub mod onnx;
 pub mod policy;
+pub mod rt;
+pub mod safety;
 
 pub use error::{Error, Result};

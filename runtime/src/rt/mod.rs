@@ -1,0 +1,1 @@
+//! Real-time utilities (being written).
