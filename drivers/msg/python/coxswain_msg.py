@@ -47,6 +47,7 @@ class MessageKind(IntEnum):
     ImageHeader = 4
     EStop = 5
     RuntimeStatus = 6
+    VectorSample = 7
 
 
 # Maximum encoded lengths, envelope included (WIRE.md section 2).
@@ -56,6 +57,7 @@ MAX_ENCODED_LEN = {
     MessageKind.ImuSample: 62,
     MessageKind.ImageHeader: 83,
     MessageKind.EStop: 121,
+    MessageKind.VectorSample: 153,
     MessageKind.RuntimeStatus: 153,
 }
 
@@ -602,7 +604,30 @@ def decode_runtime_status(data: bytes) -> RuntimeStatus:
 
 # --- dispatch -------------------------------------------------------------------------------------------------
 
-Message = Union[JointState, JointCommand, ImuSample, ImageHeader, EStop, RuntimeStatus]
+MAX_VECTOR_LEN = 32
+
+
+@dataclass
+class VectorSample:
+    header: Header = field(default_factory=Header)
+    values: List[float] = field(default_factory=list)
+
+
+def encode_vector_sample(msg: VectorSample) -> bytes:
+    w = _Writer(MessageKind.VectorSample)
+    w.header(msg.header)
+    w.f32_array(msg.values, MAX_VECTOR_LEN, "values")
+    return bytes(w.out)
+
+
+def decode_vector_sample(data: bytes) -> VectorSample:
+    r = _Reader(data, MessageKind.VectorSample)
+    msg = VectorSample(header=r.header(), values=r.f32_array(MAX_VECTOR_LEN, "values"))
+    r.finish()
+    return msg
+
+
+Message = Union[JointState, JointCommand, ImuSample, ImageHeader, EStop, RuntimeStatus, VectorSample]
 
 _CODECS: dict = {
     MessageKind.JointState: (JointState, encode_joint_state, decode_joint_state),
@@ -611,6 +636,7 @@ _CODECS: dict = {
     MessageKind.ImageHeader: (ImageHeader, encode_image_header, decode_image_header),
     MessageKind.EStop: (EStop, encode_estop, decode_estop),
     MessageKind.RuntimeStatus: (RuntimeStatus, encode_runtime_status, decode_runtime_status),
+    MessageKind.VectorSample: (VectorSample, encode_vector_sample, decode_vector_sample),
 }
 
 

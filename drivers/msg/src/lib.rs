@@ -37,6 +37,7 @@ mod image;
 mod imu;
 mod joint;
 mod status;
+mod vector;
 mod wire;
 
 pub use error::{DecodeError, EncodeError};
@@ -46,6 +47,7 @@ pub use image::{crc32, ImageEncoding, ImageHeader, PayloadLocation, PayloadRef, 
 pub use imu::{ImuSample, Quaternion};
 pub use joint::{JointCommand, JointState, JointVec, MAX_JOINTS};
 pub use status::{RuntimeState, RuntimeStatus, FAULT_REASON_MAX_LEN};
+pub use vector::{VectorSample, MAX_VECTOR_LEN};
 pub use wire::{peek_kind, Message, MessageKind, ENVELOPE_LEN, FORMAT_VERSION};
 
 /// The longest encoding of any message: a receive buffer this size takes whatever arrives on a key that
@@ -58,6 +60,7 @@ pub const MAX_ENCODED_LEN: usize = {
         ImageHeader::MAX_ENCODED_LEN,
         EStop::MAX_ENCODED_LEN,
         RuntimeStatus::MAX_ENCODED_LEN,
+        VectorSample::MAX_ENCODED_LEN,
     ];
     let mut max = 0;
     let mut i = 0;

@@ -35,6 +35,8 @@ pub enum MessageKind {
     EStop = 5,
     /// [`RuntimeStatus`](crate::RuntimeStatus)
     RuntimeStatus = 6,
+    /// [`VectorSample`](crate::VectorSample)
+    VectorSample = 7,
 }
 
 impl MessageKind {
@@ -47,6 +49,7 @@ impl MessageKind {
             4 => Some(Self::ImageHeader),
             5 => Some(Self::EStop),
             6 => Some(Self::RuntimeStatus),
+            7 => Some(Self::VectorSample),
             _ => None,
         }
     }

@@ -235,6 +235,7 @@ proptest! {
             MessageKind::ImageHeader => ImageHeader::decode(&bytes[..len]).err(),
             MessageKind::EStop => EStop::decode(&bytes[..len]).err(),
             MessageKind::RuntimeStatus => RuntimeStatus::decode(&bytes[..len]).err(),
+            MessageKind::VectorSample => coxswain_msg::VectorSample::decode(&bytes[..len]).err(),
         };
         prop_assert!(matches!(result, Some(coxswain_msg::DecodeError::Truncated { .. })), "{:?}", result);
     }

@@ -236,3 +236,27 @@ fn body_is_plain_postcard() {
     assert_eq!(via_serde, image_header_key());
     assert_eq!(postcard::to_allocvec(&joint_state()).unwrap(), encode(&joint_state())[2..]);
 }
+
+#[test]
+fn vector_sample_round_trips_at_its_bounds() {
+    use coxswain_msg::{DecodeError, Header, Message, VectorSample, MAX_VECTOR_LEN};
+    for n in [0, 2, MAX_VECTOR_LEN] {
+        let mut v = VectorSample { header: Header::new(3, 42), ..Default::default() };
+        for i in 0..n {
+            v.values.push(i as f32 * 0.25 - 1.0).unwrap();
+        }
+        let mut buf = [0u8; VectorSample::MAX_ENCODED_LEN];
+        let bytes = v.encode(&mut buf).unwrap();
+        assert!(bytes.len() <= VectorSample::MAX_ENCODED_LEN);
+        if n == MAX_VECTOR_LEN {
+            assert_eq!(bytes.len(), VectorSample::MAX_ENCODED_LEN - 18, "header varints 3 and 42 are one byte each");
+        }
+        assert_eq!(VectorSample::decode(bytes).unwrap(), v);
+        // Another kind's bytes are refused by kind.
+        assert!(matches!(coxswain_msg::JointState::decode(bytes), Err(DecodeError::WrongKind { .. })));
+    }
+    // One value too many is refused before the values are read.
+    let mut bytes = vec![7u8, 1, 0, 0, 33];
+    bytes.extend(std::iter::repeat(0u8).take(33 * 4));
+    assert!(matches!(VectorSample::decode(&bytes), Err(DecodeError::TooLong { .. })));
+}
