@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use coxswain_config::Robot;
-use coxswain_msg::{EStop, EStopAction, JointCommand, JointState};
+use coxswain_msg::{EStop, EStopAction, JointCommand, JointState, VectorSample};
 use coxswain_zenoh::publisher::Qos;
 use coxswain_zenoh::zenoh::pubsub::Subscriber;
 use coxswain_zenoh::zenoh::{Session, Wait};
@@ -125,6 +125,12 @@ impl SimNode {
                 message: e.to_string(),
             })?;
         let mut state_pub = ControlPublisher::<JointState>::new(session, &keys.joint_state, Qos::Control)?;
+        // The reaching task's target, as a perception module would publish it (10 Hz).
+        let mut target_pub = match (&robot.reach, keys.sensor("target")) {
+            (Some(_), Ok(key)) => Some(ControlPublisher::<VectorSample>::new(session, key, Qos::Telemetry)?),
+            _ => None,
+        };
+        let target_every = ((robot.state_hz / 10.0).round() as u64).max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let period = Duration::from_secs_f64(1.0 / robot.state_hz);
         let thread_shared = shared.clone();
@@ -178,6 +184,7 @@ impl SimNode {
                     }
                     s.steps += 1;
                     seq += 1;
+                    let target = if s.steps % target_every == 1 { s.episode.as_ref().map(|e| e.target_m) } else { None };
                     let faults = s.faults.clone();
                     let mut msg = JointState::default();
                     msg.header.seq = seq;
@@ -230,6 +237,14 @@ impl SimNode {
                         if let Some(m) = out {
                             delayed.push_back((due, m));
                         }
+                    }
+                    if let (Some(p), Some(t)) = (target_pub.as_mut(), target) {
+                        let mut v = VectorSample::default();
+                        v.header.seq = seq;
+                        v.header.stamp_ns = epoch.elapsed().as_nanos() as u64;
+                        let _ = v.values.push(t[0] as f32);
+                        let _ = v.values.push(t[1] as f32);
+                        let _ = p.publish(&v);
                     }
                     let now = Instant::now();
                     while delayed.front().is_some_and(|(due, _)| *due <= now) {
