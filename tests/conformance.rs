@@ -361,3 +361,42 @@ fn non_finite_graph_outputs_are_errors_not_chunks() {
         other => panic!("expected a non-finite output error, got {other:?}"),
     }
 }
+
+#[test]
+fn rtc_inpainting_pins_the_prefix_and_leaves_the_rest_free() {
+    // With weight 1 on the first 3 actions the final chunk starts exactly with the prefix, for both samplers
+    // and both flow conventions; the weight-0 tail is what the model samples freely (different from the
+    // prefix), and without a prefix the result is the plain conformance chunk.
+    for (dir, manifest) in [
+        (model("reach-dp"), model("reach-dp")),
+        (model("reach-flow"), model("reach-flow")),
+        (model("reach-flow"), model("reach-flow").join("conformance/rectified.toml")),
+    ] {
+        let options = PolicyOptions { candidates: 2, ..PolicyOptions::default() };
+        let mut policy = Policy::load(ort(), &manifest, &options).unwrap();
+        let mut frame = policy.new_frame();
+        frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+        frame.set("target", &[0.25, 0.35]).unwrap();
+        policy.observe(&frame, 0.0).unwrap();
+        let noise: Vec<f32> = (0..96).map(|i| ((i * 37 % 17) as f32 - 8.0) / 5.0).collect();
+        let mut given = GivenNoise { initial: &noise, steps: &[] };
+        policy.infer_with(&mut given, None).unwrap();
+        let free = policy.chunk().normalized.to_vec();
+        let prefix: Vec<f32> = (0..48).map(|i| 0.5 - 0.01 * i as f32).collect();
+        let mut w = vec![0.0; 16];
+        w[..3].iter_mut().for_each(|v| *v = 1.0);
+        policy.set_rtc_prefix(&prefix, &w).unwrap();
+        let mut given = GivenNoise { initial: &noise, steps: &[] };
+        policy.infer_with(&mut given, None).unwrap();
+        let pinned = policy.chunk().normalized.to_vec();
+        for c in 0..2 {
+            let got = &pinned[c * 48..c * 48 + 9];
+            assert!(max_abs_diff(got, &prefix[..9]) < 1e-5, "{}: candidate {c} prefix {got:?}", dir.display());
+        }
+        assert!(max_abs_diff(&pinned[40..48], &prefix[40..48]) > 0.05, "the free tail is not pinned");
+        policy.clear_rtc_prefix();
+        let mut given = GivenNoise { initial: &noise, steps: &[] };
+        policy.infer_with(&mut given, None).unwrap();
+        assert_eq!(policy.chunk().normalized, free.as_slice(), "clearing restores free sampling");
+    }
+}

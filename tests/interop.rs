@@ -27,15 +27,16 @@ fn python() -> Option<PathBuf> {
     .into_iter()
     .flatten()
     .collect();
-    candidates.into_iter().find(|p| {
-        Command::new(p).args(["-c", "import zenoh"]).output().map(|o| o.status.success()).unwrap_or(false)
-    })
+    candidates
+        .into_iter()
+        .find(|p| Command::new(p).args(["-c", "import zenoh"]).output().map(|o| o.status.success()).unwrap_or(false))
 }
 
 #[test]
 fn python_eclipse_zenoh_driver_talks_to_the_rust_runtime() {
     let Some(py) = python() else {
-        let msg = "no Python with the eclipse-zenoh package (pip install eclipse-zenoh==1.10.2, or run scripts/test.sh)";
+        let msg =
+            "no Python with the eclipse-zenoh package (pip install eclipse-zenoh==1.10.2, or run scripts/test.sh)";
         assert!(std::env::var("COXSWAIN_REQUIRE_PYTHON").as_deref() != Ok("1"), "{msg}");
         eprintln!("SKIPPED python interop: {msg}");
         return;

@@ -45,6 +45,14 @@ pub enum Error {
     #[error("{}: output `{tensor}` holds a non-finite value", path.display())]
     NonFinite { path: PathBuf, tensor: String },
 
+    /// A robot description is invalid.
+    #[error(transparent)]
+    Config(#[from] coxswain_config::ConfigError),
+
+    /// The Zenoh side failed (config, endpoint, topic).
+    #[error(transparent)]
+    Zenoh(#[from] coxswain_zenoh::ZenohError),
+
     /// A caller asked for something the loaded policy does not have or cannot do.
     #[error("{0}")]
     Usage(String),

@@ -6,10 +6,12 @@
 //! policies, a DDIM/DDPM or flow-matching sampler driven from Rust for generative ones. [`onnx`] finds and
 //! loads ONNX Runtime the way users install it (the `onnxruntime` wheel from PyPI, loaded at run time).
 
+pub mod control;
 pub mod error;
 pub mod onnx;
 pub mod policy;
 pub mod rt;
+pub mod run;
 pub mod safety;
 
 pub use error::{Error, Result};

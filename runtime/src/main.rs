@@ -6,8 +6,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use coxswain::control::executor::{Interpolation, Overlap};
+use coxswain::control::ExecutionOptions;
 use coxswain::onnx::{ExecutionProvider, OnnxConfig, OptimizationLevel, OrtRuntime};
 use coxswain::policy::{Policy, PolicyOptions};
+use coxswain::rt::RtOptions;
+use coxswain::run::RunOptions;
 
 #[derive(Parser, Debug)]
 #[command(name = "coxswain", version, about = "Runs learned robot policies (ONNX) on the robot.")]
@@ -27,6 +31,54 @@ enum Command {
         /// Inferences to time (after 5 warm-up runs).
         #[arg(long, default_value_t = 50)]
         runs: usize,
+    },
+    /// Run a policy on a robot (the in-process simulated robot by default) for some episodes, then summarise.
+    Run {
+        /// The robot description, e.g. firmware-configs/sim-arm.toml.
+        #[arg(long)]
+        robot: PathBuf,
+        /// The model folder, e.g. models/reach-dp.
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        episodes: usize,
+        /// Seconds per episode (default: the task's episode_duration_s).
+        #[arg(long)]
+        episode_s: Option<f64>,
+        /// Drive an external robot over Zenoh (real drivers, or coxswain-sim) instead of the in-process one.
+        #[arg(long)]
+        external: bool,
+        /// A zenoh config file (external robots; default: the robot description's).
+        #[arg(long)]
+        zenoh_config: Option<PathBuf>,
+        /// Zenoh endpoints to listen on.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Zenoh endpoints to connect to, e.g. tcp/127.0.0.1:7447 where coxswain-sim listens.
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Actions executed from each chunk before the next is requested (default: half the horizon).
+        #[arg(long)]
+        execute: Option<usize>,
+        /// Interpolation between actions: linear or cubic.
+        #[arg(long, default_value = "linear")]
+        interpolation: String,
+        /// Overlapping chunks: latest, blend (LeRobot 0.3 old / 0.7 new) or ensemble (ACT, m = 0.01).
+        #[arg(long, default_value = "latest")]
+        overlap: String,
+        /// Switch real-time chunking off (naive switching between chunks).
+        #[arg(long)]
+        no_rtc: bool,
+        /// SCHED_FIFO priority of the control thread (0: normal scheduling).
+        #[arg(long, default_value_t = 80)]
+        rt_priority: i32,
+        /// Pin the control thread to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        ort: OrtArgs,
     },
     /// Validate a robot description (and, with --policy, the robot and policy as a pair) without moving anything.
     Check {
@@ -115,6 +167,61 @@ fn main() -> ExitCode {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
         Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
         Command::Check { robot, policy, ort } => check(&robot, policy.as_deref(), &ort),
+        Command::Run {
+            robot,
+            policy,
+            episodes,
+            episode_s,
+            external,
+            zenoh_config,
+            listen,
+            connect,
+            execute,
+            interpolation,
+            overlap,
+            no_rtc,
+            rt_priority,
+            cpu,
+            seed,
+            ort,
+        } => (|| {
+            let interpolation = match interpolation.as_str() {
+                "linear" => Interpolation::Linear,
+                "cubic" => Interpolation::Cubic,
+                other => bail!("--interpolation {other}: linear or cubic"),
+            };
+            let overlap = match overlap.as_str() {
+                "latest" => Overlap::Latest,
+                "blend" => Overlap::Blend { old_weight: 0.3 },
+                "ensemble" => Overlap::Ensemble { m: 0.01 },
+                other => bail!("--overlap {other}: latest, blend or ensemble"),
+            };
+            let config = ort.onnx_config()?;
+            let rt = OrtRuntime::load(config.library.as_deref())?;
+            let horizon = coxswain::policy::Manifest::load(&policy)?.action.horizon;
+            let opts = RunOptions {
+                robot,
+                policy,
+                policy_options: PolicyOptions { session: config.session, candidates: ort.candidates, seed },
+                episodes,
+                episode_s,
+                external,
+                zenoh_config,
+                listen,
+                connect,
+                execution: ExecutionOptions {
+                    execute_actions: execute.unwrap_or((horizon / 2).max(1)),
+                    interpolation,
+                    overlap,
+                    rtc: !no_rtc,
+                },
+                rt: RtOptions { priority: (rt_priority > 0).then_some(rt_priority), cpu, lock_memory: true },
+                seed,
+            };
+            let summary = coxswain::run::run(rt, &opts, &mut |line| println!("{line}"))?;
+            println!("{summary}");
+            Ok(())
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -257,6 +257,6 @@ fn vector_sample_round_trips_at_its_bounds() {
     }
     // One value too many is refused before the values are read.
     let mut bytes = vec![7u8, 1, 0, 0, 33];
-    bytes.extend(std::iter::repeat(0u8).take(33 * 4));
+    bytes.extend(std::iter::repeat_n(0u8, 33 * 4));
     assert!(matches!(VectorSample::decode(&bytes), Err(DecodeError::TooLong { .. })));
 }

@@ -19,16 +19,10 @@ use crate::arm::ArmModel;
 use crate::faults::Faults;
 use crate::task::{Episode, Outcome, ReachTask};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SimOptions {
     /// Seed of the measurement noise, the faults' dice and the episodes.
     pub seed: u64,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        SimOptions { seed: 0 }
-    }
 }
 
 /// What the simulator is doing, for tests and the demo's summary.
@@ -184,16 +178,17 @@ impl SimNode {
                     }
                     s.steps += 1;
                     seq += 1;
-                    let target = if s.steps % target_every == 1 { s.episode.as_ref().map(|e| e.target_m) } else { None };
+                    let target =
+                        if s.steps % target_every == 1 { s.episode.as_ref().map(|e| e.target_m) } else { None };
                     let faults = s.faults.clone();
                     let mut msg = JointState::default();
                     msg.header.seq = seq;
                     msg.header.stamp_ns = epoch.elapsed().as_nanos() as u64;
-                    for i in 0..n {
+                    for (i, tau) in effort.iter().enumerate() {
                         let measured = model.measure(s.q[i], &mut s.rng) as f32;
                         let _ = msg.position_rad.push(if faults.nan { f32::NAN } else { measured });
                         let _ = msg.velocity_rad_s.push(s.qd[i] as f32);
-                        let _ = msg.effort_nm.push(effort[i] as f32);
+                        let _ = msg.effort_nm.push(*tau as f32);
                     }
                     if faults.freeze {
                         let f = frozen.get_or_insert_with(|| msg.position_rad.to_vec());
@@ -274,17 +269,35 @@ impl SimHandle {
         lock(&self.shared).faults = faults;
     }
 
-    /// Starts an episode of the reaching task: draws it, puts the arm at its start pose (the command too).
-    /// `None` when the robot has no task.
+    /// Starts an episode of the reaching task: draws it and puts the arm at its start pose (the command
+    /// too), as a test bench would. `None` when the robot has no task.
     pub fn new_episode(&self) -> Option<Episode> {
+        let episode = self.draw_episode()?;
         let mut s = lock(&self.shared);
-        let Shared { task, rng, .. } = &mut *s;
-        let episode = task.as_mut()?.sample(rng);
         s.q.clone_from(&episode.start_rad);
         s.cmd.clone_from(&episode.start_rad);
         s.qd.iter_mut().for_each(|v| *v = 0.0);
+        Some(episode)
+    }
+
+    /// Draws the next episode and publishes its target, leaving the arm where it is: the runtime moves it
+    /// to `start_rad` itself (homing), as it would on a real robot. Call [`SimHandle::begin_scoring`] when
+    /// the policy takes over.
+    pub fn draw_episode(&self) -> Option<Episode> {
+        let mut s = lock(&self.shared);
+        let Shared { task, rng, .. } = &mut *s;
+        let episode = task.as_mut()?.sample(rng);
         s.episode = Some(episode.clone());
         Some(episode)
+    }
+
+    /// Starts scoring the episode from here (the obstacle check ignores how the arm got to its start).
+    pub fn begin_scoring(&self) {
+        let mut s = lock(&self.shared);
+        let q = s.q.clone();
+        if let Some(t) = s.task.as_mut() {
+            t.reset_scoring(&q);
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -80,6 +80,11 @@ impl ReachTask {
         ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2)).sqrt() - self.config.obstacle_radius_m
     }
 
+    /// Forgets the obstacle check so far; scoring starts at `q`.
+    pub fn reset_scoring(&mut self, q: &[f64]) {
+        self.min_clearance_m = self.clearance(q);
+    }
+
     /// Records the arm's pose during the episode (for the obstacle check).
     pub fn observe(&mut self, q: &[f64]) {
         self.min_clearance_m = self.min_clearance_m.min(self.clearance(q));

@@ -30,7 +30,7 @@ pub use manifest::{Kind, Manifest};
 pub use noise::{GaussianNoise, GivenNoise, NoiseSource};
 pub use observation::{FieldId, Frame};
 
-use manifest::{DiffusionMethod, Prediction, Sampler};
+use manifest::{DiffusionMethod, FlowConvention, Prediction, Sampler};
 use observation::History;
 use schedule::{DiffusionStep, FlowStep};
 
@@ -110,6 +110,12 @@ pub struct Policy {
     state_out: Vec<Vec<f32>>,
     chunk_norm: Vec<f32>,
     chunk_rad: Vec<f32>,
+    /// The initial noise of the current inference, kept for RTC inpainting.
+    x_init: Vec<f32>,
+    /// RTC inpainting prefix (normalized, `[H, A]`) and its weights `[H]`, used when `rtc_active`.
+    rtc_actions: Vec<f32>,
+    rtc_weights: Vec<f32>,
+    rtc_active: bool,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -199,6 +205,10 @@ impl Policy {
             state_out,
             chunk_norm: vec![0.0; len],
             chunk_rad: vec![0.0; len],
+            x_init: vec![0.0; len],
+            rtc_actions: vec![0.0; manifest.action.horizon * a],
+            rtc_weights: vec![0.0; manifest.action.horizon],
+            rtc_active: false,
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -262,6 +272,53 @@ impl Policy {
     /// The observation vector as the graph receives it (after the last [`Policy::observe`]).
     pub fn observation_input(&self) -> &[f32] {
         self.history.assembled()
+    }
+
+    /// Real-time chunking by inpainting (gradient-free; ALGORITHMS.md section 5): the next inferences pull
+    /// the first actions of every candidate towards `actions_norm` (the previous chunk's remaining actions,
+    /// in the model's normalized space, `[H, A]`, right-padded) with per-action weights `weights` (`[H]`,
+    /// 1 = overwrite, 0 = free). At each sampler step the prefix is replaced by the previous chunk noised to
+    /// that step's level, blended by the weight; the last step leaves weight-1 actions equal to the prefix.
+    /// Direct and recurrent policies ignore it.
+    pub fn set_rtc_prefix(&mut self, actions_norm: &[f32], weights: &[f64]) -> Result<()> {
+        if actions_norm.len() != self.rtc_actions.len() || weights.len() != self.rtc_weights.len() {
+            return Err(Error::Usage(format!(
+                "RTC prefix of {} actions values and {} weights; the policy needs {} and {}",
+                actions_norm.len(),
+                weights.len(),
+                self.rtc_actions.len(),
+                self.rtc_weights.len()
+            )));
+        }
+        self.rtc_actions.copy_from_slice(actions_norm);
+        for (w, v) in self.rtc_weights.iter_mut().zip(weights) {
+            *w = v.clamp(0.0, 1.0) as f32;
+        }
+        self.rtc_active = true;
+        Ok(())
+    }
+
+    /// Stops RTC guidance (the next chunk is sampled freely).
+    pub fn clear_rtc_prefix(&mut self) {
+        self.rtc_active = false;
+    }
+
+    /// Blends the RTC prefix into `x` at a noise level where the sample is `data_weight * data +
+    /// noise_weight * noise`.
+    fn inpaint(&mut self, data_weight: f64, noise_weight: f64) {
+        if !self.rtc_active {
+            return;
+        }
+        let a = self.manifest.action.dim();
+        let per_candidate = self.rtc_actions.len();
+        for (i, x) in self.x.iter_mut().enumerate() {
+            let k = i % per_candidate;
+            let w = self.rtc_weights[k / a] as f64;
+            if w > 0.0 {
+                let target = data_weight * self.rtc_actions[k] as f64 + noise_weight * self.x_init[i] as f64;
+                *x = (w * target + (1.0 - w) * *x as f64) as f32;
+            }
+        }
     }
 
     /// Samples with the policy's own seeded Gaussian noise.
@@ -409,6 +466,10 @@ impl Policy {
         trace: &mut Option<StepTrace<'_>>,
     ) -> Result<()> {
         noise.initial(&mut self.x);
+        self.x_init.copy_from_slice(&self.x);
+        if let Some(first) = steps.first() {
+            self.inpaint(first.abar_t.sqrt(), (1.0 - first.abar_t).sqrt());
+        }
         for (k, st) in steps.iter().enumerate() {
             self.write_sample_and_time(st.t as f64)?;
             self.run_head()?;
@@ -435,6 +496,7 @@ impl Policy {
                 };
                 self.x[i] = next as f32;
             }
+            self.inpaint(p0, p1);
             if let Some(t) = trace.as_mut() {
                 t(k, &self.x);
             }
@@ -449,12 +511,23 @@ impl Policy {
         trace: &mut Option<StepTrace<'_>>,
     ) -> Result<()> {
         noise.initial(&mut self.x);
+        self.x_init.copy_from_slice(&self.x);
+        let rectified =
+            matches!(self.manifest.sampler, Some(Sampler::Flow { convention: FlowConvention::Rectified, .. }));
+        // The share of noise in x at flow time t: t (openpi, t = 1 is noise) or 1 - t (rectified).
+        let noise_share = |t: f64| if rectified { 1.0 - t } else { t };
+        if let Some(first) = steps.first() {
+            let n = noise_share(first.t);
+            self.inpaint(1.0 - n, n);
+        }
         for (k, st) in steps.iter().enumerate() {
             self.write_sample_and_time(st.t)?;
             self.run_head()?;
             for i in 0..self.x.len() {
                 self.x[i] = (self.x[i] as f64 + st.dt * self.pred[i] as f64) as f32;
             }
+            let n = noise_share(st.t + st.dt).clamp(0.0, 1.0);
+            self.inpaint(1.0 - n, n);
             if let Some(t) = trace.as_mut() {
                 t(k, &self.x);
             }

@@ -17,6 +17,13 @@ pub struct JointMap {
     pub undriven: Vec<usize>,
 }
 
+impl JointMap {
+    /// The robot's number of joints.
+    pub fn robot_joints(&self) -> usize {
+        self.robot_index.len() + self.undriven.len()
+    }
+}
+
 /// Checks the pair and returns the joint mapping. Errors name the manifest field and the robot file.
 pub fn bind(manifest: &Manifest, robot: &Robot) -> Result<JointMap> {
     let mut robot_index = Vec::with_capacity(manifest.action.joints.len());
