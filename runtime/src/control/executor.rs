@@ -30,6 +30,10 @@ pub enum Interpolation {
 #[derive(Debug, Clone)]
 struct Slot {
     actions: Vec<f64>,
+    /// The action one step before action 0, from the chunk this one replaced: the cubic's left neighbour
+    /// at the start, so a chunk that continues its predecessor (RTC) joins it with continuous velocity.
+    pre: Vec<f64>,
+    has_pre: bool,
     t0_s: f64,
     seq: u64,
     valid: bool,
@@ -68,7 +72,14 @@ impl ChunkExecutor {
             interpolation,
             overlap,
             ring: (0..depth)
-                .map(|_| Slot { actions: vec![0.0; horizon * joints], t0_s: 0.0, seq: 0, valid: false })
+                .map(|_| Slot {
+                    actions: vec![0.0; horizon * joints],
+                    pre: vec![0.0; joints],
+                    has_pre: false,
+                    t0_s: 0.0,
+                    seq: 0,
+                    valid: false,
+                })
                 .collect(),
             newest: 0,
             accepted: 0,
@@ -93,8 +104,18 @@ impl ChunkExecutor {
 
     /// Stores a chunk (`H * A` values, joint radians) whose action 0 applies at `t0_s`.
     pub fn accept(&mut self, actions: &[f64], t0_s: f64, seq: u64) {
+        let prev = &self.ring[self.newest];
+        let has_pre = prev.valid && t0_s - self.dt_s >= prev.t0_s;
+        if has_pre {
+            let u = (t0_s - self.dt_s - prev.t0_s) / self.dt_s;
+            interpolate(&prev.actions, None, self.horizon, self.joints, u, self.interpolation, &mut self.scratch);
+        }
         self.newest = (self.newest + 1) % self.ring.len();
         let slot = &mut self.ring[self.newest];
+        slot.has_pre = has_pre;
+        if has_pre {
+            slot.pre.copy_from_slice(&self.scratch);
+        }
         slot.actions.copy_from_slice(actions);
         slot.t0_s = t0_s;
         slot.seq = seq;
@@ -133,7 +154,15 @@ impl ChunkExecutor {
                 if !s.valid {
                     return false;
                 }
-                interpolate(&s.actions, self.horizon, self.joints, (t_s - s.t0_s) / self.dt_s, self.interpolation, out);
+                interpolate(
+                    &s.actions,
+                    s.has_pre.then_some(&s.pre[..]),
+                    self.horizon,
+                    self.joints,
+                    (t_s - s.t0_s) / self.dt_s,
+                    self.interpolation,
+                    out,
+                );
                 true
             }
             Overlap::Blend { old_weight } => {
@@ -141,12 +170,21 @@ impl ChunkExecutor {
                 if !s.valid {
                     return false;
                 }
-                interpolate(&s.actions, self.horizon, self.joints, (t_s - s.t0_s) / self.dt_s, self.interpolation, out);
+                interpolate(
+                    &s.actions,
+                    s.has_pre.then_some(&s.pre[..]),
+                    self.horizon,
+                    self.joints,
+                    (t_s - s.t0_s) / self.dt_s,
+                    self.interpolation,
+                    out,
+                );
                 let prev = &self.ring[(self.newest + depth - 1) % depth];
                 let u_prev = (t_s - prev.t0_s) / self.dt_s;
                 if prev.valid && u_prev <= (self.horizon - 1) as f64 {
                     interpolate(
                         &prev.actions,
+                        prev.has_pre.then_some(&prev.pre[..]),
                         self.horizon,
                         self.joints,
                         u_prev,
@@ -175,7 +213,15 @@ impl ChunkExecutor {
                         continue;
                     }
                     let w = (-m * i).exp();
-                    interpolate(&s.actions, self.horizon, self.joints, u, self.interpolation, &mut self.scratch);
+                    interpolate(
+                        &s.actions,
+                        s.has_pre.then_some(&s.pre[..]),
+                        self.horizon,
+                        self.joints,
+                        u,
+                        self.interpolation,
+                        &mut self.scratch,
+                    );
                     for (o, v) in out.iter_mut().zip(&self.scratch) {
                         *o += w * v;
                     }
@@ -192,8 +238,17 @@ impl ChunkExecutor {
     }
 }
 
-/// The action at fractional index `u` of a chunk, `[H, A]` row-major.
-pub fn interpolate(actions: &[f64], h: usize, a: usize, u: f64, how: Interpolation, out: &mut [f64]) {
+/// The action at fractional index `u` of a chunk, `[H, A]` row-major; `pre` is the action one step before
+/// action 0 when known (the cubic's left neighbour; clamped to action 0 otherwise).
+pub fn interpolate(
+    actions: &[f64],
+    pre: Option<&[f64]>,
+    h: usize,
+    a: usize,
+    u: f64,
+    how: Interpolation,
+    out: &mut [f64],
+) {
     let last = (h - 1) as f64;
     let u = if u.is_finite() { u.clamp(0.0, last) } else { 0.0 };
     let i = (u.floor() as usize).min(h - 1);
@@ -208,7 +263,11 @@ pub fn interpolate(actions: &[f64], h: usize, a: usize, u: f64, how: Interpolati
         }
         Interpolation::Cubic => {
             // Catmull-Rom through the neighbours, ends clamped: passes through every action.
-            let (pm, p0, p1, p2) = (row(i.saturating_sub(1)), row(i), row(i + 1), row(i + 2));
+            let pm = match (i, pre) {
+                (0, Some(p)) => p,
+                _ => row(i.saturating_sub(1)),
+            };
+            let (p0, p1, p2) = (row(i), row(i + 1), row(i + 2));
             let (f2, f3) = (f * f, f * f * f);
             for j in 0..a {
                 out[j] = 0.5
@@ -234,7 +293,7 @@ mod tests {
         let c = ramp(4, 0.0);
         let mut out = [0.0];
         for (u, want) in [(-1.0, 0.0), (0.0, 0.0), (0.25, 0.25), (2.5, 2.5), (3.0, 3.0), (9.0, 3.0), (f64::NAN, 0.0)] {
-            interpolate(&c, 4, 1, u, Interpolation::Linear, &mut out);
+            interpolate(&c, None, 4, 1, u, Interpolation::Linear, &mut out);
             assert!((out[0] - want).abs() < 1e-12, "u {u}: {}", out[0]);
         }
     }
@@ -244,11 +303,11 @@ mod tests {
         let c: Vec<f64> = (0..6).map(|k| (k as f64).powi(2)).collect();
         let mut out = [0.0];
         for k in 0..6 {
-            interpolate(&c, 6, 1, k as f64, Interpolation::Cubic, &mut out);
+            interpolate(&c, None, 6, 1, k as f64, Interpolation::Cubic, &mut out);
             assert!((out[0] - c[k]).abs() < 1e-12);
         }
         let line = ramp(6, 1.0);
-        interpolate(&line, 6, 1, 2.3, Interpolation::Cubic, &mut out);
+        interpolate(&line, None, 6, 1, 2.3, Interpolation::Cubic, &mut out);
         assert!((out[0] - 3.3).abs() < 1e-12);
     }
 

@@ -156,6 +156,7 @@ pub struct Controller {
     running: bool,
     want_start: bool,
     want_home: bool,
+    want_reset: bool,
     home_target: Vec<f64>,
     next_obs_s: f64,
     pending: Option<(u64, f64)>,
@@ -276,6 +277,7 @@ impl Controller {
             running: false,
             want_start: false,
             want_home: false,
+            want_reset: false,
             home_target: vec![0.0; n_robot],
             next_obs_s: 0.0,
             pending: None,
@@ -358,12 +360,17 @@ impl Controller {
             if self.last_estop_seq != Some(e.seq) {
                 self.last_estop_seq = Some(e.seq);
                 match e.value.action {
-                    EStopAction::Engage => self.safety.engage_estop(now_s, StopReason::EStop),
-                    EStopAction::Reset => {
-                        let _ = self.safety.reset_estop(now_s);
+                    EStopAction::Engage => {
+                        self.want_reset = false;
+                        self.safety.engage_estop(now_s, StopReason::EStop);
                     }
+                    // A reset that arrives mid-stop is kept and applied once the stop has completed.
+                    EStopAction::Reset => self.want_reset = true,
                 }
             }
+        }
+        if self.want_reset && self.safety.reset_estop(now_s).is_ok() {
+            self.want_reset = false;
         }
 
         // Finished chunks.

@@ -102,6 +102,7 @@ pub struct Graph {
     /// The outputs fetched by [`Graph::run`], in the order given to [`Graph::plan`], preallocated.
     run_options: Option<RunOptions<HasSelectedOutputs>>,
     fetched: Vec<String>,
+    planned: Vec<Vec<i64>>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -145,6 +146,7 @@ impl Graph {
             bound: Vec::new(),
             run_options: None,
             fetched: Vec::new(),
+            planned: Vec::new(),
         })
     }
 
@@ -166,6 +168,11 @@ impl Graph {
 
     pub fn output_index(&self, name: &str) -> Option<usize> {
         self.outputs.iter().position(|s| s.name == name)
+    }
+
+    /// The concrete shape input `index` was planned with (empty before planning).
+    pub fn planned_input_shape(&self, index: usize) -> &[i64] {
+        self.planned.get(index).map_or(&[], |v| v.as_slice())
     }
 
     /// Allocates every input with the concrete shape given for it (in graph input order) and the outputs named
@@ -204,6 +211,7 @@ impl Graph {
         }
         let options = RunOptions::new().map_err(|e| Error::onnx(&self.path, e))?.with_outputs(selector);
         self.bound = bound;
+        self.planned = input_shapes.to_vec();
         self.run_options = Some(options);
         self.fetched = fetch.iter().map(|(n, _)| n.clone()).collect();
         Ok(())

@@ -368,3 +368,106 @@ pub(crate) fn plan_head(
     graph.plan(&planned, &fetch)?;
     Ok(plan)
 }
+
+/// Indices of the VJP graph's inputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VjpPlan {
+    pub sample: usize,
+    pub timestep: usize,
+    pub observation: usize,
+    pub cotangent: usize,
+}
+
+/// Plans the guided-RTC VJP graph with the head's shapes.
+pub(crate) fn plan_vjp(m: &Manifest, graph: &mut Graph, head: &Graph, info: &mut Vec<BindingInfo>) -> Result<VjpPlan> {
+    let path = &m.path;
+    let Some(rtc) = &m.rtc else {
+        return Err(Error::field(path, "rtc", "no [rtc] table"));
+    };
+    let inputs = graph.inputs().to_vec();
+    let head_in = head.inputs();
+    let mut shapes: Vec<Option<Vec<i64>>> = vec![None; inputs.len()];
+    let mut bind = |field: &str, name: &str, want_shape_of: &str| -> Result<usize> {
+        let (idx, spec) = find(path, field, name, &inputs, "input")?;
+        want_f32_or_time(path, field, spec, field == "io.timestep")?;
+        let head_spec = head_in.iter().position(|s| s.name == want_shape_of);
+        let shape = match head_spec {
+            Some(h) => head.planned_input_shape(h).to_vec(),
+            None => {
+                return Err(Error::binding(
+                    path,
+                    field,
+                    name,
+                    "the head graph has no input of that name to take the shape from",
+                ))
+            }
+        };
+        if !spec.accepts(&shape) {
+            return Err(Error::binding(
+                path,
+                field,
+                name,
+                format!("declared shape {} does not fit the head's {:?}", spec.shape_string(), shape),
+            ));
+        }
+        info.push(BindingInfo {
+            graph: "rtc_vjp".into(),
+            role: field.into(),
+            tensor: spec.name.clone(),
+            dtype: spec.dtype_name().into(),
+            declared: spec.shape_string(),
+            planned: shape.clone(),
+        });
+        shapes[idx] = Some(shape);
+        Ok(idx)
+    };
+    let sample_name = m.io.sample.clone().unwrap_or_default();
+    let time_name = m.io.timestep.clone().unwrap_or_default();
+    let obs_name = m.io.observation.clone().unwrap_or_default();
+    let sample = bind("io.sample", &sample_name, &sample_name)?;
+    let timestep = bind("io.timestep", &time_name, &time_name)?;
+    let observation = bind("io.observation", &obs_name, &obs_name)?;
+    let cotangent = bind("rtc.cotangent", &rtc.cotangent, &sample_name)?;
+    let (_, out_spec) = find(path, "rtc.output", &rtc.output, graph.outputs(), "output")?;
+    want_f32(path, "rtc.output", out_spec)?;
+    let out_shape = shapes[sample].clone().unwrap_or_default();
+    if !out_spec.accepts(&out_shape) {
+        return Err(Error::binding(
+            path,
+            "rtc.output",
+            &rtc.output,
+            format!("declared shape {} does not fit {:?}", out_spec.shape_string(), out_shape),
+        ));
+    }
+    let mut planned = Vec::with_capacity(inputs.len());
+    for (spec, shape) in inputs.iter().zip(shapes) {
+        planned.push(shape.ok_or_else(|| {
+            Error::binding(
+                path,
+                "rtc.vjp_onnx",
+                &spec.name,
+                "VJP graph input is fed by no manifest field (io.sample, io.timestep, io.observation, rtc.cotangent)",
+            )
+        })?);
+    }
+    graph.plan(&planned, &[(rtc.output.clone(), out_shape)])?;
+    Ok(VjpPlan { sample, timestep, observation, cotangent })
+}
+
+fn want_f32_or_time(path: &Path, field: &str, spec: &TensorSpec, is_time: bool) -> Result<()> {
+    if is_time {
+        return match spec.dtype {
+            TensorElementType::Float32
+            | TensorElementType::Float64
+            | TensorElementType::Int64
+            | TensorElementType::Int32 => Ok(()),
+            _ => Err(Error::binding(
+                path,
+                field,
+                &spec.name,
+                format!("element type is {}, expected a number", spec.dtype_name()),
+            )),
+        };
+    }
+    want_f32(path, field, spec)
+}

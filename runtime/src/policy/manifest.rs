@@ -76,6 +76,32 @@ pub struct RawManifest {
     pub sampler: Option<RawSampler>,
     #[serde(default)]
     pub encoders: Vec<RawEncoder>,
+    pub rtc: Option<RawRtc>,
+}
+
+/// Guided real-time chunking: a second graph computing a vector-Jacobian product through the model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRtc {
+    pub vjp_onnx: String,
+    #[serde(default = "default_cotangent")]
+    pub cotangent: String,
+    #[serde(default = "default_vjp_output")]
+    pub output: String,
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+}
+
+fn default_cotangent() -> String {
+    "cotangent".into()
+}
+
+fn default_vjp_output() -> String {
+    "vjp".into()
+}
+
+fn default_beta() -> f64 {
+    5.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,6 +391,17 @@ pub struct Io {
     pub state: Vec<StatePair>,
 }
 
+/// Guided RTC settings: the VJP graph takes the head's sample, timestep and observation inputs (same names)
+/// plus `cotangent`, and returns `cotangent^T d x_hat / d x_t` as `output`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuidedRtc {
+    pub vjp_onnx: PathBuf,
+    pub cotangent: String,
+    pub output: String,
+    /// Cap on the guidance weight (the RTC paper uses 5 to 10).
+    pub beta: f64,
+}
+
 /// A validated manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -379,6 +416,7 @@ pub struct Manifest {
     pub action: ActionLayout,
     pub sampler: Option<Sampler>,
     pub encoders: Vec<Encoder>,
+    pub rtc: Option<GuidedRtc>,
 }
 
 impl Manifest {
@@ -565,6 +603,24 @@ impl Manifest {
             (_, None) => None,
         };
 
+        let rtc = match &raw.rtc {
+            None => None,
+            Some(r) => {
+                if kind != Kind::Flow {
+                    return Err(err("rtc", format!("guided RTC is implemented for flow models, not {}", kind.name())));
+                }
+                if !(r.beta.is_finite() && r.beta > 0.0) {
+                    return Err(err("rtc.beta", format!("must be positive, got {}", r.beta)));
+                }
+                Some(GuidedRtc {
+                    vjp_onnx: dir.join(&r.vjp_onnx),
+                    cotangent: r.cotangent.clone(),
+                    output: r.output.clone(),
+                    beta: r.beta,
+                })
+            }
+        };
+
         Ok(Manifest {
             path: path.to_path_buf(),
             name: raw
@@ -580,6 +636,7 @@ impl Manifest {
             action,
             sampler,
             encoders,
+            rtc,
         })
     }
 }

@@ -116,6 +116,9 @@ pub struct Policy {
     rtc_actions: Vec<f32>,
     rtc_weights: Vec<f32>,
     rtc_active: bool,
+    /// Guided RTC: the VJP graph, its input indices, the weight cap, and its output buffer.
+    vjp: Option<(Graph, binding::VjpPlan, f64)>,
+    vjp_out: Vec<f32>,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -170,6 +173,14 @@ impl Policy {
         }
         let mut head = Graph::open(runtime, &options.session, &manifest.onnx)?;
         let plan = binding::plan_head(&manifest, &mut head, n, &widths, &mut bindings)?;
+        let vjp = match &manifest.rtc {
+            Some(rtc) => {
+                let mut g = Graph::open(runtime, &options.session, &rtc.vjp_onnx)?;
+                let p = binding::plan_vjp(&manifest, &mut g, &head, &mut bindings)?;
+                Some((g, p, rtc.beta))
+            }
+            None => None,
+        };
 
         let steps = match &manifest.sampler {
             None => Steps::None,
@@ -209,6 +220,8 @@ impl Policy {
             rtc_actions: vec![0.0; manifest.action.horizon * a],
             rtc_weights: vec![0.0; manifest.action.horizon],
             rtc_active: false,
+            vjp,
+            vjp_out: vec![0.0; len],
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -227,6 +240,11 @@ impl Policy {
     /// The head graph (its full signature, for inspection).
     pub fn head(&self) -> &Graph {
         &self.head
+    }
+
+    /// The guided-RTC VJP graph, when the manifest ships one.
+    pub fn vjp_graph(&self) -> Option<&Graph> {
+        self.vjp.as_ref().map(|(g, _, _)| g)
     }
 
     /// The encoder graphs, in manifest order.
@@ -319,6 +337,63 @@ impl Policy {
                 *x = (w * target + (1.0 - w) * *x as f64) as f32;
             }
         }
+    }
+
+    /// Guided RTC (ALGORITHMS.md section 5; Black et al. 2025): adds the prefix's pull, through the model's
+    /// Jacobian, to the velocity in `pred` at flow time `t`. With tau the rectified-flow time (0 noise,
+    /// 1 data): x_hat = the predicted clean chunk, e = W (A_prev - x_hat), g = e^T d x_hat / d x (the VJP
+    /// graph), w = min(beta, (1 - tau) / tau (tau^2 + (1 - tau)^2) / (1 - tau)^2), v_rf += w g. In the openpi
+    /// convention v = -v_rf and t = 1 - tau, so v -= w g there.
+    fn guide(&mut self, t: f32, rectified: bool) -> Result<()> {
+        let Some((graph, plan, beta)) = self.vjp.as_mut() else { return Ok(()) };
+        let beta = *beta;
+        let a = self.manifest.action.dim();
+        let per_candidate = self.rtc_actions.len();
+        let t64 = t as f64;
+        {
+            let cot = graph.input_f32(plan.cotangent)?;
+            for (i, c) in cot.iter_mut().enumerate() {
+                let k = i % per_candidate;
+                let w = self.rtc_weights[k / a] as f64;
+                let (x, v) = (self.x[i] as f64, self.pred[i] as f64);
+                let x_hat = if rectified { x + (1.0 - t64) * v } else { x - t64 * v };
+                *c = (w * (self.rtc_actions[k] as f64 - x_hat)) as f32;
+            }
+        }
+        graph.input_f32(plan.sample)?.copy_from_slice(&self.x);
+        graph.fill_input(plan.timestep, t64)?;
+        {
+            let obs = self.history.assembled();
+            let dst = graph.input_f32(plan.observation)?;
+            for row in dst.chunks_exact_mut(obs.len()) {
+                row.copy_from_slice(obs);
+            }
+        }
+        let out = &mut self.vjp_out;
+        let path = self.manifest.path.as_path();
+        graph.run(&mut |_, data| {
+            check_finite(path, "rtc vjp", data)?;
+            out.copy_from_slice(data);
+            Ok(())
+        })?;
+        let tau = if rectified { t64 } else { 1.0 - t64 };
+        let w = if tau <= 0.0 {
+            beta
+        } else if tau >= 1.0 {
+            0.0
+        } else {
+            beta.min((1.0 - tau) / tau * (tau * tau + (1.0 - tau) * (1.0 - tau)) / ((1.0 - tau) * (1.0 - tau)))
+        };
+        let sign = if rectified { 1.0 } else { -1.0 };
+        for (v, g) in self.pred.iter_mut().zip(&self.vjp_out) {
+            *v = (*v as f64 + sign * w * *g as f64) as f32;
+        }
+        Ok(())
+    }
+
+    /// Whether RTC prefixes are followed by guidance through a VJP graph (else by inpainting).
+    pub fn rtc_guided(&self) -> bool {
+        self.vjp.is_some()
     }
 
     /// Samples with the policy's own seeded Gaussian noise.
@@ -520,14 +595,20 @@ impl Policy {
             let n = noise_share(first.t);
             self.inpaint(1.0 - n, n);
         }
+        let guided = self.rtc_active && self.vjp.is_some();
         for (k, st) in steps.iter().enumerate() {
             self.write_sample_and_time(st.t)?;
             self.run_head()?;
+            if guided {
+                self.guide(st.t as f32, rectified)?;
+            }
             for i in 0..self.x.len() {
                 self.x[i] = (self.x[i] as f64 + st.dt * self.pred[i] as f64) as f32;
             }
-            let n = noise_share(st.t + st.dt).clamp(0.0, 1.0);
-            self.inpaint(1.0 - n, n);
+            if !guided {
+                let n = noise_share(st.t + st.dt).clamp(0.0, 1.0);
+                self.inpaint(1.0 - n, n);
+            }
             if let Some(t) = trace.as_mut() {
                 t(k, &self.x);
             }

@@ -8,10 +8,13 @@
 //!
 //! [`step`] works in two layers:
 //! - **shaping** (scaled limits during homing; the jerk limit where configured): if moving straight to the
-//!   target is within every limit it is taken as is (a feasible proposal passes unchanged). Otherwise the
-//!   goal velocity is the target's own velocity plus what can still be braked to zero before the target,
-//!   then clamped to the velocity limit and to braking before the position limits, then reached within the
-//!   acceleration limit, or jerk-limited with the same braking rule one derivative up.
+//!   target is within every limit, and leaves a velocity (and acceleration) from which the next tick can
+//!   follow the target's own motion, it is taken as is (a feasible proposal passes unchanged). Otherwise:
+//!   without a jerk limit, the goal velocity is the target's own velocity plus what can still be braked to
+//!   zero before the target, clamped to the velocity limit and to braking before the position limits, and
+//!   reached within the acceleration limit; with one, the acceleration moves by at most `j_max·dt` per
+//!   tick, choosing the largest from which a jerk-limited stop ([`stop_distance`], closed form) still ends
+//!   at the target and before the limit ahead, without overshooting the speed limit.
 //! - **hard limits**, applied last so nothing above can break them: braking before the (inner) position
 //!   limits at the full acceleration limit, then the acceleration window `v ± a_max·dt`, then the velocity
 //!   limit, then the position limits themselves. The jerk limit is deliberately not among them: when it
@@ -329,7 +332,7 @@ fn third_order(
         lo
     } else {
         let (mut l, mut h) = (lo, hi);
-        for _ in 0..24 {
+        for _ in 0..16 {
             let mid = 0.5 * (l + h);
             if ok(mid) {
                 l = mid;

@@ -893,7 +893,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 20000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         /// Whatever comes in, every command is finite and inside the limits, and while the drives stay on
         /// it moves within the velocity and acceleration limits.
