@@ -469,7 +469,15 @@ impl Controller {
             self.pending = None;
             self.stats.requests_dropped += 1;
         }
-        let d = self.delay.delay_steps(self.dt_s);
+        // The prefix RTC pins is the d actions executed while the new chunk is computed, plus the actions
+        // the executor still interpolates towards at the switch: the next one (linear), and the one after it
+        // (cubic reads a neighbour on each side). Pinning only d leaves the segment in progress free and
+        // puts a velocity step at the splice (tests/splice.rs measures it).
+        let guard = match self.opts.interpolation {
+            Interpolation::Linear => 1,
+            Interpolation::Cubic => 2,
+        };
+        let d = self.delay.delay_steps(self.dt_s) + guard;
         let (infer, rtc) = match (self.pending, self.exec.newest()) {
             (Some(_), _) => (false, None),
             (None, None) => (true, None),
