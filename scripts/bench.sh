@@ -11,3 +11,5 @@ if [[ ! -x .venv-bench/bin/python ]]; then
 fi
 export COXSWAIN_BENCH_PYTHON="$PWD/.venv-bench/bin/python"
 cargo bench --locked -p coxswain --bench sampler
+cargo bench --locked -p coxswain --bench control_timing
+cargo bench --locked -p coxswain-zenoh --bench roundtrip

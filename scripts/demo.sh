@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# The main job (README): installs ONNX Runtime from PyPI if missing, builds coxswain, shows what the committed
-# diffusion policy is (ONNX signature, manifest bindings, inference cost) and samples a chunk of joint targets
-# for the simulated arm's reaching task from its default pose. The control loop and simulated robot replace
-# this with a full demo in the next milestones.
+# The main job (README): installs ONNX Runtime from PyPI if missing, builds coxswain, checks the simulated
+# arm's description against the committed diffusion policy, then runs the policy in closed loop on the
+# built-in simulated robot (over Zenoh, with the safety filter and real-time chunking) for a few episodes of
+# the reaching task and prints the summary.
+#
+#   scripts/demo.sh            # 3 episodes of reach-dp
+#   EPISODES=10 POLICY=models/reach-flow scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-onnxruntime.sh
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/lib/libonnxruntime.so.1.31.1}"
 cargo build --release --locked -p coxswain
 bin=target/release/coxswain
+policy="${POLICY:-models/reach-dp}"
+echo "== coxswain check --robot firmware-configs/sim-arm.toml --policy $policy"
+"$bin" check --robot firmware-configs/sim-arm.toml --policy "$policy"
 echo
-echo "== coxswain inspect models/reach-dp"
-"$bin" inspect models/reach-dp --runs 200
-echo
-echo "== coxswain sample models/reach-dp (arm at its default pose, target at the centre of the target box)"
-"$bin" sample models/reach-dp --candidates 2 --seed 1 \
-  --set joint_pos=-1.2,1.0,0.6 --set target=0.25,0.35
+echo "== coxswain run --robot firmware-configs/sim-arm.toml --policy $policy --episodes ${EPISODES:-3}"
+"$bin" run --robot firmware-configs/sim-arm.toml --policy "$policy" --episodes "${EPISODES:-3}"

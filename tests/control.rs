@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use coxswain::control::executor::{Interpolation, Overlap};
 use coxswain::control::inference::{ChunkMsg, InferenceWorker, Request};
-use coxswain::control::{channels, CommandSink, Controller, ControllerIo, ExecutionOptions, WorkerChannels};
+use coxswain::control::{channels, CommandSink, Controller, ControllerIo, ExecutionOptions, RtcMode, WorkerChannels};
 use coxswain::policy::{Policy, PolicyOptions};
 use coxswain::run::{run, RunOptions};
 use coxswain::safety::{SafetyConfig, SafetyFilter, SafetyState};
@@ -28,6 +28,7 @@ fn sim_arm() -> Robot {
 }
 
 fn execution(rtc: bool) -> ExecutionOptions {
+    let rtc = if rtc { RtcMode::Inpaint } else { RtcMode::Off };
     ExecutionOptions { execute_actions: 8, interpolation: Interpolation::Linear, overlap: Overlap::Latest, rtc }
 }
 
@@ -156,7 +157,8 @@ impl Harness {
 
 fn spawn_worker(policy: Policy, ch: WorkerChannels, rtc: bool) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        InferenceWorker::new(policy, rtc).run(ch.requests, ch.frames_back, ch.buffers, ch.chunks);
+        let rtc = if rtc { RtcMode::Inpaint } else { RtcMode::Off };
+        InferenceWorker::new(policy, rtc).unwrap().run(ch.requests, ch.frames_back, ch.buffers, ch.chunks);
     })
 }
 

@@ -147,7 +147,19 @@ output = "velocity"
 """
         desc = "Flow-matching policy (openpi convention, 10 Euler steps) for the sim-arm reaching task."
         flow = lambda conv: f'\n[sampler]\nmethod = "euler"\nsteps = 10\nconvention = "{conv}"\n'
-        write(MODELS / "reach-flow" / "manifest.toml", header("reach-flow", "flow", "policy.onnx", desc) + io + "\n" + body + flow("openpi"))
+        rtc = ""
+        rtc_json = MODELS / "reach-flow" / "rtc.json"
+        if rtc_json.exists():
+            r = json.loads(rtc_json.read_text())
+            rtc = f"""
+# Guided real-time chunking: a second graph gives cotangent^T d x_hat / d x_t through the velocity network.
+[rtc]
+vjp_onnx = "{r['vjp_onnx']}"
+cotangent = "{r['inputs']['cotangent']}"
+output = "{r['output']}"
+beta = {float(r['beta'])!r}
+"""
+        write(MODELS / "reach-flow" / "manifest.toml", header("reach-flow", "flow", "policy.onnx", desc) + io + "\n" + body + flow("openpi") + rtc)
         conf = MODELS / "reach-flow" / "conformance"
         if conf.exists():
             write(conf / "rectified.toml", header("reach-flow-rectified", "flow", "rectified.onnx", "The flow model wrapped in the rectified-flow time convention (conformance only).") + io + "\n" + body + flow("rectified"))

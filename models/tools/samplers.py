@@ -1,5 +1,5 @@
 """Plain numpy samplers (the reference the Rust runtime is checked against). See /work/shared/ALGORITHMS.md
-sections 1 and 2.
+sections 1, 2 and 5 (guided real-time chunking).
 
 Schedule math (betas, alpha bars, step coefficients, flow times) is done in float64 and each coefficient is
 cast to float32 once; the sample arithmetic is float32, like a straightforward f32 implementation.
@@ -150,6 +150,63 @@ def flow_sample(model, cond, noise, steps, convention="openpi"):
     return np.stack(out_steps), x, ts
 
 
+# ------------------------------------------------------------------ real-time chunking (guided)
+def rtc_prefix_weights(horizon: int, d: int, s: int) -> np.ndarray:
+    """RTC prefix weights [H] (float64 math, f32 out): W_i = 1 for i < d; c_i (e^{c_i} - 1) / (e - 1) with
+    c_i = (H - s - i) / (H - s - d + 1) for d <= i < H - s; 0 for i >= H - s."""
+    w = np.zeros(horizon, dtype=np.float64)
+    for i in range(horizon):
+        if i < d:
+            w[i] = 1.0
+        elif i < horizon - s:
+            c = (horizon - s - i) / (horizon - s - d + 1)
+            w[i] = c * (math.exp(c) - 1.0) / (math.e - 1.0)
+    return w.astype(F32)
+
+
+def rtc_guidance_weight(tau: float, beta: float) -> np.float32:
+    """w = min(beta, (1 - tau) / tau * (tau^2 + (1 - tau)^2) / (1 - tau)^2) in float64, cast to f32 once.
+    tau is the rectified-flow time (0 noise, 1 data). The expression tends to +inf at both ends, so w = beta for
+    tau <= 0 (the first step) and tau >= 1 (never reached by Euler steps with t_k = 1 - k / K)."""
+    tau = float(tau)
+    if tau <= 0.0 or tau >= 1.0:
+        return F32(beta)
+    return F32(min(beta, (1.0 - tau) / tau * (tau**2 + (1.0 - tau) ** 2) / (1.0 - tau) ** 2))
+
+
+def flow_sample_guided_rtc(model, vjp, cond, noise, prefix, weights, beta, steps):
+    """Guided real-time chunking (Black, Galliker, Levine 2025, algorithm 1) for an openpi-convention flow.
+
+    model(x, t, cond) -> v; vjp(x, t, cond, cotangent) -> cotangent^T d x_hat / d x_t with
+    x_hat = x_t - t v(x_t, t). prefix [H,A] (normalized previous chunk, right-padded), weights [H].
+    Per step k (t = f32(1 - k / K), tau = 1 - float64(t)):
+      x_hat = x - t v;  e = W (A_prev - x_hat);  g = vjp(x, t, e);  w = rtc_guidance_weight(tau, beta)
+      v_guided = v - w g   (openpi sign: v_openpi = -v_rectified, the paper adds +w g to the rectified velocity)
+      x <- x + (-1/K) v_guided
+    Returns (x_steps [K,N,H,A], chunk_norm [N,H,A], t_values [K], guidance_weights [K], vjp_steps [K,N,H,A]).
+    """
+    ts = flow_times(steps, "openpi")
+    dt = F32(-1.0 / steps)
+    x = noise.astype(F32).copy()
+    n = x.shape[0]
+    wgt = np.asarray(weights, dtype=F32)[None, :, None]
+    a_prev = np.asarray(prefix, dtype=F32)[None]
+    out_steps, g_steps, ws = [], [], []
+    for t in ts:
+        tt = np.full(n, t, dtype=F32)
+        v = model(x, tt, cond).astype(F32)
+        x_hat = (x - t * v).astype(F32)
+        e = (wgt * (a_prev - x_hat)).astype(F32)
+        g = vjp(x, tt, cond, e).astype(F32)
+        w = rtc_guidance_weight(1.0 - float(t), beta)
+        v_guided = (v - w * g).astype(F32)
+        x = (x + dt * v_guided).astype(F32)
+        out_steps.append(x.copy())
+        g_steps.append(g)
+        ws.append(w)
+    return np.stack(out_steps), x, ts, np.array(ws, dtype=F32), np.stack(g_steps)
+
+
 # ------------------------------------------------------------------ onnxruntime glue
 def ort_session(path):
     import onnxruntime as ort
@@ -169,5 +226,18 @@ def ort_model(sess, names=None):
         if cond.shape[0] != x.shape[0]:
             cond = np.repeat(cond, x.shape[0], axis=0)
         return sess.run([out], {names[0]: x, names[1]: t, names[2]: cond.astype(F32)})[0]
+
+    return fn
+
+
+def ort_vjp(sess):
+    """Wrap a 4-input VJP session (x, time, cond, cotangent) as a callable for flow_sample_guided_rtc."""
+    names = [i.name for i in sess.get_inputs()]
+    out = sess.get_outputs()[0].name
+
+    def fn(x, t, cond, cot):
+        if cond.shape[0] != x.shape[0]:
+            cond = np.repeat(cond, x.shape[0], axis=0)
+        return sess.run([out], {names[0]: x, names[1]: t, names[2]: cond.astype(F32), names[3]: cot})[0]
 
     return fn

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use coxswain::control::executor::{Interpolation, Overlap};
-use coxswain::control::ExecutionOptions;
+use coxswain::control::{ExecutionOptions, RtcMode};
 use coxswain::onnx::{ExecutionProvider, OnnxConfig, OptimizationLevel, OrtRuntime};
 use coxswain::policy::{Policy, PolicyOptions};
 use coxswain::rt::RtOptions;
@@ -60,15 +60,16 @@ enum Command {
         /// Actions executed from each chunk before the next is requested (default: half the horizon).
         #[arg(long)]
         execute: Option<usize>,
-        /// Interpolation between actions: linear or cubic.
-        #[arg(long, default_value = "linear")]
+        /// Interpolation between actions: cubic (smooth velocity, the default) or linear.
+        #[arg(long, default_value = "cubic")]
         interpolation: String,
         /// Overlapping chunks: latest, blend (LeRobot 0.3 old / 0.7 new) or ensemble (ACT, m = 0.01).
         #[arg(long, default_value = "latest")]
         overlap: String,
-        /// Switch real-time chunking off (naive switching between chunks).
-        #[arg(long)]
-        no_rtc: bool,
+        /// Real-time chunking: inpaint (default; any sampler), guided (flow models with a VJP graph), or off
+        /// (naive switching between chunks).
+        #[arg(long, default_value = "inpaint")]
+        rtc: String,
         /// SCHED_FIFO priority of the control thread (0: normal scheduling).
         #[arg(long, default_value_t = 80)]
         rt_priority: i32,
@@ -179,7 +180,7 @@ fn main() -> ExitCode {
             execute,
             interpolation,
             overlap,
-            no_rtc,
+            rtc,
             rt_priority,
             cpu,
             seed,
@@ -195,6 +196,12 @@ fn main() -> ExitCode {
                 "blend" => Overlap::Blend { old_weight: 0.3 },
                 "ensemble" => Overlap::Ensemble { m: 0.01 },
                 other => bail!("--overlap {other}: latest, blend or ensemble"),
+            };
+            let rtc = match rtc.as_str() {
+                "inpaint" => RtcMode::Inpaint,
+                "guided" => RtcMode::Guided,
+                "off" => RtcMode::Off,
+                other => bail!("--rtc {other}: inpaint, guided or off"),
             };
             let config = ort.onnx_config()?;
             let rt = OrtRuntime::load(config.library.as_deref())?;
@@ -213,7 +220,7 @@ fn main() -> ExitCode {
                     execute_actions: execute.unwrap_or((horizon / 2).max(1)),
                     interpolation,
                     overlap,
-                    rtc: !no_rtc,
+                    rtc,
                 },
                 rt: RtOptions { priority: (rt_priority > 0).then_some(rt_priority), cpu, lock_memory: true },
                 seed,

@@ -243,7 +243,7 @@ pub fn run(ort: &OrtRuntime, opts: &RunOptions, progress: &mut dyn FnMut(&str)) 
     let (ctl_ch, worker_ch) = channels(&frame, chunk_len, 4);
     let controller = Controller::new(&manifest, map, &frame, safety, io, ctl_ch, opts.execution)?;
 
-    let worker = InferenceWorker::new(policy, opts.execution.rtc);
+    let worker = InferenceWorker::new(policy, opts.execution.rtc)?;
     let control_cpu = opts.rt.cpu;
     let inference = std::thread::Builder::new()
         .name("coxswain-inference".into())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::control::rtc::prefix_weights;
+use crate::control::RtcMode;
 use crate::policy::{Frame, Policy};
 
 /// What the control thread sends.
@@ -58,10 +59,13 @@ pub struct InferenceWorker {
 }
 
 impl InferenceWorker {
-    pub fn new(policy: Policy, rtc: bool) -> Self {
+    /// A worker for `policy`; with [`RtcMode::Guided`] the policy must ship a VJP graph.
+    pub fn new(mut policy: Policy, rtc: RtcMode) -> crate::Result<Self> {
+        policy.use_guided_rtc(rtc == RtcMode::Guided)?;
+        let rtc = rtc != RtcMode::Off;
         let h = policy.manifest().action.horizon;
         let a = policy.manifest().action.dim();
-        InferenceWorker {
+        Ok(InferenceWorker {
             policy,
             rtc,
             prev_norm: vec![0.0; h * a],
@@ -69,7 +73,7 @@ impl InferenceWorker {
             prefix: vec![0.0; h * a],
             weights: vec![0.0; h],
             stats: InferenceStats::default(),
-        }
+        })
     }
 
     /// Serves requests until `requests` disconnects. Frames go back on `frames_back`; chunk buffers come

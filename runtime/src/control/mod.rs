@@ -31,6 +31,17 @@ use executor::{ChunkExecutor, Interpolation, Overlap};
 use inference::{ChunkMsg, Request};
 use rtc::{execution_horizon, DelayEstimator};
 
+/// Real-time chunking: whether and how a new chunk is made to continue the one being executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtcMode {
+    /// Naive switching: each chunk is sampled freely.
+    Off,
+    /// Gradient-free inpainting of the prefix; works for every diffusion and flow sampler.
+    Inpaint,
+    /// Guidance through the model's VJP graph (flow models whose manifest has an [rtc] table).
+    Guided,
+}
+
 /// How chunks are executed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExecutionOptions {
@@ -39,7 +50,7 @@ pub struct ExecutionOptions {
     pub interpolation: Interpolation,
     pub overlap: Overlap,
     /// Real-time chunking: guide each new chunk to continue the one being executed.
-    pub rtc: bool,
+    pub rtc: RtcMode,
 }
 
 /// Where the controller's commands go: the Zenoh publisher on the robot, a recorder in tests. (Zenoh's own
@@ -485,7 +496,7 @@ impl Controller {
                 let u = ((t_obs - t0) / self.dt_s).round().max(0.0) as usize;
                 let s = execution_horizon(self.opts.execute_actions, d, self.horizon).unwrap_or(self.horizon / 2);
                 if u >= s {
-                    (true, self.opts.rtc.then_some((seq, u, d)))
+                    (true, (self.opts.rtc != RtcMode::Off).then_some((seq, u, d)))
                 } else {
                     (false, None)
                 }

@@ -119,6 +119,8 @@ pub struct Policy {
     /// Guided RTC: the VJP graph, its input indices, the weight cap, and its output buffer.
     vjp: Option<(Graph, binding::VjpPlan, f64)>,
     vjp_out: Vec<f32>,
+    /// Follow RTC prefixes by guidance through the VJP graph rather than by inpainting.
+    rtc_guidance: bool,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -222,6 +224,7 @@ impl Policy {
             rtc_active: false,
             vjp,
             vjp_out: vec![0.0; len],
+            rtc_guidance: false,
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -391,9 +394,23 @@ impl Policy {
         Ok(())
     }
 
+    /// Follow RTC prefixes by guidance through the manifest's VJP graph (`true`) or by inpainting (`false`,
+    /// the default, which works for every sampler).
+    pub fn use_guided_rtc(&mut self, on: bool) -> Result<()> {
+        if on && self.vjp.is_none() {
+            return Err(Error::field(
+                &self.manifest.path,
+                "rtc",
+                "guided RTC needs an [rtc] table naming a VJP graph; this model has none (inpainting works without)",
+            ));
+        }
+        self.rtc_guidance = on;
+        Ok(())
+    }
+
     /// Whether RTC prefixes are followed by guidance through a VJP graph (else by inpainting).
     pub fn rtc_guided(&self) -> bool {
-        self.vjp.is_some()
+        self.rtc_guidance && self.vjp.is_some()
     }
 
     /// Samples with the policy's own seeded Gaussian noise.
@@ -595,7 +612,7 @@ impl Policy {
             let n = noise_share(first.t);
             self.inpaint(1.0 - n, n);
         }
-        let guided = self.rtc_active && self.vjp.is_some();
+        let guided = self.rtc_active && self.rtc_guidance && self.vjp.is_some();
         for (k, st) in steps.iter().enumerate() {
             self.write_sample_and_time(st.t)?;
             self.run_head()?;
