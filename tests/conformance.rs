@@ -400,3 +400,45 @@ fn rtc_inpainting_pins_the_prefix_and_leaves_the_rest_free() {
         assert_eq!(policy.chunk().normalized, free.as_slice(), "clearing restores free sampling");
     }
 }
+
+#[test]
+fn guided_rtc_reproduces_the_exporters_reference() {
+    // Guidance through models/reach-flow/vjp.onnx (an explicit backward pass of the velocity network),
+    // against models/tools/samplers.py's flow_sample_guided_rtc.
+    let m = model("reach-flow");
+    let reference = m.join("conformance/guided_rtc.npz");
+    let (noise, shape) = npz(&reference, "noise");
+    let n = shape[0];
+    let mut policy = Policy::load(ort(), &m, &PolicyOptions { candidates: n, ..PolicyOptions::default() }).unwrap();
+    let (joint_pos, _) = npz(&reference, "joint_pos");
+    let (target, _) = npz(&reference, "target");
+    let mut frame = policy.new_frame();
+    frame.set("target", &target).unwrap();
+    frame.set("joint_pos", &joint_pos[..3]).unwrap();
+    policy.observe(&frame, 0.0).unwrap();
+    frame.set("joint_pos", &joint_pos[3..]).unwrap();
+    policy.observe(&frame, 0.1).unwrap();
+    let (prefix, _) = npz(&reference, "prefix");
+    let (weights, _) = npz(&reference, "weights");
+    let weights: Vec<f64> = weights.iter().map(|w| *w as f64).collect();
+    policy.set_rtc_prefix(&prefix, &weights).unwrap();
+    policy.use_guided_rtc(true).unwrap();
+    let (x_steps, xs_shape) = npz(&reference, "x_steps");
+    let per = x_steps.len() / xs_shape[0];
+    let mut traced: Vec<Vec<f32>> = Vec::new();
+    let mut trace = |_: usize, x: &[f32]| traced.push(x.to_vec());
+    policy.infer_with(&mut GivenNoise { initial: &noise, steps: &[] }, Some(&mut trace)).unwrap();
+    for (k, x) in traced.iter().enumerate() {
+        let err = max_abs_diff(x, &x_steps[k * per..(k + 1) * per]);
+        assert!(err <= TOL, "guided step {k} differs by {err}");
+    }
+    let (chunk_norm, _) = npz(&reference, "chunk_norm");
+    let (unguided, _) = npz(&reference, "unguided_chunk_norm");
+    let err = max_abs_diff(policy.chunk().normalized, &chunk_norm);
+    assert!(err <= TOL, "guided chunk differs by {err}");
+    assert!(max_abs_diff(policy.chunk().normalized, &unguided) > 1e-3, "guidance changed the chunk");
+    eprintln!("conformance {}: guided RTC, max |error| {err:.2e}", reference.display());
+    // Guidance needs the VJP graph: a model without one says so.
+    let mut dp = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
+    assert!(matches!(dp.use_guided_rtc(true), Err(coxswain::Error::Field { .. })));
+}

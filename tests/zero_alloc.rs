@@ -73,3 +73,16 @@ fn the_counter_sees_allocations() {
     assert_eq!(v.len(), 64);
     assert!(n >= 1);
 }
+
+#[test]
+fn rtc_inpainting_and_guidance_allocate_nothing() {
+    for guided in [false, true] {
+        let mut policy = Policy::load(ort(), &model("reach-flow"), &PolicyOptions::default()).unwrap();
+        policy.use_guided_rtc(guided).unwrap();
+        let prefix = vec![0.1f32; 48];
+        let mut w = vec![0.0; 16];
+        coxswain::control::rtc::prefix_weights(16, 3, 8, &mut w);
+        policy.set_rtc_prefix(&prefix, &w).unwrap();
+        assert_eq!(allocations_per_call(&mut policy, 100), 0, "guided = {guided}");
+    }
+}

@@ -380,10 +380,9 @@ impl Policy {
             Ok(())
         })?;
         let tau = if rectified { t64 } else { 1.0 - t64 };
-        let w = if tau <= 0.0 {
+        // The formula tends to infinity at both ends; the cap applies there.
+        let w = if tau <= 0.0 || tau >= 1.0 {
             beta
-        } else if tau >= 1.0 {
-            0.0
         } else {
             beta.min((1.0 - tau) / tau * (tau * tau + (1.0 - tau) * (1.0 - tau)) / ((1.0 - tau) * (1.0 - tau)))
         };
