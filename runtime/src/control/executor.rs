@@ -145,56 +145,43 @@ impl ChunkExecutor {
         self.position_in_newest(t_s).is_some_and(|u| u < (self.horizon - 1) as f64)
     }
 
+    /// Chunk `k` of the ring at time `t_s` into `out`; false when that slot holds no chunk.
+    fn sample_slot(&self, k: usize, t_s: f64, out: &mut [f64]) -> bool {
+        let s = &self.ring[k];
+        if s.valid {
+            let u = (t_s - s.t0_s) / self.dt_s;
+            interpolate(
+                &s.actions,
+                s.has_pre.then_some(&s.pre[..]),
+                self.horizon,
+                self.joints,
+                u,
+                self.interpolation,
+                out,
+            );
+        }
+        s.valid
+    }
+
     /// Writes the action for time `t_s` into `out` (A values). Returns false when no chunk is held.
     pub fn sample(&mut self, t_s: f64, out: &mut [f64]) -> bool {
         let depth = self.ring.len();
         match self.overlap {
-            Overlap::Latest => {
-                let s = &self.ring[self.newest];
-                if !s.valid {
-                    return false;
-                }
-                interpolate(
-                    &s.actions,
-                    s.has_pre.then_some(&s.pre[..]),
-                    self.horizon,
-                    self.joints,
-                    (t_s - s.t0_s) / self.dt_s,
-                    self.interpolation,
-                    out,
-                );
-                true
-            }
+            Overlap::Latest => self.sample_slot(self.newest, t_s, out),
             Overlap::Blend { old_weight } => {
-                let s = &self.ring[self.newest];
-                if !s.valid {
+                if !self.sample_slot(self.newest, t_s, out) {
                     return false;
                 }
-                interpolate(
-                    &s.actions,
-                    s.has_pre.then_some(&s.pre[..]),
-                    self.horizon,
-                    self.joints,
-                    (t_s - s.t0_s) / self.dt_s,
-                    self.interpolation,
-                    out,
-                );
-                let prev = &self.ring[(self.newest + depth - 1) % depth];
-                let u_prev = (t_s - prev.t0_s) / self.dt_s;
-                if prev.valid && u_prev <= (self.horizon - 1) as f64 {
-                    interpolate(
-                        &prev.actions,
-                        prev.has_pre.then_some(&prev.pre[..]),
-                        self.horizon,
-                        self.joints,
-                        u_prev,
-                        self.interpolation,
-                        &mut self.scratch,
-                    );
-                    for (o, p) in out.iter_mut().zip(&self.scratch) {
+                let k = (self.newest + depth - 1) % depth;
+                let prev = &self.ring[k];
+                let still_covers = (t_s - prev.t0_s) / self.dt_s <= (self.horizon - 1) as f64;
+                let mut scratch = std::mem::take(&mut self.scratch);
+                if still_covers && self.sample_slot(k, t_s, &mut scratch) {
+                    for (o, p) in out.iter_mut().zip(&scratch) {
                         *o = old_weight * p + (1.0 - old_weight) * *o;
                     }
                 }
+                self.scratch = scratch;
                 true
             }
             Overlap::Ensemble { m } => {
