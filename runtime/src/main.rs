@@ -33,54 +33,7 @@ enum Command {
         runs: usize,
     },
     /// Run a policy on a robot (the in-process simulated robot by default) for some episodes, then summarise.
-    Run {
-        /// The robot description, e.g. firmware-configs/sim-arm.toml.
-        #[arg(long)]
-        robot: PathBuf,
-        /// The model folder, e.g. models/reach-dp.
-        #[arg(long)]
-        policy: PathBuf,
-        #[arg(long, default_value_t = 5)]
-        episodes: usize,
-        /// Seconds per episode (default: the task's episode_duration_s).
-        #[arg(long)]
-        episode_s: Option<f64>,
-        /// Drive an external robot over Zenoh (real drivers, or coxswain-sim) instead of the in-process one.
-        #[arg(long)]
-        external: bool,
-        /// A zenoh config file (external robots; default: the robot description's).
-        #[arg(long)]
-        zenoh_config: Option<PathBuf>,
-        /// Zenoh endpoints to listen on.
-        #[arg(long)]
-        listen: Vec<String>,
-        /// Zenoh endpoints to connect to, e.g. tcp/127.0.0.1:7447 where coxswain-sim listens.
-        #[arg(long)]
-        connect: Vec<String>,
-        /// Actions executed from each chunk before the next is requested (default: half the horizon).
-        #[arg(long)]
-        execute: Option<usize>,
-        /// Interpolation between actions: cubic (smooth velocity, the default) or linear.
-        #[arg(long, default_value = "cubic")]
-        interpolation: String,
-        /// Overlapping chunks: latest, blend (LeRobot 0.3 old / 0.7 new) or ensemble (ACT, m = 0.01).
-        #[arg(long, default_value = "latest")]
-        overlap: String,
-        /// Real-time chunking: inpaint (default; any sampler), guided (flow models with a VJP graph), or off
-        /// (naive switching between chunks).
-        #[arg(long, default_value = "inpaint")]
-        rtc: String,
-        /// SCHED_FIFO priority of the control thread (0: normal scheduling).
-        #[arg(long, default_value_t = 80)]
-        rt_priority: i32,
-        /// Pin the control thread to this CPU.
-        #[arg(long)]
-        cpu: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[command(flatten)]
-        ort: OrtArgs,
-    },
+    Run(Box<RunArgs>),
     /// Validate a robot description (and, with --policy, the robot and policy as a pair) without moving anything.
     Check {
         /// The robot description, e.g. firmware-configs/sim-arm.toml.
@@ -104,6 +57,56 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The robot description, e.g. firmware-configs/sim-arm.toml.
+    #[arg(long)]
+    robot: PathBuf,
+    /// The model folder, e.g. models/reach-dp.
+    #[arg(long)]
+    policy: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    episodes: usize,
+    /// Seconds per episode (default: the task's episode_duration_s).
+    #[arg(long)]
+    episode_s: Option<f64>,
+    /// Drive an external robot over Zenoh (real drivers, or coxswain-sim) instead of the in-process one.
+    #[arg(long)]
+    external: bool,
+    /// A zenoh config file (external robots; default: the robot description's).
+    #[arg(long)]
+    zenoh_config: Option<PathBuf>,
+    /// Zenoh endpoints to listen on.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Zenoh endpoints to connect to, e.g. tcp/127.0.0.1:7447 where coxswain-sim listens.
+    #[arg(long)]
+    connect: Vec<String>,
+    /// Actions executed from each chunk before the next is requested (default: half the horizon).
+    #[arg(long)]
+    execute: Option<usize>,
+    /// Interpolation between actions: cubic (smooth velocity, the default) or linear.
+    #[arg(long, default_value = "cubic")]
+    interpolation: String,
+    /// Overlapping chunks: latest, blend (LeRobot 0.3 old / 0.7 new) or ensemble (ACT, m = 0.01).
+    #[arg(long, default_value = "latest")]
+    overlap: String,
+    /// Real-time chunking: inpaint (default; any sampler), guided (flow models with a VJP graph), or off
+    /// (naive switching between chunks).
+    #[arg(long, default_value = "inpaint")]
+    rtc: String,
+    /// SCHED_FIFO priority of the control thread (0: normal scheduling).
+    #[arg(long, default_value_t = 80)]
+    rt_priority: i32,
+    /// Pin the control thread to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    ort: OrtArgs,
 }
 
 #[derive(Args, Debug)]
@@ -168,24 +171,25 @@ fn main() -> ExitCode {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
         Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
         Command::Check { robot, policy, ort } => check(&robot, policy.as_deref(), &ort),
-        Command::Run {
-            robot,
-            policy,
-            episodes,
-            episode_s,
-            external,
-            zenoh_config,
-            listen,
-            connect,
-            execute,
-            interpolation,
-            overlap,
-            rtc,
-            rt_priority,
-            cpu,
-            seed,
-            ort,
-        } => (|| {
+        Command::Run(args) => (|| {
+            let RunArgs {
+                robot,
+                policy,
+                episodes,
+                episode_s,
+                external,
+                zenoh_config,
+                listen,
+                connect,
+                execute,
+                interpolation,
+                overlap,
+                rtc,
+                rt_priority,
+                cpu,
+                seed,
+                ort,
+            } = *args;
             let interpolation = match interpolation.as_str() {
                 "linear" => Interpolation::Linear,
                 "cubic" => Interpolation::Cubic,
