@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use coxswain_config::Robot;
-use coxswain_msg::{EStop, EStopAction, JointCommand, JointState, VectorSample};
+use coxswain_msg::{EStop, EStopAction, ImuSample, JointCommand, JointState, Quaternion, VectorSample};
 use coxswain_zenoh::publisher::Qos;
 use coxswain_zenoh::zenoh::pubsub::Subscriber;
 use coxswain_zenoh::zenoh::{Session, Wait};
@@ -125,6 +125,18 @@ impl SimNode {
             _ => None,
         };
         let target_every = ((robot.state_hz / 10.0).round() as u64).max(1);
+        // An IMU, where the description declares one: the simulated robots are fixed-base, so it reads the
+        // identity orientation, no rotation, and gravity's reaction (+9.81 m/s^2 on z).
+        let imu_key = robot
+            .topics
+            .sensors
+            .iter()
+            .find(|(_, (_, kind))| *kind == coxswain_config::robot::SensorKind::Imu)
+            .map(|(name, _)| name.clone());
+        let mut imu_pub = match imu_key {
+            Some(name) => Some(ControlPublisher::<ImuSample>::new(session, keys.sensor(&name)?, Qos::Control)?),
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let period = Duration::from_secs_f64(1.0 / robot.state_hz);
         let thread_shared = shared.clone();
@@ -232,6 +244,15 @@ impl SimNode {
                         if let Some(m) = out {
                             delayed.push_back((due, m));
                         }
+                    }
+                    if let Some(p) = imu_pub.as_mut() {
+                        let imu = ImuSample {
+                            header: coxswain_msg::Header::new(seq, epoch.elapsed().as_nanos() as u64),
+                            orientation: Quaternion::IDENTITY,
+                            angular_velocity_rad_s: [0.0; 3],
+                            linear_acceleration_m_s2: [0.0, 0.0, 9.81],
+                        };
+                        let _ = p.publish(&imu);
                     }
                     if let (Some(p), Some(t)) = (target_pub.as_mut(), target) {
                         let mut v = VectorSample::default();

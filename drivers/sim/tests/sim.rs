@@ -198,3 +198,21 @@ fn eventually_open(opts: &SessionOptions) -> coxswain_zenoh::zenoh::Session {
         }
     }
 }
+
+#[test]
+fn an_imu_is_published_when_the_description_declares_one() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware-configs/sim-arm.toml"))
+            .unwrap()
+            .replace("[topics.sensors]\n", "[topics.sensors]\nimu = \"imu\"\n");
+    let robot = Robot::parse(&text, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware-configs/sim-arm.toml"))
+        .unwrap();
+    let session = open(&SessionOptions::default()).unwrap();
+    let keys = RobotKeys::from_robot(&robot).unwrap();
+    let (_sub, mut imu) = subscribe_latest::<coxswain_msg::ImuSample>(&session, keys.sensor("imu").unwrap()).unwrap();
+    let _sim = SimNode::spawn(&session, &robot, SimOptions::default()).unwrap();
+    assert!(eventually(|| imu.latest().is_some()));
+    let s = imu.latest().unwrap();
+    assert_eq!(s.value.orientation, coxswain_msg::Quaternion::IDENTITY);
+    assert_eq!(s.value.linear_acceleration_m_s2, [0.0, 0.0, 9.81]);
+}
