@@ -332,3 +332,47 @@ fn an_inference_stall_holds_when_the_chunk_runs_out() {
     drop(h);
     w.join().unwrap();
 }
+
+#[test]
+fn the_runtime_publishes_its_status() {
+    // A dashboard connects to the runtime's listen endpoint and reads robot/<id>/runtime/status.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let opts = RunOptions {
+        robot: repo().join("firmware-configs/sim-arm.toml"),
+        policy: model("reach-dp"),
+        policy_options: PolicyOptions::default(),
+        episodes: 1,
+        episode_s: Some(2.0),
+        external: false,
+        zenoh_config: None,
+        listen: vec![endpoint.clone()],
+        connect: vec![],
+        execution: execution(true),
+        rt: coxswain::rt::RtOptions::default(),
+        seed: 1,
+    };
+    let runner = std::thread::spawn(move || run(ort(), &opts, &mut |_| {}).map(|s| s.control.stats.ticks));
+    let mut dashboard = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dashboard.is_none() && Instant::now() < deadline {
+        dashboard = open(&SessionOptions::connect_to(&endpoint)).ok();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dashboard = dashboard.expect("the runtime listens");
+    let keys = RobotKeys::new("sim-arm").unwrap();
+    let (_sub, mut status) = subscribe_latest::<coxswain_msg::RuntimeStatus>(&dashboard, &keys.status).unwrap();
+    let mut running_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !running_seen {
+        if let Some(s) = status.latest() {
+            running_seen = s.value.state == coxswain_msg::RuntimeState::Running
+                && s.value.ticks > 0
+                && s.value.chunks_received > 0;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ticks = runner.join().unwrap().unwrap();
+    assert!(running_seen, "a Running status with ticks and chunks was published");
+    assert!(ticks > 0);
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coxswain_config::Robot;
-use coxswain_msg::{EStop, ImuSample, JointCommand, JointState, VectorSample};
+use coxswain_msg::{EStop, ImuSample, JointCommand, JointState, RuntimeState, RuntimeStatus, VectorSample};
 use coxswain_sim::{SimNode, SimOptions};
 use coxswain_zenoh::publisher::Qos;
 use coxswain_zenoh::session::{open, SessionOptions};
@@ -137,8 +137,73 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
+/// Publishes `robot/<id>/runtime/status` from the control thread's latest snapshot (this thread, not the
+/// control thread, does the I/O and the formatting).
+struct StatusReporter {
+    publisher: ControlPublisher<RuntimeStatus>,
+    seq: u64,
+    last: Instant,
+    epoch: Instant,
+    last_fault: String,
+}
+
+impl StatusReporter {
+    fn maybe_publish(&mut self, control: &mut ControlThread) {
+        if self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        let st = control.status();
+        let s = st.stats;
+        self.seq += 1;
+        let state = match s.state.unwrap_or(crate::safety::SafetyState::Idle) {
+            crate::safety::SafetyState::Idle => RuntimeState::Idle,
+            crate::safety::SafetyState::Homing => RuntimeState::Homing,
+            crate::safety::SafetyState::Running => RuntimeState::Running,
+            crate::safety::SafetyState::Holding => RuntimeState::Holding,
+            crate::safety::SafetyState::Stopping => RuntimeState::Stopping,
+            crate::safety::SafetyState::Fault => RuntimeState::Fault,
+        };
+        let mut msg = RuntimeStatus {
+            header: coxswain_msg::Header::new(self.seq, self.epoch.elapsed().as_nanos() as u64),
+            state,
+            ticks: s.ticks,
+            overruns: st.overruns,
+            tick_lateness_p99_us: (st.lateness_p99_ns / 1000).min(u32::MAX as u64) as u32,
+            inference_latency_p50_us: s.inference_p50_us,
+            inference_latency_p99_us: s.inference_p99_us,
+            chunks_received: s.chunks_accepted + s.chunks_rejected,
+            chunks_spliced: s.chunks_spliced,
+            safety_interventions: s.safety_interventions,
+            ..Default::default()
+        };
+        let mut fault = self.last_fault.as_str();
+        while msg.last_fault.push_str(fault).is_err() && !fault.is_empty() {
+            // Longer than the field: keep a prefix that ends on a character boundary.
+            let mut cut = fault.len() - 1;
+            while !fault.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            fault = &fault[..cut];
+        }
+        let _ = self.publisher.publish(&msg);
+    }
+
+    /// Keeps the reason of the last stop or fault for the status.
+    fn note(&mut self, tr: &crate::safety::Transition) {
+        if matches!(tr.to, crate::safety::SafetyState::Fault | crate::safety::SafetyState::Stopping) {
+            self.last_fault = format!("{:?}", tr.reason);
+        }
+    }
+}
+
 /// Homes the arm to `target` and waits until it is held there (at most 30 s).
-fn home(control: &mut ControlThread, target: &[f64], progress: &mut dyn FnMut(&str)) -> Result<()> {
+fn home(
+    control: &mut ControlThread,
+    target: &[f64],
+    progress: &mut dyn FnMut(&str),
+    status: &mut StatusReporter,
+) -> Result<()> {
     let mut t = [0.0; coxswain_msg::MAX_JOINTS];
     let n = target.len().min(t.len());
     t[..n].copy_from_slice(&target[..n]);
@@ -148,7 +213,10 @@ fn home(control: &mut ControlThread, target: &[f64], progress: &mut dyn FnMut(&s
     let mut homing_seen = false;
     while started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
-        for tr in control.transitions() {
+        status.maybe_publish(control);
+        let transitions: Vec<_> = control.transitions().collect();
+        for tr in transitions {
+            status.note(&tr);
             progress(&format!("  safety: {:?} -> {:?} at {:.3} s ({:?})", tr.from, tr.to, tr.time_s, tr.reason));
             if tr.to == crate::safety::SafetyState::Homing {
                 homing_seen = true;
@@ -233,6 +301,13 @@ pub fn run(ort: &OrtRuntime, opts: &RunOptions, progress: &mut dyn FnMut(&str)) 
         }
     }
     let command = ControlPublisher::<JointCommand>::new(&session, &keys.joint_command, Qos::Control)?;
+    let mut status = StatusReporter {
+        publisher: ControlPublisher::new(&session, &keys.status, Qos::Telemetry)?,
+        seq: 0,
+        last: Instant::now(),
+        epoch: Instant::now(),
+        last_fault: String::new(),
+    };
     let io = ControllerIo { state, estop, imu, vectors, command: Box::new(command) };
 
     let safety = SafetyFilter::new(
@@ -263,7 +338,7 @@ pub fn run(ort: &OrtRuntime, opts: &RunOptions, progress: &mut dyn FnMut(&str)) 
     for e in 0..opts.episodes {
         if let Some(sim) = &sim {
             if let Some(ep) = sim.draw_episode() {
-                home(&mut control, &ep.start_rad, progress)?;
+                home(&mut control, &ep.start_rad, progress, &mut status)?;
                 sim.begin_scoring();
             }
         }
@@ -272,10 +347,13 @@ pub fn run(ort: &OrtRuntime, opts: &RunOptions, progress: &mut dyn FnMut(&str)) 
         let mut next_report = 1.0;
         while started.elapsed().as_secs_f64() < episode_s {
             std::thread::sleep(Duration::from_millis(50));
-            let status = control.status();
-            for t in control.transitions() {
+            status.maybe_publish(&mut control);
+            let transitions: Vec<_> = control.transitions().collect();
+            for t in transitions {
+                status.note(&t);
                 progress(&format!("  safety: {:?} -> {:?} at {:.3} s ({:?})", t.from, t.to, t.time_s, t.reason));
             }
+            let snapshot = control.status();
             let t = started.elapsed().as_secs_f64();
             if t >= next_report {
                 next_report += 1.0;
@@ -289,10 +367,10 @@ pub fn run(ort: &OrtRuntime, opts: &RunOptions, progress: &mut dyn FnMut(&str)) 
                     e + 1,
                     opts.episodes,
                     t,
-                    status.stats.state.unwrap_or(crate::safety::SafetyState::Idle),
+                    snapshot.stats.state.unwrap_or(crate::safety::SafetyState::Idle),
                     dist,
-                    status.stats.chunks_accepted,
-                    status.lateness_p99_ns as f64 / 1e3
+                    snapshot.stats.chunks_accepted,
+                    snapshot.lateness_p99_ns as f64 / 1e3
                 ));
             }
         }

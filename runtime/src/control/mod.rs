@@ -113,6 +113,9 @@ pub struct ControlStats {
     pub state: Option<SafetyState>,
     /// The inference delay d in actions, as last estimated.
     pub delay_steps: usize,
+    /// Inference latency (request to chunk in hand) percentiles so far, microseconds.
+    pub inference_p50_us: u32,
+    pub inference_p99_us: u32,
 }
 
 /// A ring of recent inference latencies (request to chunk in hand), seconds, for reports.
@@ -158,6 +161,7 @@ pub struct Controller {
     buffers_back: Sender<Box<[f64]>>,
     delay: DelayEstimator,
     latencies: LatencyLog,
+    latency_hist: crate::rt::Histogram,
     q: Vec<f64>,
     qd: Vec<f64>,
     proposed: Vec<f64>,
@@ -279,6 +283,7 @@ impl Controller {
             buffers_back: ch.buffers_back,
             delay: DelayEstimator::new(32),
             latencies: LatencyLog::new(8192),
+            latency_hist: crate::rt::Histogram::default(),
             q: vec![0.0; n_robot],
             qd: vec![0.0; n_robot],
             proposed: vec![0.0; n_robot],
@@ -305,6 +310,8 @@ impl Controller {
         s.safety_interventions = self.safety.interventions();
         s.state = Some(self.safety.state());
         s.delay_steps = self.delay.delay_steps(self.dt_s);
+        s.inference_p50_us = (self.latency_hist.percentile(50.0) / 1000).min(u32::MAX as u64) as u32;
+        s.inference_p99_us = (self.latency_hist.percentile(99.0) / 1000).min(u32::MAX as u64) as u32;
         s
     }
 
@@ -439,6 +446,7 @@ impl Controller {
         let latency = now.saturating_duration_since(msg.requested).as_secs_f64();
         self.delay.record(latency);
         self.latencies.push(latency);
+        self.latency_hist.record((latency * 1e9) as u64);
         if self.pending.is_some_and(|(seq, _)| seq == msg.seq) {
             self.pending = None;
         }
