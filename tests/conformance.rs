@@ -118,18 +118,14 @@ fn last_action_term_reads_the_policys_previous_output() {
 // ---------------------------------------------------------------------------------------------------------
 // Our trained models against the exporter's reference vectors.
 
-/// Loads a model's reference archive and checks the observation, each step and the final chunk.
-fn check_sampler(model_dir: &std::path::Path, manifest: &std::path::Path, reference: &std::path::Path) {
-    let (noise, noise_shape) = npz(reference, "noise");
-    let n = noise_shape[0];
-    let options = PolicyOptions { candidates: n, ..PolicyOptions::default() };
-    let mut policy = Policy::load(ort(), manifest, &options).unwrap_or_else(|e| panic!("{}: {e}", model_dir.display()));
+/// Feeds a reference archive's observation (`target`, and `joint_pos` as two history frames, oldest first)
+/// and checks the assembled graph input against its `obs`.
+fn observe_reference(policy: &mut Policy, reference: &std::path::Path) {
     let (joint_pos, _) = npz(reference, "joint_pos");
     let (target, _) = npz(reference, "target");
     let (obs, _) = npz(reference, "obs");
     let a = policy.manifest().action.dim();
     let mut frame = policy.new_frame();
-    // History of two joint_pos frames, oldest first.
     frame.set("target", &target).unwrap();
     frame.set("joint_pos", &joint_pos[..a]).unwrap();
     policy.observe(&frame, 0.0).unwrap();
@@ -137,6 +133,15 @@ fn check_sampler(model_dir: &std::path::Path, manifest: &std::path::Path, refere
     policy.observe(&frame, 0.1).unwrap();
     let obs_err = max_abs_diff(policy.observation_input(), &obs);
     assert!(obs_err < 1e-5, "{}: observation differs by {obs_err}", reference.display());
+}
+
+/// Loads a model's reference archive and checks the observation, each step and the final chunk.
+fn check_sampler(model_dir: &std::path::Path, manifest: &std::path::Path, reference: &std::path::Path) {
+    let (noise, noise_shape) = npz(reference, "noise");
+    let n = noise_shape[0];
+    let options = PolicyOptions { candidates: n, ..PolicyOptions::default() };
+    let mut policy = Policy::load(ort(), manifest, &options).unwrap_or_else(|e| panic!("{}: {e}", model_dir.display()));
+    observe_reference(&mut policy, reference);
 
     let step_noise = if npz_has(reference, "step_noise") { npz(reference, "step_noise").0 } else { Vec::new() };
     let (x_steps, xs_shape) = npz(reference, "x_steps");
@@ -263,16 +268,7 @@ fn direct_mlp_chunk_reproduces_reference() {
     let m = model("reach-mlp");
     let reference = m.join("reference.npz");
     let mut policy = Policy::load(ort(), &m, &PolicyOptions::default()).unwrap();
-    let (joint_pos, _) = npz(&reference, "joint_pos");
-    let (target, _) = npz(&reference, "target");
-    let (obs, _) = npz(&reference, "obs");
-    let mut frame = policy.new_frame();
-    frame.set("target", &target).unwrap();
-    frame.set("joint_pos", &joint_pos[..3]).unwrap();
-    policy.observe(&frame, 0.0).unwrap();
-    frame.set("joint_pos", &joint_pos[3..]).unwrap();
-    policy.observe(&frame, 0.1).unwrap();
-    assert!(max_abs_diff(policy.observation_input(), &obs) < 1e-5);
+    observe_reference(&mut policy, &reference);
     policy.infer().unwrap();
     let (want, _) = npz(&reference, "actions_norm");
     let (want_rad, _) = npz(&reference, "actions");
@@ -413,14 +409,7 @@ fn guided_rtc_reproduces_the_exporters_reference() {
     let (noise, shape) = npz(&reference, "noise");
     let n = shape[0];
     let mut policy = Policy::load(ort(), &m, &PolicyOptions { candidates: n, ..PolicyOptions::default() }).unwrap();
-    let (joint_pos, _) = npz(&reference, "joint_pos");
-    let (target, _) = npz(&reference, "target");
-    let mut frame = policy.new_frame();
-    frame.set("target", &target).unwrap();
-    frame.set("joint_pos", &joint_pos[..3]).unwrap();
-    policy.observe(&frame, 0.0).unwrap();
-    frame.set("joint_pos", &joint_pos[3..]).unwrap();
-    policy.observe(&frame, 0.1).unwrap();
+    observe_reference(&mut policy, &reference);
     let (prefix, _) = npz(&reference, "prefix");
     let (weights, _) = npz(&reference, "weights");
     let weights: Vec<f64> = weights.iter().map(|w| *w as f64).collect();
