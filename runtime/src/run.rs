@@ -72,13 +72,6 @@ impl RunSummary {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
-}
-
 impl std::fmt::Display for RunSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.control;
@@ -113,14 +106,13 @@ impl std::fmt::Display for RunSummary {
             w.p99_ns as f64 / 1e3,
             w.max_ns as f64 / 1e3
         )?;
-        let mut lat = c.latencies_s.clone();
-        lat.sort_by(|a, b| a.total_cmp(b));
+        let i = c.inference.summary();
         writeln!(
             f,
             "inference latency   p50 {:.2} ms, p99 {:.2} ms ({} chunks, request to chunk in hand); delay d = {} action(s)",
-            1e3 * percentile(&lat, 50.0),
-            1e3 * percentile(&lat, 99.0),
-            lat.len(),
+            i.p50_ns as f64 / 1e6,
+            i.p99_ns as f64 / 1e6,
+            i.count,
             s.delay_steps
         )?;
         writeln!(

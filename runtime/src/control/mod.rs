@@ -118,31 +118,6 @@ pub struct ControlStats {
     pub inference_p99_us: u32,
 }
 
-/// A ring of recent inference latencies (request to chunk in hand), seconds, for reports.
-#[derive(Debug, Clone)]
-pub struct LatencyLog {
-    values: Vec<f64>,
-    next: usize,
-    len: usize,
-}
-
-impl LatencyLog {
-    fn new(capacity: usize) -> Self {
-        LatencyLog { values: vec![0.0; capacity], next: 0, len: 0 }
-    }
-
-    fn push(&mut self, v: f64) {
-        self.values[self.next] = v;
-        self.next = (self.next + 1) % self.values.len();
-        self.len = (self.len + 1).min(self.values.len());
-    }
-
-    /// The recorded values (unordered), for a report thread to sort.
-    pub fn values(&self) -> &[f64] {
-        &self.values[..self.len]
-    }
-}
-
 /// The state of the control loop. See the module docs.
 #[derive(Debug)]
 pub struct Controller {
@@ -160,7 +135,7 @@ pub struct Controller {
     chunks: Receiver<ChunkMsg>,
     buffers_back: Sender<Box<[f64]>>,
     delay: DelayEstimator,
-    latencies: LatencyLog,
+    /// Inference latencies (request to chunk in hand), ns.
     latency_hist: crate::rt::Histogram,
     q: Vec<f64>,
     qd: Vec<f64>,
@@ -282,7 +257,6 @@ impl Controller {
             chunks: ch.chunks,
             buffers_back: ch.buffers_back,
             delay: DelayEstimator::new(32),
-            latencies: LatencyLog::new(8192),
             latency_hist: crate::rt::Histogram::default(),
             q: vec![0.0; n_robot],
             qd: vec![0.0; n_robot],
@@ -315,8 +289,9 @@ impl Controller {
         s
     }
 
-    pub fn latencies(&self) -> &LatencyLog {
-        &self.latencies
+    /// Inference latencies seen so far (request to chunk in hand), ns.
+    pub fn latencies(&self) -> &crate::rt::Histogram {
+        &self.latency_hist
     }
 
     pub fn safety(&self) -> &SafetyFilter {
@@ -445,7 +420,6 @@ impl Controller {
     fn take_chunk(&mut self, msg: ChunkMsg, now: Instant) {
         let latency = now.saturating_duration_since(msg.requested).as_secs_f64();
         self.delay.record(latency);
-        self.latencies.push(latency);
         self.latency_hist.record((latency * 1e9) as u64);
         if self.pending.is_some_and(|(seq, _)| seq == msg.seq) {
             self.pending = None;

@@ -44,8 +44,8 @@ pub struct ControlReport {
     /// Time spent in each tick.
     pub work: Histogram,
     pub overruns: u64,
-    /// Inference latencies seen by the control thread (request to chunk in hand), seconds.
-    pub latencies_s: Vec<f64>,
+    /// Inference latencies seen by the control thread (request to chunk in hand).
+    pub inference: Histogram,
     pub rt: RtReport,
 }
 
@@ -111,7 +111,7 @@ impl ControlThread {
                 lateness,
                 work,
                 overruns: pacer.overruns(),
-                latencies_s: controller.latencies().values().to_vec(),
+                inference: controller.latencies().clone(),
                 rt: report,
             }
         })?;

@@ -435,10 +435,7 @@ impl Policy {
             }
         }
         match std::mem::replace(&mut self.steps, Steps::None) {
-            Steps::None => {
-                let r = self.run_direct();
-                r?;
-            }
+            Steps::None => self.run_direct()?,
             Steps::Diffusion { steps, method, prediction, clip } => {
                 let r = self.run_diffusion(&steps, method, prediction, clip, noise, &mut trace);
                 self.steps = Steps::Diffusion { steps, method, prediction, clip };
