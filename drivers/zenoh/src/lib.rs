@@ -5,12 +5,15 @@
 //! [`keys::RobotKeys`] (the key expressions of one robot, `robot/<id>/...`). Incoming topics land in
 //! [`slot::LatestReader`]s: a subscriber callback decodes each message into a preallocated, wait-free
 //! latest-value slot that the control thread reads without locks or allocation, with arrival time,
-//! sequence, and counts of gaps, reorderings and decode errors ([`subscriber::subscribe_latest`]).
+//! sequence and source, and counts of gaps, reorderings, restarts and decode errors
+//! ([`subscriber::subscribe_latest`]). Ordering is per publisher ([`order`]: a driver that restarts its
+//! count is accepted at once, not dropped as stale).
 //! Outgoing control topics go through [`publisher::ControlPublisher`]: encoded into a buffer allocated once,
 //! published express (no batching), dropped rather than queued on congestion, at real-time priority.
 
 pub mod error;
 pub mod keys;
+pub mod order;
 pub mod publisher;
 pub mod session;
 pub mod slot;
@@ -18,6 +21,7 @@ pub mod subscriber;
 
 pub use error::{Result, ZenohError};
 pub use keys::RobotKeys;
+pub use order::{SourceId, Verdict};
 pub use publisher::ControlPublisher;
 pub use slot::{LatestReader, SlotStats, Stamped};
 pub use subscriber::subscribe_latest;

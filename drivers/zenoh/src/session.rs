@@ -5,6 +5,11 @@
 //! defaults; [`SessionOptions::listen`] / [`SessionOptions::connect`] then add endpoints, as tests do on
 //! loopback. Connecting gives up after `connect_timeout_ms` with an error naming the endpoints instead of
 //! retrying forever, so a wrong address is a clear error at start-up.
+//!
+//! Timestamping is always switched on (`timestamping/enabled: true`, whatever the file says): every sample
+//! this session publishes then carries a timestamp with the session's HLC id, which is how receivers tell
+//! publishers on one key apart and order each one's messages on its own ([`crate::order`], WIRE.md section
+//! 10). It costs one HLC read per put (an uncontended lock inside zenoh, no allocation).
 
 use std::path::PathBuf;
 
@@ -68,6 +73,7 @@ pub fn config(opts: &SessionOptions) -> Result<Config> {
         }
         config.insert_json5("mode", &format!("{mode:?}")).map_err(|e| err(format!("mode: {e}")))?;
     }
+    config.insert_json5("timestamping/enabled", "true").map_err(|e| err(format!("timestamping/enabled: {e}")))?;
     if !opts.listen.is_empty() {
         config
             .insert_json5("listen/endpoints", &json_list(&opts.listen))

@@ -1,4 +1,5 @@
-//! Subscribers that decode into latest-value slots.
+//! Subscribers that decode into latest-value slots. For e-stops and other requests that must never be
+//! overwritten by a later message, use [`crate::events::subscribe_events`] instead.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -9,9 +10,12 @@ use zenoh::pubsub::Subscriber;
 use zenoh::{Session, Wait};
 
 use crate::error::{Result, ZenohError};
+use crate::order::SourceId;
 use crate::slot::{latest_slot, LatestReader};
 
 /// Subscribes to `key`; every sample is decoded as `M` into a latest-value slot whose reader is returned.
+/// Each message is classified by its source (the sample's timestamp id) and that source's sequence
+/// ([`crate::order`]): duplicates and reorderings are dropped, restarts accepted and counted.
 /// Buffers that do not decode as `M` (garbage, another message type, another format version) are counted
 /// and dropped; they never reach the reader. Keep the returned subscriber alive as long as the reader is
 /// used: dropping it undeclares the subscription.
@@ -27,12 +31,13 @@ where
         .declare_subscriber(key.clone())
         .callback(move |sample| {
             let arrival = Instant::now();
+            let source = SourceId::of_sample(&sample);
             let bytes = sample.payload().to_bytes();
             let Ok(mut w) = writer.lock() else { return };
             match M::decode(&bytes) {
                 Ok(m) => {
                     let (seq, stamp) = (m.header().seq, m.header().stamp_ns);
-                    w.offer(m, seq, stamp, arrival);
+                    w.offer_from(source, m, seq, stamp, arrival);
                 }
                 Err(e) => w.decode_error(e),
             }
