@@ -1,4 +1,5 @@
-//! Publishers for the robot's topics, with the quality of service each kind of topic needs.
+//! Publishers for the robot's topics, with the quality of service each kind of topic needs. The control
+//! thread's allocation-free path is [`crate::queue::QueuedPublisher`].
 
 use std::marker::PhantomData;
 
@@ -22,7 +23,24 @@ pub enum Qos {
     Telemetry,
 }
 
-/// A publisher that encodes into a buffer allocated once, at creation.
+/// Declares a zenoh publisher on `key` with the QoS of `qos`.
+pub(crate) fn declare(session: &Session, key: &KeyExpr<'static>, qos: Qos) -> Result<Publisher<'static>> {
+    let (express, congestion, priority) = match qos {
+        Qos::Control => (true, CongestionControl::Drop, Priority::RealTime),
+        Qos::Safety => (true, CongestionControl::Block, Priority::RealTime),
+        Qos::Telemetry => (false, CongestionControl::Drop, Priority::Data),
+    };
+    session
+        .declare_publisher(key.clone())
+        .express(express)
+        .congestion_control(congestion)
+        .priority(priority)
+        .wait()
+        .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "publisher", message: e.to_string() })
+}
+
+/// A publisher that encodes into a buffer allocated once, at creation, and puts on the calling thread.
+/// Zenoh's put allocates; on the control thread use [`crate::queue::QueuedPublisher`] instead.
 #[derive(Debug)]
 pub struct ControlPublisher<M: Message> {
     publisher: Publisher<'static>,
@@ -33,18 +51,7 @@ pub struct ControlPublisher<M: Message> {
 
 impl<M: Message> ControlPublisher<M> {
     pub fn new(session: &Session, key: &KeyExpr<'static>, qos: Qos) -> Result<Self> {
-        let (express, congestion, priority) = match qos {
-            Qos::Control => (true, CongestionControl::Drop, Priority::RealTime),
-            Qos::Safety => (true, CongestionControl::Block, Priority::RealTime),
-            Qos::Telemetry => (false, CongestionControl::Drop, Priority::Data),
-        };
-        let publisher = session
-            .declare_publisher(key.clone())
-            .express(express)
-            .congestion_control(congestion)
-            .priority(priority)
-            .wait()
-            .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "publisher", message: e.to_string() })?;
+        let publisher = declare(session, key, qos)?;
         Ok(ControlPublisher {
             publisher,
             key: key.to_string(),
