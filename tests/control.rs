@@ -1,143 +1,143 @@
-//! The control loop on the simulated robot: the full loop reaching targets, zero allocations per tick, and
-//! the fault cases (stale state, e-stop mid-motion, NaN chunk, inference stall), each ending in the
-//! documented safe state (runtime/src/safety/mod.rs has the state table).
+//! The control loop on the simulated arm, in simulated time (lockstep: deterministic, no Zenoh, no real
+//! time) for the fault cases, each ending in the documented safe state (runtime/src/safety/mod.rs has the
+//! state table) with every limit checked on every tick, and a reproducibility check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use coxswain::control::executor::{Interpolation, Overlap};
-use coxswain::control::inference::{ChunkMsg, InferenceWorker, Request};
-use coxswain::control::{channels, CommandSink, Controller, ControllerIo, ExecutionOptions, RtcMode, WorkerChannels};
+use coxswain::control::inference::InferenceWorker;
+use coxswain::control::io::{ChunkIn, ControlInput, ControlOutput, EStopIn, Joints, Request};
+use coxswain::control::lockstep::{Latency, Lockstep, Plant};
+use coxswain::control::{Controller, Event, ExecutionOptions, RtcMode};
 use coxswain::policy::{Policy, PolicyOptions};
-use coxswain::run::{run, RunOptions};
-use coxswain::safety::{SafetyConfig, SafetyFilter, SafetyState};
+use coxswain::safety::{SafetyConfig, SafetyFilter, SafetyState, StopReason};
+use coxswain_cli::plant::ArmPlant;
 use coxswain_config::Robot;
-use coxswain_msg::{EStop, EStopAction, JointCommand, JointState, VectorSample};
-use coxswain_sim::{Faults, SimHandle, SimNode, SimOptions};
-use coxswain_tests::{count_allocations, model, ort, repo, CountingAllocator};
-use coxswain_zenoh::publisher::Qos;
-use coxswain_zenoh::session::{open, SessionOptions};
-use coxswain_zenoh::{subscribe_latest, ControlPublisher, RobotKeys};
-
-#[global_allocator]
-static ALLOC: CountingAllocator = CountingAllocator;
+use coxswain_tests::{model, ort, repo};
 
 fn sim_arm() -> Robot {
     Robot::load(&repo().join("firmware-configs/sim-arm.toml")).unwrap()
 }
 
-fn execution(rtc: bool) -> ExecutionOptions {
-    let rtc = if rtc { RtcMode::Inpaint } else { RtcMode::Off };
-    ExecutionOptions { execute_actions: 8, interpolation: Interpolation::Linear, overlap: Overlap::Latest, rtc }
-}
-
-/// The last commands the controller sent, kept without allocating (a ring of fixed arrays).
-#[derive(Clone, Default)]
-struct Recorder {
-    inner: Arc<Mutex<RecorderInner>>,
-}
-
-#[derive(Default)]
-struct RecorderInner {
-    sent: u64,
-    last: [f64; 3],
-    non_finite: u64,
-}
-
-impl CommandSink for Recorder {
-    fn send(&mut self, c: &JointCommand) -> coxswain_zenoh::Result<()> {
-        if let Ok(mut r) = self.inner.lock() {
-            r.sent += 1;
-            for (i, v) in c.position_rad.iter().take(3).enumerate() {
-                r.last[i] = *v as f64;
-                if !v.is_finite() {
-                    r.non_finite += 1;
-                }
-            }
-        }
-        Ok(())
+fn execution() -> ExecutionOptions {
+    ExecutionOptions {
+        execute_actions: 8,
+        interpolation: Interpolation::Cubic,
+        overlap: Overlap::Latest,
+        rtc: RtcMode::Inpaint,
     }
 }
 
-/// A controller wired to an in-process simulated arm over Zenoh loopback. The sim's commands come from
-/// `forward` (the recorder forwards to Zenoh only when asked, so the allocation test sees only our code).
-struct Harness {
-    sim: SimHandle,
-    _sim_session: coxswain_zenoh::zenoh::Session,
-    session: coxswain_zenoh::zenoh::Session,
-    keys: RobotKeys,
-    controller: Controller,
-    recorder: Recorder,
-    _subs: Vec<coxswain_zenoh::zenoh::pubsub::Subscriber<()>>,
-    epoch: Instant,
+/// The arm with faults a test can switch on.
+struct Faulty {
+    arm: ArmPlant,
+    dt_s: f64,
+    silence: bool,
+    malformed: bool,
+    estop: Vec<EStopIn>,
+    foreign_per_tick: u64,
+    foreign_total: u64,
 }
 
-enum Sink {
-    Zenoh,
-    Recorder,
-}
-
-fn harness(sink: Sink, rtc: bool) -> (Harness, WorkerChannels, Policy) {
-    let robot = sim_arm();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let endpoint = format!("tcp/127.0.0.1:{port}");
-    let sim_session = open(&SessionOptions::listen_on(&endpoint)).unwrap();
-    let sim = SimNode::spawn(&sim_session, &robot, SimOptions { seed: 11 }).unwrap();
-    sim.new_episode();
-    let session = open(&SessionOptions::connect_to(&endpoint)).unwrap();
-    let keys = RobotKeys::from_robot(&robot).unwrap();
-    let (s1, state) = subscribe_latest::<JointState>(&session, &keys.joint_state).unwrap();
-    let (s2, estop) = subscribe_latest::<EStop>(&session, &keys.estop).unwrap();
-    let (s3, target) = subscribe_latest::<VectorSample>(&session, keys.sensor("target").unwrap()).unwrap();
-    let recorder = Recorder::default();
-    let command: Box<dyn CommandSink> = match sink {
-        Sink::Zenoh => {
-            Box::new(ControlPublisher::<JointCommand>::new(&session, &keys.joint_command, Qos::Control).unwrap())
+impl Plant for Faulty {
+    fn measure(&mut self, input: &mut ControlInput) {
+        if self.silence {
+            input.state.age_s += self.dt_s;
+        } else {
+            self.arm.measure(input);
+            if self.malformed {
+                input.state.joints = 2;
+                input.state.position_rad.truncate(2);
+            }
         }
-        Sink::Recorder => Box::new(recorder.clone()),
-    };
-    let io = ControllerIo { state, estop, imu: None, vectors: vec![("target".into(), target)], command };
+        for e in self.estop.drain(..) {
+            input.estop.push(e).unwrap();
+        }
+        self.foreign_total += self.foreign_per_tick;
+        input.foreign_commands = self.foreign_total;
+    }
+
+    fn advance(&mut self, command_rad: Option<&[f64]>, dt_s: f64) {
+        self.arm.advance(command_rad, dt_s);
+    }
+}
+
+/// Lockstep rig: reach-dp on the simulated arm, every command checked against the limits.
+struct Rig {
+    ls: Lockstep,
+    plant: Faulty,
+    limits: Vec<(f64, f64)>,
+    dt_s: f64,
+    last: Option<(Vec<f64>, Vec<f64>)>,
+    /// Largest |dq| / (v_max dt) and |dv| / (a_max dt) seen between consecutive enabled commands.
+    worst_v: f64,
+    worst_a: f64,
+    events: Vec<Event>,
+}
+
+fn rig(seed: u64) -> Rig {
+    let robot = sim_arm();
     let policy = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
     let manifest = policy.manifest().clone();
     let map = coxswain::policy::robot::bind(&manifest, &robot).unwrap();
+    let cfg = SafetyConfig::from_robot(&robot).unwrap();
+    let limits = cfg.joints().iter().map(|j| (j.velocity_rad_s, j.acceleration_rad_s2)).collect();
     let frame = policy.new_frame();
-    let (ctl, worker) = channels(&frame, 16 * 3, 4);
-    let safety = SafetyFilter::new(SafetyConfig::from_robot(&robot).unwrap());
-    let controller = Controller::new(&manifest, map, &frame, safety, io, ctl, execution(rtc)).unwrap();
-    let h = Harness {
-        sim,
-        _sim_session: sim_session,
-        session,
-        keys,
-        controller,
-        recorder,
-        _subs: vec![s1, s2, s3],
-        epoch: Instant::now(),
-    };
-    (h, worker, policy)
+    let controller = Controller::new(&manifest, map, &frame, SafetyFilter::new(cfg), execution()).unwrap();
+    let target = controller.vector_fields().iter().position(|n| n == "target");
+    let worker = InferenceWorker::new(policy, RtcMode::Inpaint, seed).unwrap();
+    let ls = Lockstep::new(controller, worker, frame, robot.control_hz, Latency::Ticks(3)).unwrap();
+    let mut arm = ArmPlant::new(&robot, seed, target);
+    arm.draw_episode();
+    Rig {
+        ls,
+        plant: Faulty {
+            arm,
+            dt_s: 1.0 / robot.control_hz,
+            silence: false,
+            malformed: false,
+            estop: vec![],
+            foreign_per_tick: 0,
+            foreign_total: 0,
+        },
+        limits,
+        dt_s: 1.0 / robot.control_hz,
+        last: None,
+        worst_v: 0.0,
+        worst_a: 0.0,
+        events: vec![],
+    }
 }
 
-impl Harness {
-    /// Ticks in real time (2 ms) for `seconds`.
-    fn run_for(&mut self, seconds: f64) {
-        let end = Instant::now() + Duration::from_secs_f64(seconds);
-        let mut next = Instant::now();
-        while Instant::now() < end {
-            next += Duration::from_millis(2);
-            let now = Instant::now();
-            self.controller.tick(now.duration_since(self.epoch).as_secs_f64(), now);
-            if let Some(d) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
+impl Rig {
+    fn step(&mut self, requests: &[Request]) -> &ControlOutput {
+        let out = self.ls.step(&mut self.plant, requests);
+        self.events.extend(out.events.iter().copied());
+        if out.enable {
+            let q: Vec<f64> = out.position_rad.to_vec();
+            let v: Vec<f64> = out.velocity_rad_s.to_vec();
+            if let Some((q0, v0)) = &self.last {
+                for j in 0..q.len() {
+                    let (vmax, amax) = self.limits[j];
+                    self.worst_v = self.worst_v.max((q[j] - q0[j]).abs() / (vmax * self.dt_s));
+                    self.worst_a = self.worst_a.max((v[j] - v0[j]).abs() / (amax * self.dt_s));
+                }
             }
+            self.last = Some((q, v));
+        } else {
+            self.last = None;
+        }
+        self.ls.output()
+    }
+
+    fn run(&mut self, seconds: f64) {
+        for _ in 0..(seconds / self.dt_s).round() as usize {
+            self.step(&[]);
         }
     }
 
-    /// Ticks until `f` holds (at most 10 s).
-    fn run_until(&mut self, mut f: impl FnMut(&Harness) -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            self.run_for(0.02);
+    fn run_until(&mut self, seconds: f64, mut f: impl FnMut(&Rig) -> bool) -> bool {
+        for _ in 0..(seconds / self.dt_s).round() as usize {
+            self.step(&[]);
             if f(self) {
                 return true;
             }
@@ -146,233 +146,284 @@ impl Harness {
     }
 
     fn state(&self) -> SafetyState {
-        self.controller.safety().state()
+        self.ls.output().state
     }
 
-    fn start(&mut self) {
-        let now = Instant::now();
-        self.controller.start_episode(now.duration_since(self.epoch).as_secs_f64());
+    fn command(&self) -> Vec<f64> {
+        self.ls.output().position_rad.to_vec()
+    }
+
+    /// Arm, start, and run until the policy drives the arm with a few chunks in.
+    fn running(&mut self) {
+        self.step(&[Request::Arm, Request::Start]);
+        assert!(self.run_until(3.0, |r| r.state() == SafetyState::Running
+            && r.ls.controller().stats().chunks_accepted >= 3));
+        self.run(0.5);
+    }
+
+    fn assert_within_limits(&self) {
+        // A hair of slack for floating-point rounding in the filter's arithmetic.
+        assert!(self.worst_v <= 1.0 + 1e-9, "velocity limit exceeded by {:.6}x", self.worst_v);
+        assert!(self.worst_a <= 1.0 + 1e-9, "acceleration limit exceeded by {:.6}x", self.worst_a);
+    }
+
+    fn saw(&self, f: impl Fn(&Event) -> bool) -> bool {
+        self.events.iter().any(f)
     }
 }
 
-fn spawn_worker(policy: Policy, ch: WorkerChannels, rtc: bool) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rtc = if rtc { RtcMode::Inpaint } else { RtcMode::Off };
-        InferenceWorker::new(policy, rtc).unwrap().run(ch.requests, ch.frames_back, ch.buffers, ch.chunks);
-    })
+#[test]
+fn stale_state_holds_within_the_limits_and_resumes_without_a_jump() {
+    let mut r = rig(1);
+    r.running();
+    r.plant.silence = true;
+    assert!(r.run_until(1.0, |r| r.state() == SafetyState::Holding), "stale state -> Holding");
+    r.run(0.5);
+    let a = r.command();
+    r.run(0.2);
+    assert_eq!(r.command(), a, "held still while the state is stale");
+    r.plant.silence = false;
+    assert!(r.run_until(1.0, |r| r.state() == SafetyState::Running), "a soft hold resumes by itself");
+    r.run(1.0);
+    // The limits held on every tick of the hold and of the resumption: no jump, in position or velocity.
+    r.assert_within_limits();
+    assert!(r.last.is_some(), "the drives stayed on throughout");
 }
 
 #[test]
-fn diffusion_policy_reaches_the_target_in_most_episodes() {
-    // The full product path: `coxswain run` on the in-process simulated arm, 6 episodes of 8 s in real time.
-    // reach-dp succeeds in 97 % of episodes in the Python evaluation (models/reach-dp/MODEL_CARD.md); here it
-    // runs at its real inference latency with RTC, sensor noise and the safety filter in the loop. At a true
-    // rate of 0.9, at least 4 of 6 succeed with probability 0.98; 4 of 6 is the bar.
-    let opts = RunOptions {
-        robot: repo().join("firmware-configs/sim-arm.toml"),
-        policy: model("reach-dp"),
-        policy_options: PolicyOptions::default(),
-        episodes: 6,
-        episode_s: None,
-        external: false,
-        zenoh_config: None,
-        listen: vec![],
-        connect: vec![],
-        execution: execution(true),
-        rt: coxswain::rt::RtOptions::default(),
-        seed: 5,
-    };
-    let summary = run(ort(), &opts, &mut |line| eprintln!("{line}")).unwrap();
-    eprintln!("{summary}");
-    let ok = summary.episodes.iter().filter(|e| e.success).count();
-    assert_eq!(summary.episodes.len(), 6);
-    assert!(ok >= 4, "{ok} of 6 episodes reached the target");
-    let s = summary.control.stats;
-    assert!(s.chunks_spliced > 0, "RTC continued chunks: {s:?}");
-    assert_eq!(s.chunks_rejected, 0, "{s:?}");
-    assert!(summary.sim_commands_accepted > 1000, "the simulated arm was driven over Zenoh");
+fn estop_mid_motion_stops_within_the_limits_and_latches_until_reset() {
+    let mut r = rig(2);
+    r.running();
+    r.plant.estop.push(EStopIn::Engage);
+    assert!(r.run_until(2.0, |r| r.state() == SafetyState::Fault), "the stop completes in Fault (latched)");
+    r.assert_within_limits();
+    let held = r.command();
+    r.run(1.0);
+    assert_eq!(r.command(), held, "category 2: holds position while latched");
+    assert_eq!(r.state(), SafetyState::Fault, "still latched although chunks keep coming");
+    r.plant.estop.push(EStopIn::Reset { stale: false });
+    assert!(r.run_until(0.5, |r| r.state() == SafetyState::Holding), "reset -> Holding, never straight to Running");
+    r.run(0.3);
+    assert_eq!(r.state(), SafetyState::Holding);
+    assert_eq!(r.command(), held, "still where it stopped");
 }
 
 #[test]
-fn a_control_tick_allocates_nothing_over_100k_ticks() {
-    let (mut h, worker, policy) = harness(Sink::Recorder, true);
-    let w = spawn_worker(policy, worker, true);
-    h.start();
-    assert!(h.run_until(|h| h.state() == SafetyState::Running && h.controller.stats().chunks_accepted >= 2));
-    // 100k ticks as fast as this thread can go (the sim and inference threads run in real time beside it;
-    // chunks keep arriving and being spliced). Only this thread's allocations are counted.
-    let ((), n) = count_allocations(|| {
-        for _ in 0..100_000 {
-            let now = Instant::now();
-            h.controller.tick(now.duration_since(h.epoch).as_secs_f64(), now);
-        }
-    });
-    let stats = h.controller.stats();
-    assert_eq!(n, 0, "allocations in 100k ticks; {stats:?}");
-    assert!(stats.ticks >= 100_000);
-    assert!(h.recorder.inner.lock().unwrap().sent >= 100_000);
-    drop(h);
-    w.join().unwrap();
+fn an_engage_and_a_reset_in_the_same_tick_still_stop_the_arm() {
+    let mut r = rig(3);
+    r.running();
+    r.plant.estop.push(EStopIn::Engage);
+    r.plant.estop.push(EStopIn::Reset { stale: false });
+    r.step(&[]);
+    assert_eq!(r.state(), SafetyState::Stopping, "the engage latched although a reset followed it");
+    assert!(r.run_until(2.0, |r| r.state() == SafetyState::Holding), "the reset applies after the stop");
+    assert!(r.saw(|e| matches!(e, Event::SafetyTransition { transition: t } if t.to == SafetyState::Fault)));
+    r.assert_within_limits();
 }
 
 #[test]
-fn stale_state_holds_and_resumes_without_a_jump() {
-    let (mut h, worker, policy) = harness(Sink::Zenoh, true);
-    let w = spawn_worker(policy, worker, true);
-    h.start();
-    assert!(h.run_until(|h| h.state() == SafetyState::Running && h.controller.stats().chunks_accepted >= 2));
-    h.sim.set_faults(Faults { silence: true, ..Default::default() });
-    assert!(h.run_until(|h| h.state() == SafetyState::Holding), "stale state -> Holding");
-    // While holding, the command comes to rest.
-    h.run_for(0.5);
-    let a = h.controller.command().position_rad.clone();
-    h.run_for(0.2);
-    assert_eq!(h.controller.command().position_rad, a, "held still");
-    h.sim.set_faults(Faults::default());
-    assert!(h.run_until(|h| h.state() == SafetyState::Running), "a soft hold resumes by itself");
-    drop(h);
-    w.join().unwrap();
+fn a_reset_leaves_the_robot_still_until_it_is_armed_again() {
+    let mut r = rig(4);
+    r.running();
+    r.plant.estop.push(EStopIn::Engage);
+    assert!(r.run_until(2.0, |r| r.state() == SafetyState::Fault));
+    r.plant.estop.push(EStopIn::Reset { stale: false });
+    assert!(r.run_until(0.5, |r| r.state() == SafetyState::Holding));
+    let held = r.command();
+    r.events.clear();
+    r.step(&[Request::Start]);
+    r.run(0.5);
+    assert!(r.saw(|e| matches!(e, Event::Refused { request: "start", .. })), "start without arming is refused");
+    assert_eq!(r.state(), SafetyState::Holding);
+    assert_eq!(r.command(), held, "nothing moved");
+    r.step(&[Request::Arm, Request::Start]);
+    assert!(r.run_until(3.0, |r| r.state() == SafetyState::Running), "armed again, the policy runs");
 }
 
 #[test]
-fn estop_mid_motion_stops_within_limits_and_latches_until_reset() {
-    let (mut h, worker, policy) = harness(Sink::Zenoh, true);
-    let w = spawn_worker(policy, worker, true);
-    h.start();
-    assert!(h.run_until(|h| h.state() == SafetyState::Running && h.controller.stats().chunks_accepted >= 2));
-    h.run_for(0.5); // mid-motion
-    let mut estop = ControlPublisher::<EStop>::new(&h.session, &h.keys.estop, Qos::Safety).unwrap();
-    let mut e = EStop { action: EStopAction::Engage, ..Default::default() };
-    e.header.seq = 1;
-    estop.publish(&e).unwrap();
-    assert!(h.run_until(|h| h.state() == SafetyState::Fault), "stop completes in Fault (latched)");
-    let held = h.controller.command().position_rad.clone();
-    h.run_for(1.0);
-    assert_eq!(h.controller.command().position_rad, held, "category 2: holds position while latched");
-    assert_eq!(h.state(), SafetyState::Fault, "still latched although chunks keep coming");
-    e.action = EStopAction::Reset;
-    e.header.seq = 2;
-    estop.publish(&e).unwrap();
-    assert!(h.run_until(|h| h.state() == SafetyState::Holding), "reset -> Holding, never straight to Running");
-    h.run_for(0.3);
-    assert_eq!(h.state(), SafetyState::Holding);
-    drop(h);
-    w.join().unwrap();
+fn an_estop_while_idle_then_a_reset_never_moves_the_arm() {
+    let mut r = rig(5);
+    r.step(&[Request::Arm]);
+    r.run(0.1);
+    r.plant.estop.push(EStopIn::Engage);
+    r.run(0.1);
+    assert_eq!(r.state(), SafetyState::Fault);
+    r.plant.estop.push(EStopIn::Reset { stale: false });
+    r.step(&[Request::Start]);
+    r.run(1.0);
+    assert_eq!(r.state(), SafetyState::Idle, "reset from an idle stop -> Idle");
+    assert!(!r.ls.output().enable, "drives stay off");
+    assert!(r.saw(|e| matches!(e, Event::Refused { request: "start", .. })));
 }
 
-/// Answers requests like an inference thread would, with chunks made by `make` (or none).
-fn fake_worker(
-    ch: WorkerChannels,
-    mut make: impl FnMut(usize, &mut [f64]) -> bool + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut n = 0;
-        while let Ok(req) = ch.requests.recv() {
-            if let Request::Observe { frame, t_s, infer, seq, sent, .. } = req {
-                let _ = ch.frames_back.try_send(frame);
-                if !infer {
-                    continue;
-                }
-                let Ok(mut buf) = ch.buffers.try_recv() else { continue };
-                if make(n, &mut buf) {
-                    let msg =
-                        ChunkMsg { actions_rad: buf, t0_s: t_s, seq, rtc: false, requested: sent, inference_s: 0.0 };
-                    if ch.chunks.send(msg).is_err() {
-                        break;
-                    }
-                }
-                n += 1;
+#[test]
+fn a_stale_reset_is_ignored() {
+    let mut r = rig(6);
+    r.running();
+    r.plant.estop.push(EStopIn::Engage);
+    assert!(r.run_until(2.0, |r| r.state() == SafetyState::Fault));
+    r.plant.estop.push(EStopIn::Reset { stale: true });
+    r.run(0.5);
+    assert_eq!(r.state(), SafetyState::Fault, "an out-of-order reset does not clear the stop");
+    assert!(r.saw(|e| matches!(e, Event::EStopStaleReset)));
+}
+
+#[test]
+fn joint_state_with_the_wrong_joint_count_that_lasts_latches_a_stop() {
+    let mut r = rig(7);
+    r.running();
+    r.plant.malformed = true;
+    assert!(
+        r.run_until(1.0, |r| r.ls.controller().safety().latched() == Some(StopReason::NonFiniteState)),
+        "malformed state for longer than the timeout is a latched stop, not a soft hold"
+    );
+    r.plant.malformed = false;
+    r.run(1.0);
+    assert!(matches!(r.state(), SafetyState::Stopping | SafetyState::Fault), "it does not resume by itself");
+    assert!(r.saw(|e| matches!(e, Event::MalformedState { joints: 2, expected: 3 })));
+    r.assert_within_limits();
+}
+
+#[test]
+fn commands_from_another_publisher_that_persist_latch_a_stop() {
+    let mut r = rig(8);
+    r.running();
+    // One stray command: counted and reported, nothing else.
+    r.plant.foreign_per_tick = 1;
+    r.step(&[]);
+    r.plant.foreign_per_tick = 0;
+    r.run(0.5);
+    assert_eq!(r.state(), SafetyState::Running);
+    assert!(r.saw(|e| matches!(e, Event::ForeignCommands { total: 1 })));
+    // A second controller at 250 Hz.
+    let mut k = 0;
+    let stopped = {
+        let mut stopped = false;
+        for _ in 0..500 {
+            k += 1;
+            r.plant.foreign_per_tick = u64::from(k % 2 == 0);
+            r.step(&[]);
+            if r.ls.controller().safety().latched() == Some(StopReason::ForeignCommands) {
+                stopped = true;
+                break;
             }
         }
-    })
+        stopped
+    };
+    assert!(stopped, "persistent foreign commands latch a stop");
+    assert!(r.run_until(2.0, |r| r.state() == SafetyState::Fault));
+    r.assert_within_limits();
+}
+
+/// A controller fed hand-made chunks (no policy): NaN chunks and an inference stall.
+fn scripted(chunks: impl Fn(usize, &mut [f64]) -> bool) -> (Vec<SafetyState>, coxswain::control::ControlStats, bool) {
+    let robot = sim_arm();
+    let policy = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
+    let manifest = policy.manifest().clone();
+    let map = coxswain::policy::robot::bind(&manifest, &robot).unwrap();
+    let frame = policy.new_frame();
+    let safety = SafetyFilter::new(SafetyConfig::from_robot(&robot).unwrap());
+    let mut c = Controller::new(&manifest, map, &frame, safety, execution()).unwrap();
+    let mut input = c.new_input();
+    let mut out = c.new_output(frame);
+    let mut arm = ArmPlant::new(&robot, 9, c.vector_fields().iter().position(|n| n == "target"));
+    arm.draw_episode();
+    let dt = 1.0 / robot.control_hz;
+    let mut states = vec![];
+    let mut made = 0;
+    let mut due: Option<(u64, ChunkIn)> = None;
+    let mut non_finite = false;
+    for k in 0..3000u64 {
+        input.tick = k;
+        input.t_s = k as f64 * dt;
+        input.requests.clear();
+        if k == 0 {
+            input.requests.push(Request::Arm).unwrap();
+            input.requests.push(Request::Start).unwrap();
+        }
+        input.chunk = None;
+        arm.measure(&mut input);
+        if let Some((t, ch)) = due {
+            if t <= k {
+                input.chunk = Some(ch);
+                due = None;
+            }
+        }
+        c.step(&input, &mut out);
+        non_finite |= out.position_rad.iter().chain(&out.velocity_rad_s).any(|v| !v.is_finite());
+        arm.advance(out.enable.then_some(&out.position_rad[..]), dt);
+        states.push(out.state);
+        if let Some(req) = out.request {
+            if req.infer {
+                let q = arm.position_rad().to_vec();
+                for (i, v) in input.chunk_rad.iter_mut().enumerate() {
+                    *v = q[i % 3];
+                }
+                if chunks(made, &mut input.chunk_rad) {
+                    due = Some((k + 2, ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false }));
+                }
+                made += 1;
+            }
+        }
+    }
+    (states, c.stats(), non_finite)
 }
 
 #[test]
 fn a_nan_chunk_is_rejected_whole_and_nothing_non_finite_is_commanded() {
-    let (mut h, worker, _policy) = harness(Sink::Recorder, false);
-    let start = h.sim.snapshot().q_rad;
-    let w = fake_worker(worker, move |n, buf| {
-        for (i, v) in buf.iter_mut().enumerate() {
-            *v = start[i % 3];
-        }
+    let (states, stats, non_finite) = scripted(|n, buf| {
         if n >= 1 {
             buf[17] = f64::NAN; // one value of every later chunk
         }
         true
     });
-    h.start();
-    assert!(h.run_until(|h| h.controller.stats().chunks_rejected >= 2));
-    assert!(h.run_until(|h| h.state() == SafetyState::Holding), "the good chunk runs out: Holding");
-    let s = h.controller.stats();
-    assert_eq!(s.chunks_accepted, 1, "{s:?}");
-    assert_eq!(h.recorder.inner.lock().unwrap().non_finite, 0);
-    drop(h);
-    w.join().unwrap();
+    assert_eq!(stats.chunks_accepted, 1, "{stats:?}");
+    assert!(stats.chunks_rejected >= 2, "{stats:?}");
+    assert!(!non_finite);
+    assert_eq!(states.last(), Some(&SafetyState::Holding), "the good chunk runs out: Holding");
 }
 
 #[test]
 fn an_inference_stall_holds_when_the_chunk_runs_out() {
-    let (mut h, worker, _policy) = harness(Sink::Recorder, false);
-    let start = h.sim.snapshot().q_rad;
     // Two chunks, then silence (a hung accelerator, a dead thread).
-    let w = fake_worker(worker, move |n, buf| {
-        for (i, v) in buf.iter_mut().enumerate() {
-            *v = start[i % 3] + 0.002 * (i / 3) as f64;
-        }
-        n < 2
-    });
-    h.start();
-    assert!(h.run_until(|h| h.controller.stats().chunks_accepted == 2 && h.state() == SafetyState::Running));
-    assert!(h.run_until(|h| h.state() == SafetyState::Holding), "starved -> Holding");
-    assert!(h.controller.stats().starved_ticks > 0);
-    h.run_for(0.3);
-    let a = h.controller.command().position_rad.clone();
-    h.run_for(0.2);
-    assert_eq!(h.controller.command().position_rad, a, "held still");
-    drop(h);
-    w.join().unwrap();
+    let (states, stats, _) = scripted(|n, _| n < 2);
+    assert_eq!(stats.chunks_accepted, 2, "{stats:?}");
+    assert!(stats.starved_ticks > 0);
+    let running = states.iter().position(|s| *s == SafetyState::Running).unwrap();
+    assert!(states[running..].contains(&SafetyState::Holding), "starved -> Holding");
+    assert_eq!(states.last(), Some(&SafetyState::Holding));
 }
 
 #[test]
-fn the_runtime_publishes_its_status() {
-    // A dashboard connects to the runtime's listen endpoint and reads robot/<id>/runtime/status.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let endpoint = format!("tcp/127.0.0.1:{port}");
-    let opts = RunOptions {
-        robot: repo().join("firmware-configs/sim-arm.toml"),
-        policy: model("reach-dp"),
-        policy_options: PolicyOptions::default(),
-        episodes: 1,
-        episode_s: Some(2.0),
-        external: false,
-        zenoh_config: None,
-        listen: vec![endpoint.clone()],
-        connect: vec![],
-        execution: execution(true),
-        rt: coxswain::rt::RtOptions::default(),
-        seed: 1,
-    };
-    let runner = std::thread::spawn(move || run(ort(), &opts, &mut |_| {}).map(|s| s.control.stats.ticks));
-    let mut dashboard = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dashboard.is_none() && Instant::now() < deadline {
-        dashboard = open(&SessionOptions::connect_to(&endpoint)).ok();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let dashboard = dashboard.expect("the runtime listens");
-    let keys = RobotKeys::new("sim-arm").unwrap();
-    let (_sub, mut status) = subscribe_latest::<coxswain_msg::RuntimeStatus>(&dashboard, &keys.status).unwrap();
-    let mut running_seen = false;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !running_seen {
-        if let Some(s) = status.latest() {
-            running_seen = s.value.state == coxswain_msg::RuntimeState::Running
-                && s.value.ticks > 0
-                && s.value.chunks_received > 0;
+fn two_lockstep_runs_with_one_seed_produce_identical_commands() {
+    let trace = |seed: u64| {
+        let mut r = rig(seed);
+        r.running();
+        let mut out = vec![];
+        for _ in 0..1500 {
+            let o = r.step(&[]);
+            out.extend(o.position_rad.iter().map(|v| v.to_bits()));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        (out, r.ls.controller().stats().chunks_accepted)
+    };
+    let (a, chunks) = trace(11);
+    let (b, _) = trace(11);
+    assert!(chunks >= 5, "the policy ran: {chunks} chunks");
+    assert_eq!(a, b, "bit-for-bit identical commands");
+    let (c, _) = trace(12);
+    assert_ne!(a, c, "another seed gives another run (the comparison can fail)");
+}
+
+#[test]
+fn homing_request_moves_the_arm_to_the_target_then_holds() {
+    let mut r = rig(13);
+    let target: Joints = [-1.0, 1.2, 0.4].into_iter().collect();
+    r.step(&[Request::Arm, Request::Home { target_rad: target.clone() }]);
+    assert!(r.run_until(10.0, |r| r.saw(|e| matches!(e, Event::SafetyTransition { transition: t }
+        if t.to == SafetyState::Holding))));
+    let q = r.command();
+    for (a, b) in q.iter().zip(&target) {
+        assert!((a - b).abs() < 0.02, "homed to {q:?}, asked {target:?}");
     }
-    let ticks = runner.join().unwrap().unwrap();
-    assert!(running_seen, "a Running status with ticks and chunks was published");
-    assert!(ticks > 0);
+    r.assert_within_limits();
 }

@@ -11,7 +11,8 @@ pub mod error;
 pub mod onnx;
 pub mod policy;
 pub mod rt;
-pub mod run;
+pub mod runtime;
 pub mod safety;
 
 pub use error::{Error, Result};
+pub use runtime::{Runtime, RuntimeOptions};

@@ -158,12 +158,35 @@ impl<M> EventReader<M> {
         self.queue.capacity()
     }
 
+    /// A handle that reads this queue's statistics from another thread.
+    pub fn stats_handle(&self) -> EventStatsHandle {
+        EventStatsHandle { shared: self.shared.clone() }
+    }
+
     /// Receive statistics (atomic loads; fine on the control thread).
     pub fn stats(&self) -> EventStats {
-        let o = crate::slot::SlotStats::load(&self.shared.order);
+        stats_of(&self.shared)
+    }
+}
+
+/// Reads an event queue's statistics from any thread (atomic loads).
+#[derive(Debug, Clone)]
+pub struct EventStatsHandle {
+    shared: Arc<Shared>,
+}
+
+impl EventStatsHandle {
+    pub fn stats(&self) -> EventStats {
+        stats_of(&self.shared)
+    }
+}
+
+fn stats_of(shared: &Shared) -> EventStats {
+    {
+        let o = crate::slot::SlotStats::load(&shared.order);
         EventStats {
-            queued: self.shared.queued.load(Ordering::Relaxed),
-            overflows: self.shared.overflows.load(Ordering::Relaxed),
+            queued: shared.queued.load(Ordering::Relaxed),
+            overflows: shared.overflows.load(Ordering::Relaxed),
             accepted: o.accepted,
             gaps: o.gaps,
             stale: o.stale,
@@ -173,7 +196,9 @@ impl<M> EventReader<M> {
             decode_errors: o.decode_errors,
         }
     }
+}
 
+impl<M> EventReader<M> {
     /// The last decode error. Takes a lock the callback also takes: for status reports, not the control
     /// thread.
     pub fn last_decode_error(&self) -> Option<DecodeError> {

@@ -66,6 +66,28 @@ pub struct QueueStats {
     pub put_errors: u64,
 }
 
+/// Reads a [`QueuedPublisher`]'s counters and last put error from any thread.
+#[derive(Debug, Clone)]
+pub struct QueueHealth {
+    shared: Arc<Shared>,
+}
+
+impl QueueHealth {
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            sent: self.shared.sent.load(Ordering::Relaxed),
+            dropped_oldest: self.shared.dropped_oldest.load(Ordering::Relaxed),
+            dropped_no_buffer: self.shared.dropped_no_buffer.load(Ordering::Relaxed),
+            put_errors: self.shared.put_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The text of the last put error (takes a lock; not for the control thread).
+    pub fn last_put_error(&self) -> Option<String> {
+        self.shared.last_put_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
 /// What [`QueuedPublisher::try_send`] did with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -210,6 +232,11 @@ impl<M: Message> QueuedPublisher<M> {
     }
 
     /// Counters (atomic loads; fine on the control thread).
+    /// A handle that reads the counters and the last put error from another thread.
+    pub fn health(&self) -> QueueHealth {
+        QueueHealth { shared: self.shared.clone() }
+    }
+
     pub fn stats(&self) -> QueueStats {
         QueueStats {
             sent: self.shared.sent.load(Ordering::Relaxed),

@@ -86,6 +86,18 @@ pub struct LatestWriter<T: Send> {
     last_error: Arc<Mutex<Option<DecodeError>>>,
 }
 
+/// Reads a slot's receive statistics from any thread (atomic loads).
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    counters: Arc<OrderCounters>,
+}
+
+impl StatsHandle {
+    pub fn stats(&self) -> SlotStats {
+        SlotStats::load(&self.counters)
+    }
+}
+
 /// The reading end, owned by the control thread.
 #[derive(Debug)]
 pub struct LatestReader<T: Send> {
@@ -163,6 +175,12 @@ impl<T: Send> LatestReader<T> {
     /// Receive statistics (atomic loads; fine on the control thread).
     pub fn stats(&self) -> SlotStats {
         SlotStats::load(&self.counters)
+    }
+
+    /// A handle that reads this slot's statistics from another thread (a monitor beside the control
+    /// thread that owns the reader).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle { counters: self.counters.clone() }
     }
 
     /// The last decode error. Takes a lock the callback also takes: for status reports, not the control

@@ -13,7 +13,8 @@
 //! Chunks live in a fixed ring of preallocated buffers; accepting and sampling allocate nothing.
 
 /// How overlapping chunks combine.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Overlap {
     Latest,
     Blend { old_weight: f64 },
@@ -21,7 +22,8 @@ pub enum Overlap {
 }
 
 /// Interpolation between a chunk's actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
 pub enum Interpolation {
     Linear,
     Cubic,

@@ -1,49 +1,109 @@
 //! The inference thread: turns observation frames into chunks, off the control thread.
 //!
 //! It receives every observation frame at the policy's rate (so the policy's history has the right stride)
-//! and infers when the control thread asks. With RTC it remembers the chunk it produced last and, for the
+//! and infers when the controller asks. With RTC it remembers the chunk it produced last and, for the
 //! request's delay d and execution horizon s, pulls the new chunk's first actions towards the previous
-//! chunk's remaining ones. Frames and chunk buffers travel in pools: nothing is allocated per message.
+//! chunk's remaining ones. [`InferenceWorker::handle`] serves one request; [`InferenceWorker::run`] is the
+//! thread's loop around it, and the lockstep driver calls `handle` directly in simulated time. Frames and
+//! chunk buffers travel in pools: nothing is allocated per message, and every failure is counted and
+//! reported as a [`WorkerEvent`], never dropped.
 
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::control::io::{ChunkIn, ObservationRequest};
 use crate::control::rtc::prefix_weights;
 use crate::control::RtcMode;
-use crate::policy::{Frame, Policy};
+use crate::policy::{Frame, GaussianNoise, NoiseSource, Policy};
 
-/// What the control thread sends.
+/// What the control side sends.
 #[derive(Debug)]
-pub enum Request {
-    /// An observation frame taken at `t_s` (control clock). When `infer` is set, a chunk is wanted whose
-    /// action 0 applies at `t_s`; `rtc` carries (previous chunk's seq, s actions executed, d delay).
-    Observe { frame: Frame, t_s: f64, infer: bool, seq: u64, rtc: Option<(u64, usize, usize)>, sent: Instant },
+pub enum WorkerRequest {
+    /// An observation frame, with what the controller asked for.
+    Observe { frame: Frame, request: ObservationRequest },
     /// A new episode: forget history, recurrent state and the previous chunk.
     Reset,
 }
 
-/// What comes back.
+/// A finished chunk.
 #[derive(Debug)]
 pub struct ChunkMsg {
     /// `H * A` joint targets in radians, policy joint order.
     pub actions_rad: Box<[f64]>,
-    pub t0_s: f64,
-    pub seq: u64,
-    /// Whether RTC guided this chunk.
-    pub rtc: bool,
-    /// Time the control thread sent the request.
-    pub requested: Instant,
-    /// Time spent in the policy itself.
+    pub chunk: ChunkIn,
+    /// Time spent in the policy itself, seconds (wall clock).
     pub inference_s: f64,
 }
 
-/// Outcome counters, read after the thread ends.
-#[derive(Debug, Clone, Copy, Default)]
+/// Something that went wrong on the inference thread (counted in [`InferenceStats`] too).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    ResetFailed(String),
+    ObserveFailed { seq: u64, error: String },
+    InferFailed { seq: u64, error: String },
+    /// Every chunk buffer is still with the control side: the chunk was dropped (back-pressure).
+    NoBuffer { seq: u64 },
+}
+
+impl std::fmt::Display for WorkerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerEvent::ResetFailed(e) => write!(f, "policy reset failed: {e}"),
+            WorkerEvent::ObserveFailed { seq, error } => write!(f, "observation {seq} refused: {error}"),
+            WorkerEvent::InferFailed { seq, error } => write!(f, "inference {seq} failed: {error}"),
+            WorkerEvent::NoBuffer { seq } => write!(f, "chunk {seq} dropped: every chunk buffer is in use"),
+        }
+    }
+}
+
+/// Outcome counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct InferenceStats {
+    pub observations: u64,
     pub inferences: u64,
     pub failures: u64,
     pub rtc_guided: u64,
+    /// Worker events that could not be reported because their channel was full.
+    pub events_lost: u64,
+}
+
+/// What the last inference drew and made, for the recorder: the initial noise (and DDPM step noise) as the
+/// sampler consumed it, and every candidate in the model's normalized space.
+#[derive(Debug, Clone, Default)]
+pub struct InferenceTrace {
+    pub seq: u64,
+    pub initial_noise: Vec<f32>,
+    pub step_noise: Vec<f32>,
+    pub candidates_norm: Vec<f32>,
+    pub rtc_weights: Option<Vec<f64>>,
+}
+
+/// Seeded Gaussian noise that keeps a copy of what it handed out (preallocated; no allocation per use).
+#[derive(Debug)]
+struct TapNoise {
+    inner: GaussianNoise,
+    initial: Vec<f32>,
+    steps: Vec<f32>,
+    steps_len: usize,
+}
+
+impl NoiseSource for TapNoise {
+    fn initial(&mut self, noise: &mut [f32]) {
+        self.inner.initial(noise);
+        let n = noise.len().min(self.initial.len());
+        self.initial[..n].copy_from_slice(&noise[..n]);
+        self.steps_len = 0;
+    }
+
+    fn step(&mut self, step: usize, noise: &mut [f32]) {
+        self.inner.step(step, noise);
+        let start = step * noise.len();
+        if let Some(dst) = self.steps.get_mut(start..start + noise.len()) {
+            dst.copy_from_slice(noise);
+            self.steps_len = self.steps_len.max(start + noise.len());
+        }
+    }
 }
 
 /// The inference thread's state.
@@ -51,21 +111,33 @@ pub struct InferenceStats {
 pub struct InferenceWorker {
     policy: Policy,
     rtc: bool,
+    noise: TapNoise,
     prev_norm: Vec<f32>,
     prev_seq: Option<u64>,
     prefix: Vec<f32>,
     weights: Vec<f64>,
     stats: InferenceStats,
+    trace_rtc: bool,
 }
 
 impl InferenceWorker {
-    /// A worker for `policy`; with [`RtcMode::Guided`] the policy must ship a VJP graph.
-    pub fn new(mut policy: Policy, rtc: RtcMode) -> crate::Result<Self> {
+    /// A worker for `policy` whose sampler noise is seeded with `seed`; with [`RtcMode::Guided`] the policy
+    /// must ship a VJP graph.
+    pub fn new(mut policy: Policy, rtc: RtcMode, seed: u64) -> crate::Result<Self> {
         policy.use_guided_rtc(rtc == RtcMode::Guided)?;
         let rtc = rtc != RtcMode::Off;
-        let h = policy.manifest().action.horizon;
-        let a = policy.manifest().action.dim();
+        let m = policy.manifest();
+        let h = m.action.horizon;
+        let a = m.action.dim();
+        let len = policy.candidates() * h * a;
+        let steps = m.sampler.as_ref().map_or(0, |s| s.steps());
         Ok(InferenceWorker {
+            noise: TapNoise {
+                inner: GaussianNoise::new(seed),
+                initial: vec![0.0; len],
+                steps: vec![0.0; len * steps],
+                steps_len: 0,
+            },
             policy,
             rtc,
             prev_norm: vec![0.0; h * a],
@@ -73,89 +145,160 @@ impl InferenceWorker {
             prefix: vec![0.0; h * a],
             weights: vec![0.0; h],
             stats: InferenceStats::default(),
+            trace_rtc: false,
         })
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn stats(&self) -> InferenceStats {
+        self.stats
+    }
+
+    /// Serves one request. For an `Observe` that asks for a chunk, fills a buffer from `buffers` and returns
+    /// the chunk; the frame is always handed back through `frame_back`. Failures go to `events`.
+    pub fn handle(
+        &mut self,
+        req: WorkerRequest,
+        frame_back: &mut dyn FnMut(Frame),
+        buffers: &mut dyn FnMut() -> Option<Box<[f64]>>,
+        events: &mut dyn FnMut(WorkerEvent),
+    ) -> Option<ChunkMsg> {
+        match req {
+            WorkerRequest::Reset => {
+                if let Err(e) = self.policy.reset() {
+                    self.stats.failures += 1;
+                    events(WorkerEvent::ResetFailed(e.to_string()));
+                }
+                self.policy.clear_rtc_prefix();
+                self.prev_seq = None;
+                None
+            }
+            WorkerRequest::Observe { frame, request } => {
+                let observed = self.policy.observe(&frame, request.t_s);
+                frame_back(frame);
+                if let Err(e) = observed {
+                    self.stats.failures += 1;
+                    events(WorkerEvent::ObserveFailed { seq: request.seq, error: e.to_string() });
+                    return None;
+                }
+                self.stats.observations += 1;
+                if !request.infer {
+                    return None;
+                }
+                let guided = self.prepare_rtc(request.rtc);
+                let started = Instant::now();
+                if let Err(e) = self.policy.infer_with(&mut self.noise, None) {
+                    self.stats.failures += 1;
+                    events(WorkerEvent::InferFailed { seq: request.seq, error: e.to_string() });
+                    return None;
+                }
+                let inference_s = started.elapsed().as_secs_f64();
+                let Some(mut buf) = buffers() else {
+                    self.stats.failures += 1;
+                    events(WorkerEvent::NoBuffer { seq: request.seq });
+                    return None;
+                };
+                let chunk = self.policy.chunk();
+                let n = chunk.horizon * chunk.joints;
+                for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[..n]) {
+                    *dst = *src as f64;
+                }
+                self.prev_norm.copy_from_slice(&chunk.normalized[..n]);
+                self.prev_seq = Some(request.seq);
+                self.trace_rtc = guided;
+                self.stats.inferences += 1;
+                if guided {
+                    self.stats.rtc_guided += 1;
+                }
+                Some(ChunkMsg {
+                    actions_rad: buf,
+                    chunk: ChunkIn {
+                        seq: request.seq,
+                        t0_s: request.t_s,
+                        requested_t_s: request.sent_t_s,
+                        rtc: guided,
+                    },
+                    inference_s,
+                })
+            }
+        }
+    }
+
+    /// What the last inference drew and produced (allocates: for the recorder, off the control thread).
+    pub fn trace(&self) -> InferenceTrace {
+        let chunk = self.policy.chunk();
+        InferenceTrace {
+            seq: self.prev_seq.unwrap_or(0),
+            initial_noise: self.noise.initial.clone(),
+            step_noise: self.noise.steps[..self.noise.steps_len].to_vec(),
+            candidates_norm: chunk.normalized.to_vec(),
+            rtc_weights: self.trace_rtc.then(|| self.weights.clone()),
+        }
+    }
+
     /// Serves requests until `requests` disconnects. Frames go back on `frames_back`; chunk buffers come
-    /// from `buffers` and leave on `chunks`.
+    /// from `buffers` and leave on `chunks`; failures go to `events` (dropped and counted when it is full).
+    /// `on_chunk` sees the worker after each chunk (the recorder takes its trace there).
     pub fn run(
         mut self,
-        requests: Receiver<Request>,
+        requests: Receiver<WorkerRequest>,
         frames_back: Sender<Frame>,
         buffers: Receiver<Box<[f64]>>,
         chunks: Sender<ChunkMsg>,
+        events: Sender<WorkerEvent>,
+        mut on_chunk: Option<Box<dyn FnMut(&InferenceWorker, &ChunkMsg) + Send>>,
     ) -> InferenceStats {
+        let mut lost = 0u64;
         loop {
             let req = match requests.recv_timeout(Duration::from_millis(100)) {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            match req {
-                Request::Reset => {
-                    let _ = self.policy.reset();
-                    self.policy.clear_rtc_prefix();
-                    self.prev_seq = None;
+            let out = self.handle(
+                req,
+                &mut |f| {
+                    // The pool has room for every frame it lent out; a full pool cannot happen.
+                    let _ = frames_back.try_send(f);
+                },
+                &mut || buffers.try_recv().ok(),
+                &mut |e| {
+                    if events.try_send(e).is_err() {
+                        lost += 1;
+                    }
+                },
+            );
+            if let Some(msg) = out {
+                if let Some(f) = on_chunk.as_mut() {
+                    f(&self, &msg);
                 }
-                Request::Observe { frame, t_s, infer, seq, rtc, sent } => {
-                    let observed = self.policy.observe(&frame, t_s);
-                    let _ = frames_back.try_send(frame);
-                    if observed.is_err() {
-                        self.stats.failures += 1;
-                        continue;
-                    }
-                    if !infer {
-                        continue;
-                    }
-                    let guided = self.prepare_rtc(rtc);
-                    let started = Instant::now();
-                    if self.policy.infer().is_err() {
-                        self.stats.failures += 1;
-                        continue;
-                    }
-                    let inference_s = started.elapsed().as_secs_f64();
-                    let Ok(mut buf) = buffers.try_recv() else {
-                        // Every buffer is still in the control thread's hands: it has not consumed the
-                        // previous chunks; dropping this one is the right back-pressure.
-                        self.stats.failures += 1;
-                        continue;
-                    };
-                    let chunk = self.policy.chunk();
-                    let n = chunk.horizon * chunk.joints;
-                    for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[..n]) {
-                        *dst = *src as f64;
-                    }
-                    self.prev_norm.copy_from_slice(&chunk.normalized[..n]);
-                    self.prev_seq = Some(seq);
-                    self.stats.inferences += 1;
-                    if guided {
-                        self.stats.rtc_guided += 1;
-                    }
-                    let msg = ChunkMsg { actions_rad: buf, t0_s: t_s, seq, rtc: guided, requested: sent, inference_s };
-                    if chunks.send(msg).is_err() {
-                        break;
-                    }
+                if chunks.send(msg).is_err() {
+                    break;
                 }
             }
         }
+        self.stats.events_lost = lost;
         self.stats
     }
 
     /// Sets or clears the RTC prefix for a request; returns whether it is set.
-    fn prepare_rtc(&mut self, rtc: Option<(u64, usize, usize)>) -> bool {
+    fn prepare_rtc(&mut self, rtc: Option<crate::control::io::RtcRequest>) -> bool {
         let h = self.weights.len();
         let a = self.prev_norm.len() / h;
         match (self.rtc, rtc, self.prev_seq) {
-            (true, Some((prev, s, d)), Some(mine))
-                if prev == mine && s < h && self.policy.manifest().kind.is_generative() =>
+            (true, Some(r), Some(mine))
+                if r.prev_seq == mine && r.executed < h && self.policy.manifest().kind.is_generative() =>
             {
                 // The previous chunk's actions from index s on are what will still be executed; pad with its
                 // last action.
                 for i in 0..h {
-                    let src = (s + i).min(h - 1);
+                    let src = (r.executed + i).min(h - 1);
                     self.prefix[i * a..(i + 1) * a].copy_from_slice(&self.prev_norm[src * a..(src + 1) * a]);
                 }
-                prefix_weights(h, d, s, &mut self.weights);
+                prefix_weights(h, r.delay, r.executed, &mut self.weights);
                 self.policy.set_rtc_prefix(&self.prefix, &self.weights).is_ok()
             }
             _ => {

@@ -1,38 +1,50 @@
-//! The control loop: one tick per control period, never waiting for inference.
+//! The control loop: one [`Controller::step`] per control period, never waiting for inference.
 //!
-//! Each [`Controller::tick`] reads the latest joint state, e-stop and sensor values from their wait-free
-//! slots, takes any chunk the inference thread has finished (validating it whole before accepting it),
-//! asks the [`executor::ChunkExecutor`] for the action at this instant, passes it through the
-//! [`crate::safety::SafetyFilter`] and publishes the result. At the policy's rate it hands an observation
-//! frame to the inference thread, and asks for a new chunk early enough, from the measured inference delay,
-//! that it arrives before the current one runs out ([`rtc`]). Everything it touches is preallocated: a
-//! counting-allocator test runs it for 100k ticks without a single allocation.
+//! `step(&ControlInput, &mut ControlOutput)` is the whole tick as a function of the controller's state and
+//! its input ([`io`]): it applies e-stop events (every engage latches), operator requests (arm, home, start,
+//! stop, halt), takes a finished chunk (validating it whole before accepting it), asks the
+//! [`executor::ChunkExecutor`] for the action at this instant, passes it through the
+//! [`crate::safety::SafetyFilter`] and writes the command. At the policy's rate it writes an observation
+//! frame for the inference thread and asks for a new chunk early enough, from the measured inference delay,
+//! that it arrives before the current one runs out ([`rtc`]). It reads no clock, touches no Zenoh slot and
+//! publishes nothing: the runner around it does that ([`runner`] in real time, [`lockstep`] in simulated
+//! time), so a recording of its inputs replays to the same outputs, bit for bit ([`crate::replay`]).
+//! Everything it touches is preallocated: it never allocates after [`Controller::new`].
 //!
-//! Threads: the control thread owns the `Controller` (see [`runner`]); the inference thread owns the
-//! `Policy` ([`inference::InferenceWorker`]); bounded crossbeam channels with pooled buffers join them.
+//! # Arming
+//! Motion needs an explicit [`Request::Arm`]. Any latched stop (an e-stop, a halt, a fault the safety
+//! filter detects, persistent commands from another publisher) disarms; after its reset the robot stays
+//! still until the next `Arm`, then `Home` or `Start`.
+//!
+//! Threads: the control thread owns the `Controller` ([`runner`]); the inference thread owns the `Policy`
+//! ([`inference::InferenceWorker`]); bounded crossbeam channels with pooled buffers join them.
 
 pub mod executor;
 pub mod inference;
+pub mod io;
+pub mod lockstep;
 pub mod rtc;
 pub mod runner;
 
-use std::time::Instant;
-
-use crossbeam::channel::{Receiver, Sender};
-
-use coxswain_msg::{EStop, EStopAction, ImuSample, JointCommand, JointState, VectorSample};
-use coxswain_zenoh::{ControlPublisher, LatestReader};
+use serde::{Deserialize, Serialize};
 
 use crate::policy::manifest::Field;
 use crate::policy::robot::JointMap;
 use crate::policy::{FieldId, Frame, Manifest};
 use crate::safety::{Command, Measured, SafetyFilter, SafetyState, StopReason, TickInput};
 use executor::{ChunkExecutor, Interpolation, Overlap};
-use inference::{ChunkMsg, Request};
+pub use io::{
+    ChunkIn, ControlInput, ControlOutput, EStopIn, Event, ImuIn, ObservationRequest, Request, RtcRequest, StateIn,
+    VectorIn,
+};
 use rtc::{execution_horizon, DelayEstimator};
 
+/// Commands from another publisher on our command topic for this long (seconds) latch a stop.
+pub const FOREIGN_COMMAND_PERSIST_S: f64 = 0.2;
+
 /// Real-time chunking: whether and how a new chunk is made to continue the one being executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
 pub enum RtcMode {
     /// Naive switching: each chunk is sampled freely.
     Off,
@@ -43,7 +55,7 @@ pub enum RtcMode {
 }
 
 /// How chunks are executed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionOptions {
     /// Actions executed from each chunk before the next one is requested (s; clamped to d <= s <= H - d).
     pub execute_actions: usize,
@@ -51,34 +63,6 @@ pub struct ExecutionOptions {
     pub overlap: Overlap,
     /// Real-time chunking: guide each new chunk to continue the one being executed.
     pub rtc: RtcMode,
-}
-
-/// Where the controller's commands go: the Zenoh publisher on the robot, a recorder in tests. (Zenoh's own
-/// `put` allocates inside Zenoh; a recorder lets the allocation test see only our code.)
-pub trait CommandSink: Send {
-    fn send(&mut self, command: &JointCommand) -> coxswain_zenoh::Result<()>;
-}
-
-impl CommandSink for ControlPublisher<JointCommand> {
-    fn send(&mut self, command: &JointCommand) -> coxswain_zenoh::Result<()> {
-        self.publish(command)
-    }
-}
-
-/// The Zenoh side of the controller.
-pub struct ControllerIo {
-    pub state: LatestReader<JointState>,
-    pub estop: LatestReader<EStop>,
-    pub imu: Option<LatestReader<ImuSample>>,
-    /// Named vector sensors, by observation field name.
-    pub vectors: Vec<(String, LatestReader<VectorSample>)>,
-    pub command: Box<dyn CommandSink>,
-}
-
-impl std::fmt::Debug for ControllerIo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControllerIo").field("vectors", &self.vectors.len()).finish_non_exhaustive()
-    }
 }
 
 /// Where a frame field's values come from.
@@ -94,11 +78,13 @@ enum Source {
 }
 
 /// Counters the controller keeps (all plain integers: cheap to copy out for status reports).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ControlStats {
     pub ticks: u64,
     pub chunks_accepted: u64,
     pub chunks_rejected: u64,
+    /// Chunks that arrived while the policy was stopped.
+    pub chunks_ignored: u64,
     /// Chunks that were RTC-guided continuations of the one being executed.
     pub chunks_spliced: u64,
     pub requests: u64,
@@ -107,15 +93,40 @@ pub struct ControlStats {
     pub starved_ticks: u64,
     /// Observation frames not sent because a source had nothing yet or the channel was full.
     pub frames_skipped: u64,
-    pub commands_published: u64,
-    pub publish_errors: u64,
+    /// Ticks that published a command (drives on).
+    pub commands: u64,
     pub safety_interventions: u64,
+    /// Intervening ticks by the limit or hold that acted, indexed like [`crate::safety::LimitFlags`]'s
+    /// bits (a tick where several acted counts for each).
+    pub interventions_by: [u64; crate::safety::LIMIT_KINDS],
+    pub estops: u64,
+    pub malformed_states: u64,
+    pub foreign_commands: u64,
+    pub events_lost: u64,
     pub state: Option<SafetyState>,
+    pub armed: bool,
+    /// The last tick had a joint state (any, fresh or not).
+    pub state_present: bool,
     /// The inference delay d in actions, as last estimated.
     pub delay_steps: usize,
     /// Inference latency (request to chunk in hand) percentiles so far, microseconds.
     pub inference_p50_us: u32,
     pub inference_p99_us: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    seq: u64,
+    sent_t_s: f64,
+}
+
+/// Commands seen from other publishers on our command key.
+#[derive(Debug, Clone, Copy, Default)]
+struct ForeignTracker {
+    total: u64,
+    first_s: Option<f64>,
+    last_s: f64,
+    stopped: bool,
 }
 
 /// The state of the control loop. See the module docs.
@@ -128,12 +139,9 @@ pub struct Controller {
     n_robot: usize,
     safety: SafetyFilter,
     exec: ChunkExecutor,
-    io: ControllerIo,
     sources: Vec<(FieldId, Source)>,
-    requests: Sender<Request>,
-    frames: Receiver<Frame>,
-    chunks: Receiver<ChunkMsg>,
-    buffers_back: Sender<Box<[f64]>>,
+    vector_fields: Vec<String>,
+    needs_imu: bool,
     delay: DelayEstimator,
     /// Inference latencies (request to chunk in hand), ns.
     latency_hist: crate::rt::Histogram,
@@ -142,70 +150,46 @@ pub struct Controller {
     proposed: Vec<f64>,
     command: Command,
     chunk_robot: Vec<f64>,
-    cmd_msg: JointCommand,
+    armed: bool,
     running: bool,
     want_start: bool,
     want_home: bool,
     want_reset: bool,
     home_target: Vec<f64>,
     next_obs_s: f64,
-    pending: Option<(u64, f64)>,
+    pending: Option<Pending>,
+    last_request_seq: u64,
     seq: u64,
-    cmd_seq: u64,
-    last_estop_seq: Option<u64>,
-    spare: Option<Frame>,
+    starving: bool,
+    malformed: bool,
+    foreign: ForeignTracker,
+    seen_transitions: u64,
     stats: ControlStats,
-}
-
-/// The channel ends the controller needs; [`channels`] makes both sides.
-#[derive(Debug)]
-pub struct ControllerChannels {
-    pub requests: Sender<Request>,
-    pub frames: Receiver<Frame>,
-    pub chunks: Receiver<ChunkMsg>,
-    pub buffers_back: Sender<Box<[f64]>>,
-}
-
-/// The inference side's ends.
-#[derive(Debug)]
-pub struct WorkerChannels {
-    pub requests: Receiver<Request>,
-    pub frames_back: Sender<Frame>,
-    pub buffers: Receiver<Box<[f64]>>,
-    pub chunks: Sender<ChunkMsg>,
-}
-
-/// Bounded channels with their pools filled: `frames` frames like `template`, `buffers` chunk buffers.
-pub fn channels(template: &Frame, chunk_len: usize, pool: usize) -> (ControllerChannels, WorkerChannels) {
-    let (req_tx, req_rx) = crossbeam::channel::bounded(pool);
-    let (frame_tx, frame_rx) = crossbeam::channel::bounded(pool);
-    let (buf_tx, buf_rx) = crossbeam::channel::bounded(pool);
-    let (chunk_tx, chunk_rx) = crossbeam::channel::bounded(pool);
-    for _ in 0..pool {
-        let _ = frame_tx.send(template.clone());
-        let _ = buf_tx.send(vec![0.0; chunk_len].into_boxed_slice());
-    }
-    (
-        ControllerChannels { requests: req_tx, frames: frame_rx, chunks: chunk_rx, buffers_back: buf_tx.clone() },
-        WorkerChannels { requests: req_rx, frames_back: frame_tx, buffers: buf_rx, chunks: chunk_tx },
-    )
 }
 
 impl Controller {
     /// A controller for `manifest` on a robot whose joints `map` relates to the policy's, frames shaped like
-    /// `frame` (the policy's `new_frame()`).
+    /// `frame` (the policy's `new_frame()`). Named vector fields are read from [`ControlInput::vectors`] in
+    /// the order of [`Controller::vector_fields`]; the IMU from [`ControlInput::imu`].
     pub fn new(
         manifest: &Manifest,
         map: JointMap,
         frame: &Frame,
         safety: SafetyFilter,
-        io: ControllerIo,
-        ch: ControllerChannels,
         opts: ExecutionOptions,
     ) -> crate::Result<Controller> {
         let h = manifest.action.horizon;
         let n_robot = map.robot_joints();
+        if n_robot > io::MAX_JOINTS || safety.joints() != n_robot {
+            return Err(crate::Error::Usage(format!(
+                "the robot has {n_robot} joints and the safety filter {}; at most {} are supported",
+                safety.joints(),
+                io::MAX_JOINTS
+            )));
+        }
         let mut sources = Vec::new();
+        let mut vector_fields: Vec<String> = Vec::new();
+        let mut needs_imu = false;
         for t in &manifest.terms {
             let src = match &t.field {
                 Field::JointPos => Source::JointPos,
@@ -215,32 +199,30 @@ impl Controller {
                 Field::ProjectedGravity => Source::Gravity,
                 Field::LinAcc => Source::LinAcc,
                 Field::LastAction => continue,
-                Field::Named(name) => match io.vectors.iter().position(|(n, _)| n == name) {
-                    Some(i) => Source::Vector(i),
-                    None => {
+                Field::Named(name) => {
+                    let i = match vector_fields.iter().position(|n| n == name) {
+                        Some(i) => i,
+                        None => {
+                            vector_fields.push(name.clone());
+                            vector_fields.len() - 1
+                        }
+                    };
+                    if t.size > io::MAX_VECTOR_LEN || vector_fields.len() > io::MAX_VECTORS {
                         return Err(crate::Error::Usage(format!(
-                            "observation field `{name}` has no sensor subscription"
-                        )))
+                            "observation field `{name}`: at most {} named vectors of {} values are supported",
+                            io::MAX_VECTORS,
+                            io::MAX_VECTOR_LEN
+                        )));
                     }
-                },
+                    Source::Vector(i)
+                }
             };
-            if matches!(src, Source::AngVel | Source::Gravity | Source::LinAcc) && io.imu.is_none() {
-                return Err(crate::Error::Usage(format!(
-                    "observation field `{}` needs an IMU subscription",
-                    t.field.name()
-                )));
-            }
+            needs_imu |= matches!(src, Source::AngVel | Source::Gravity | Source::LinAcc);
             if let Some(id) = frame.id(t.field.name()) {
                 if !sources.iter().any(|(i, _)| *i == id) {
                     sources.push((id, src));
                 }
             }
-        }
-        let mut cmd_msg = JointCommand::default();
-        for _ in 0..n_robot {
-            let _ = cmd_msg.position_rad.push(0.0);
-            let _ = cmd_msg.velocity_rad_s.push(0.0);
-            let _ = cmd_msg.effort_nm.push(0.0);
         }
         Ok(Controller {
             opts,
@@ -250,12 +232,9 @@ impl Controller {
             n_robot,
             safety,
             exec: ChunkExecutor::new(h, n_robot, manifest.action.dt_s, opts.interpolation, opts.overlap, 4),
-            io,
             sources,
-            requests: ch.requests,
-            frames: ch.frames,
-            chunks: ch.chunks,
-            buffers_back: ch.buffers_back,
+            vector_fields,
+            needs_imu,
             delay: DelayEstimator::new(32),
             latency_hist: crate::rt::Histogram::default(),
             q: vec![0.0; n_robot],
@@ -263,7 +242,7 @@ impl Controller {
             proposed: vec![0.0; n_robot],
             command: Command::new(n_robot),
             chunk_robot: vec![0.0; h * n_robot],
-            cmd_msg,
+            armed: false,
             running: false,
             want_start: false,
             want_home: false,
@@ -271,18 +250,51 @@ impl Controller {
             home_target: vec![0.0; n_robot],
             next_obs_s: 0.0,
             pending: None,
+            last_request_seq: 0,
             seq: 0,
-            cmd_seq: 0,
-            last_estop_seq: None,
-            spare: None,
+            starving: false,
+            malformed: false,
+            foreign: ForeignTracker::default(),
+            seen_transitions: 0,
             stats: ControlStats::default(),
         })
+    }
+
+    /// The named vector fields the policy reads, in [`ControlInput::vectors`] order.
+    pub fn vector_fields(&self) -> &[String] {
+        &self.vector_fields
+    }
+
+    /// Whether the policy reads the IMU.
+    pub fn needs_imu(&self) -> bool {
+        self.needs_imu
+    }
+
+    /// Robot joints.
+    pub fn joints(&self) -> usize {
+        self.n_robot
+    }
+
+    /// An input shaped for this controller: one vector slot per named field, room for a chunk.
+    pub fn new_input(&self) -> ControlInput {
+        let mut input = ControlInput::default();
+        for _ in &self.vector_fields {
+            let _ = input.vectors.push(VectorIn::default());
+        }
+        input.chunk_rad = vec![0.0; self.horizon * self.map.robot_index.len()];
+        input
+    }
+
+    /// An output shaped for this controller, with frames like `frame`.
+    pub fn new_output(&self, frame: Frame) -> ControlOutput {
+        ControlOutput::new(self.n_robot, frame)
     }
 
     pub fn stats(&self) -> ControlStats {
         let mut s = self.stats;
         s.safety_interventions = self.safety.interventions();
         s.state = Some(self.safety.state());
+        s.armed = self.armed;
         s.delay_steps = self.delay.delay_steps(self.dt_s);
         s.inference_p50_us = (self.latency_hist.percentile(50.0) / 1000).min(u32::MAX as u64) as u32;
         s.inference_p99_us = (self.latency_hist.percentile(99.0) / 1000).min(u32::MAX as u64) as u32;
@@ -303,81 +315,87 @@ impl Controller {
         &self.command
     }
 
-    /// Starts executing the policy: forgets old chunks, resets the policy's history, and asks for the
-    /// first chunk at the next tick. The safety filter starts (from Idle or a hold) once a fresh joint state
-    /// is in.
-    pub fn start_episode(&mut self, now_s: f64) {
-        self.exec.clear();
-        self.pending = None;
-        let _ = self.requests.try_send(Request::Reset);
-        self.next_obs_s = now_s;
-        self.running = true;
-        self.want_start = true;
-    }
-
-    /// Stops asking the policy; the safety filter holds the arm.
-    pub fn stop_episode(&mut self) {
-        self.running = false;
-        self.want_start = false;
-    }
-
-    /// Moves the arm to `target_rad` (robot order) under the safety filter's homing profile, then holds.
-    /// Homing begins at the first tick with a fresh joint state.
-    pub fn home(&mut self, target_rad: &[f64]) {
-        self.stop_episode();
-        let n = target_rad.len().min(self.home_target.len());
-        self.home_target[..n].copy_from_slice(&target_rad[..n]);
-        self.want_home = true;
-    }
-
-    /// One control period at `now_s` (seconds on the control clock; `now` the same instant).
-    pub fn tick(&mut self, now_s: f64, now: Instant) {
+    /// One control period. See the module docs; allocates nothing.
+    pub fn step(&mut self, input: &ControlInput, out: &mut ControlOutput) {
+        out.events.clear();
+        out.events_lost = 0;
+        out.request = None;
+        out.reset_policy = false;
         self.stats.ticks += 1;
+        let now_s = input.t_s;
 
-        // Joint state.
-        let mut age_s = f64::INFINITY;
-        let mut have_state = false;
-        if let Some(s) = self.io.state.latest() {
-            if s.value.joint_count() == self.n_robot {
-                for i in 0..self.n_robot {
-                    self.q[i] = s.value.position_rad[i] as f64;
-                    self.qd[i] = s.value.velocity_rad_s[i] as f64;
+        // Joint state. A message with the wrong joint count is passed to the filter as malformed (it holds,
+        // and latches a stop when that lasts), never mistaken for "no news".
+        let st = &input.state;
+        let well_formed = st.present && st.joints == self.n_robot && st.position_rad.len() == self.n_robot;
+        if well_formed {
+            for i in 0..self.n_robot {
+                self.q[i] = st.position_rad[i];
+                self.qd[i] = st.velocity_rad_s.get(i).copied().unwrap_or(f64::NAN);
+            }
+        }
+        let malformed = st.present && !well_formed;
+        if malformed && !self.malformed {
+            self.stats.malformed_states += 1;
+            out.emit(Event::MalformedState { joints: st.joints, expected: self.n_robot });
+        }
+        self.malformed = malformed;
+        let age_s = st.age_s;
+        self.stats.state_present = st.present;
+
+        // E-stops, in arrival order: every engage latches whatever follows it; a reset is applied only
+        // once the stop it follows is complete.
+        for e in &input.estop {
+            match e {
+                EStopIn::Engage => self.engage(now_s, StopReason::EStop, out),
+                EStopIn::Reset { stale: false } => {
+                    out.emit(Event::EStopReset);
+                    self.want_reset = true;
                 }
-                age_s = now.saturating_duration_since(s.arrival).as_secs_f64();
-                have_state = true;
+                EStopIn::Reset { stale: true } => out.emit(Event::EStopStaleReset),
+            }
+        }
+        if input.estop_overflow {
+            out.emit(Event::EStopOverflow);
+            self.engage(now_s, StopReason::EStop, out);
+        }
+
+        for r in &input.requests {
+            self.request(now_s, r, out);
+        }
+
+        self.watch_foreign(now_s, input.foreign_commands, out);
+
+        if self.want_reset {
+            if self.safety.latched().is_none() {
+                // Nothing to reset: a stray reset must not clear a later stop.
+                self.want_reset = false;
+            } else if self.safety.reset_estop(now_s).is_ok() {
+                self.want_reset = false;
             }
         }
 
-        // E-stop: engage latches; reset is explicit and leaves the arm held.
-        if let Some(e) = self.io.estop.latest() {
-            if self.last_estop_seq != Some(e.seq) {
-                self.last_estop_seq = Some(e.seq);
-                match e.value.action {
-                    EStopAction::Engage => {
-                        self.want_reset = false;
-                        self.safety.engage_estop(now_s, StopReason::EStop);
-                    }
-                    // A reset that arrives mid-stop is kept and applied once the stop has completed.
-                    EStopAction::Reset => self.want_reset = true,
-                }
+        if input.request_dropped && self.last_request_seq == self.seq {
+            self.stats.frames_skipped += 1;
+            out.emit(Event::RequestDropped);
+            if self.pending.is_some_and(|p| p.seq == self.seq) {
+                self.pending = None;
             }
         }
-        if self.want_reset && self.safety.reset_estop(now_s).is_ok() {
-            self.want_reset = false;
+
+        if let Some(c) = input.chunk {
+            self.take_chunk(&c, &input.chunk_rad, now_s, out);
         }
 
-        // Finished chunks.
-        while let Ok(msg) = self.chunks.try_recv() {
-            self.take_chunk(msg, now);
-        }
-
-        if self.want_home && have_state && self.safety.begin_homing(now_s, &self.home_target).is_ok() {
+        let measured_pos: &[f64] = if well_formed { &self.q } else { &[] };
+        let measured_vel: &[f64] = if well_formed { &self.qd } else { &[] };
+        if self.want_home && well_formed && self.safety.begin_homing(now_s, &self.home_target).is_ok() {
             self.want_home = false;
         }
 
         // Start the filter once there is a fresh state to start from and a first chunk to execute.
-        if self.want_start && have_state && self.exec.newest().is_some() {
-            let m = Measured { position_rad: &self.q, velocity_rad_s: &self.qd, age_s };
+        if self.want_start && well_formed && self.exec.newest().is_some() {
+            let m = Measured { position_rad: measured_pos, velocity_rad_s: measured_vel, age_s };
             if self.safety.start(now_s, &m).is_ok() {
                 self.want_start = false;
             }
@@ -387,42 +405,179 @@ impl Controller {
         let mut have_action = false;
         if self.running && self.exec.covers(now_s) && self.exec.sample(now_s, &mut self.proposed) {
             have_action = true;
+            self.starving = false;
         } else if self.running && self.exec.newest().is_some() {
             self.stats.starved_ticks += 1;
+            if !self.starving {
+                out.emit(Event::Starved);
+            }
+            self.starving = true;
         }
-        let input = TickInput {
+        let input_tick = TickInput {
             now_s,
-            measured: have_state.then_some(Measured { position_rad: &self.q, velocity_rad_s: &self.qd, age_s }),
+            measured: st.present.then_some(Measured {
+                position_rad: measured_pos,
+                velocity_rad_s: measured_vel,
+                age_s,
+            }),
             proposed_rad: have_action.then_some(&self.proposed[..]),
         };
-        self.safety.tick(&input, &mut self.command);
+        let report = self.safety.tick(&input_tick, &mut self.command);
 
-        if self.command.enable {
-            self.cmd_seq += 1;
-            self.cmd_msg.header.seq = self.cmd_seq;
-            self.cmd_msg.header.stamp_ns = (now_s * 1e9) as u64;
-            for i in 0..self.n_robot {
-                self.cmd_msg.position_rad[i] = self.command.position_rad[i] as f32;
-                self.cmd_msg.velocity_rad_s[i] = self.command.velocity_rad_s[i] as f32;
+        for t in self.safety.transitions_since(self.seen_transitions) {
+            self.seen_transitions = t.seq + 1;
+            if out.events.push(Event::SafetyTransition { transition: *t }).is_err() {
+                out.events_lost += 1;
             }
-            match self.io.command.send(&self.cmd_msg) {
-                Ok(()) => self.stats.commands_published += 1,
-                Err(_) => self.stats.publish_errors += 1,
+        }
+        if self.safety.latched().is_some() {
+            self.disarm("a stop is latched", out);
+        }
+
+        out.enable = self.command.enable;
+        for i in 0..self.n_robot {
+            out.position_rad[i] = self.command.position_rad[i];
+            out.velocity_rad_s[i] = self.command.velocity_rad_s[i];
+        }
+        match (&mut out.proposed_rad, have_action) {
+            (Some(p), true) => {
+                p.clear();
+                for v in &self.proposed {
+                    let _ = p.push(*v);
+                }
+            }
+            (slot @ None, true) => {
+                let mut p = io::Joints::new();
+                for v in &self.proposed {
+                    let _ = p.push(*v);
+                }
+                *slot = Some(p);
+            }
+            (slot, false) => *slot = None,
+        }
+        out.state = report.state;
+        out.armed = self.armed;
+        out.intervened = report.intervened;
+        out.limits = report.limits.bits();
+        if out.enable {
+            self.stats.commands += 1;
+        }
+        if report.intervened {
+            for (i, n) in self.stats.interventions_by.iter_mut().enumerate() {
+                if report.limits.bits() & (1 << i) != 0 {
+                    *n += 1;
+                }
             }
         }
 
         if self.running && now_s >= self.next_obs_s {
-            self.observe(now_s, now);
+            self.observe(input, out);
+        }
+        self.stats.events_lost += u64::from(out.events_lost);
+    }
+
+    fn request(&mut self, now_s: f64, r: &Request, out: &mut ControlOutput) {
+        match r {
+            Request::Arm => {
+                if self.safety.latched().is_some() {
+                    out.emit(Event::Refused { request: "arm", why: "a stop is latched: reset it first" });
+                } else if !self.armed {
+                    self.armed = true;
+                    out.emit(Event::Armed);
+                }
+            }
+            Request::Disarm => self.disarm("operator", out),
+            Request::Home { target_rad } => {
+                if !self.armed {
+                    out.emit(Event::Refused { request: "home", why: "not armed" });
+                } else if target_rad.len() != self.n_robot {
+                    out.emit(Event::Refused { request: "home", why: "the target has the wrong number of joints" });
+                } else {
+                    self.stop_policy();
+                    self.home_target.copy_from_slice(target_rad);
+                    self.want_home = true;
+                }
+            }
+            Request::Start => {
+                if !self.armed {
+                    out.emit(Event::Refused { request: "start", why: "not armed" });
+                } else {
+                    self.exec.clear();
+                    self.pending = None;
+                    out.reset_policy = true;
+                    self.next_obs_s = now_s;
+                    self.running = true;
+                    self.want_start = true;
+                    self.want_home = false;
+                }
+            }
+            Request::Stop => {
+                self.stop_policy();
+                self.safety.hold(now_s);
+            }
+            Request::Halt => self.engage(now_s, StopReason::Operator, out),
+        }
+    }
+
+    fn stop_policy(&mut self) {
+        self.running = false;
+        self.want_start = false;
+        self.starving = false;
+    }
+
+    fn disarm(&mut self, why: &'static str, out: &mut ControlOutput) {
+        self.stop_policy();
+        self.want_home = false;
+        if self.armed {
+            self.armed = false;
+            out.emit(Event::Disarmed { why });
+        }
+    }
+
+    fn engage(&mut self, now_s: f64, reason: StopReason, out: &mut ControlOutput) {
+        if reason == StopReason::EStop {
+            self.stats.estops += 1;
+            out.emit(Event::EStopEngaged);
+        }
+        self.want_reset = false;
+        self.safety.engage_estop(now_s, reason);
+        self.disarm(reason.as_str(), out);
+    }
+
+    /// Counts commands from other publishers on our command key; when they keep coming for
+    /// [`FOREIGN_COMMAND_PERSIST_S`], latches a stop.
+    fn watch_foreign(&mut self, now_s: f64, total: u64, out: &mut ControlOutput) {
+        let f = &mut self.foreign;
+        if total > f.total {
+            f.total = total;
+            f.last_s = now_s;
+            self.stats.foreign_commands = total;
+            let first = *f.first_s.get_or_insert(now_s);
+            if first == now_s {
+                out.emit(Event::ForeignCommands { total });
+            }
+            if now_s - first >= FOREIGN_COMMAND_PERSIST_S && !f.stopped {
+                f.stopped = true;
+                self.engage(now_s, StopReason::ForeignCommands, out);
+            }
+        } else if f.first_s.is_some() && now_s - f.last_s > FOREIGN_COMMAND_PERSIST_S {
+            f.first_s = None;
+            f.stopped = false;
         }
     }
 
     /// Maps a finished chunk to the robot's joints, validates it whole, and executes it from now on.
-    fn take_chunk(&mut self, msg: ChunkMsg, now: Instant) {
-        let latency = now.saturating_duration_since(msg.requested).as_secs_f64();
-        self.delay.record(latency);
-        self.latency_hist.record((latency * 1e9) as u64);
-        if self.pending.is_some_and(|(seq, _)| seq == msg.seq) {
+    fn take_chunk(&mut self, msg: &ChunkIn, actions_rad: &[f64], now_s: f64, out: &mut ControlOutput) {
+        let latency_s = now_s - msg.requested_t_s;
+        self.delay.record(latency_s);
+        self.latency_hist.record((latency_s.max(0.0) * 1e9) as u64);
+        if self.pending.is_some_and(|p| p.seq == msg.seq) {
             self.pending = None;
+        }
+        if !self.running {
+            self.stats.chunks_ignored += 1;
+            out.emit(Event::ChunkIgnored { seq: msg.seq });
+            return;
         }
         let a = self.map.robot_index.len();
         let n = self.n_robot;
@@ -432,25 +587,29 @@ impl Controller {
                 self.chunk_robot[k * n + j] = self.command.position_rad[j];
             }
             for (i, j) in self.map.robot_index.iter().enumerate() {
-                self.chunk_robot[k * n + j] = msg.actions_rad[k * a + i];
+                self.chunk_robot[k * n + j] = actions_rad.get(k * a + i).copied().unwrap_or(f64::NAN);
             }
         }
         let current = if self.exec.newest().is_some() { Some(&self.command.position_rad[..]) } else { None };
-        let ok = self.running && self.safety.validate_chunk_f64(&self.chunk_robot, n, self.dt_s, current).is_ok();
-        if ok {
-            self.exec.accept(&self.chunk_robot, msg.t0_s, msg.seq);
-            self.stats.chunks_accepted += 1;
-            if msg.rtc {
-                self.stats.chunks_spliced += 1;
+        match self.safety.validate_chunk_f64(&self.chunk_robot, n, self.dt_s, current) {
+            Ok(()) => {
+                self.exec.accept(&self.chunk_robot, msg.t0_s, msg.seq);
+                self.stats.chunks_accepted += 1;
+                if msg.rtc {
+                    self.stats.chunks_spliced += 1;
+                }
+                out.emit(Event::ChunkAccepted { seq: msg.seq, spliced: msg.rtc, latency_s });
             }
-        } else if self.running {
-            self.stats.chunks_rejected += 1;
+            Err(rejection) => {
+                self.stats.chunks_rejected += 1;
+                out.emit(Event::ChunkRejected { seq: msg.seq, rejection });
+            }
         }
-        let _ = self.buffers_back.try_send(msg.actions_rad);
     }
 
-    /// Sends this instant's observation frame, asking for a chunk when one is due.
-    fn observe(&mut self, now_s: f64, now: Instant) {
+    /// Writes this instant's observation frame, asking for a chunk when one is due.
+    fn observe(&mut self, input: &ControlInput, out: &mut ControlOutput) {
+        let now_s = input.t_s;
         let t_obs = self.next_obs_s;
         self.next_obs_s += self.dt_s;
         if self.next_obs_s <= now_s {
@@ -458,9 +617,12 @@ impl Controller {
             self.next_obs_s = now_s + self.dt_s;
         }
         // A request not answered within a whole chunk is lost.
-        if self.pending.is_some_and(|(_, t)| now_s - t > self.horizon as f64 * self.dt_s) {
-            self.pending = None;
-            self.stats.requests_dropped += 1;
+        if let Some(p) = self.pending {
+            if now_s - p.sent_t_s > self.horizon as f64 * self.dt_s {
+                self.pending = None;
+                self.stats.requests_dropped += 1;
+                out.emit(Event::RequestLost { seq: p.seq });
+            }
         }
         // The prefix RTC pins is the d actions executed while the new chunk is computed, plus the actions
         // the executor still interpolates towards at the switch: the next one (linear), and the one after it
@@ -478,78 +640,75 @@ impl Controller {
                 let u = ((t_obs - t0) / self.dt_s).round().max(0.0) as usize;
                 let s = execution_horizon(self.opts.execute_actions, d, self.horizon).unwrap_or(self.horizon / 2);
                 if u >= s {
-                    (true, (self.opts.rtc != RtcMode::Off).then_some((seq, u, d)))
+                    let rtc = (self.opts.rtc != RtcMode::Off).then_some(RtcRequest {
+                        prev_seq: seq,
+                        executed: u,
+                        delay: d,
+                    });
+                    (true, rtc)
                 } else {
                     (false, None)
                 }
             }
         };
-        // A frame the controller took but could not send is parked in `spare` and used first next time, so
-        // the pool never shrinks.
-        let frame = match self.spare.take() {
-            Some(f) => Some(f),
-            None => self.frames.try_recv().ok(),
-        };
-        let Some(mut frame) = frame else {
+        if !self.fill_frame(input, &mut out.frame) {
             self.stats.frames_skipped += 1;
-            return;
-        };
-        if !self.fill_frame(&mut frame) {
-            self.stats.frames_skipped += 1;
-            self.spare = Some(frame);
             return;
         }
         self.seq += 1;
-        let req = Request::Observe { frame, t_s: t_obs, infer, seq: self.seq, rtc, sent: now };
-        match self.requests.try_send(req) {
-            Ok(()) => {
-                if infer {
-                    self.pending = Some((self.seq, now_s));
-                    self.stats.requests += 1;
-                }
-            }
-            Err(e) => {
-                self.stats.frames_skipped += 1;
-                if let Request::Observe { frame, .. } = e.into_inner() {
-                    self.spare = Some(frame);
-                }
-            }
+        self.last_request_seq = self.seq;
+        out.request = Some(ObservationRequest { seq: self.seq, t_s: t_obs, sent_t_s: now_s, infer, rtc });
+        if infer {
+            self.pending = Some(Pending { seq: self.seq, sent_t_s: now_s });
+            self.stats.requests += 1;
         }
     }
 
-    /// Fills the observation frame from the latest values; false when a source has nothing yet.
-    fn fill_frame(&mut self, frame: &mut Frame) -> bool {
+    /// Fills the observation frame from this tick's input; false when a source has nothing (yet).
+    fn fill_frame(&self, input: &ControlInput, frame: &mut Frame) -> bool {
+        let st = &input.state;
+        let well_formed = st.present && st.joints == self.n_robot && st.position_rad.len() == self.n_robot;
         for (id, src) in &self.sources {
             let dst = frame.get_mut(*id);
             match src {
                 Source::JointPos | Source::JointVel => {
+                    if !well_formed {
+                        return false;
+                    }
                     let from = if matches!(src, Source::JointPos) { &self.q } else { &self.qd };
                     for (d, j) in dst.iter_mut().zip(&self.map.robot_index) {
                         *d = from[*j] as f32;
                     }
                 }
                 Source::JointEffort => {
-                    let Some(s) = self.io.state.latest() else { return false };
+                    if !well_formed {
+                        return false;
+                    }
                     for (d, j) in dst.iter_mut().zip(&self.map.robot_index) {
-                        *d = s.value.effort_nm.get(*j).copied().unwrap_or(0.0);
+                        *d = st.effort_nm.get(*j).copied().unwrap_or(0.0) as f32;
                     }
                 }
                 Source::AngVel | Source::Gravity | Source::LinAcc => {
-                    let Some(imu) = self.io.imu.as_mut().and_then(|r| r.latest()) else { return false };
-                    let v = &imu.value;
+                    let imu = &input.imu;
+                    if !imu.present {
+                        return false;
+                    }
                     let vals = match src {
-                        Source::AngVel => v.angular_velocity_rad_s,
-                        Source::LinAcc => v.linear_acceleration_m_s2,
-                        _ => projected_gravity(v.orientation.w, v.orientation.x, v.orientation.y, v.orientation.z),
+                        Source::AngVel => imu.angular_velocity_rad_s,
+                        Source::LinAcc => imu.linear_acceleration_m_s2,
+                        _ => {
+                            let [w, x, y, z] = imu.orientation_wxyz;
+                            projected_gravity(w, x, y, z)
+                        }
                     };
                     dst.copy_from_slice(&vals);
                 }
                 Source::Vector(i) => {
-                    let Some(s) = self.io.vectors[*i].1.latest() else { return false };
-                    if s.value.values.len() != dst.len() {
+                    let Some(v) = input.vectors.get(*i) else { return false };
+                    if !v.present || v.values.len() != dst.len() {
                         return false;
                     }
-                    dst.copy_from_slice(&s.value.values);
+                    dst.copy_from_slice(&v.values);
                 }
             }
         }

@@ -72,6 +72,29 @@ impl Frame {
         Ok(())
     }
 
+    /// Every value, fields back to back in frame order.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Copies another frame's values into this one (same layout); allocates nothing.
+    pub fn copy_from(&mut self, other: &Frame) {
+        let n = self.values.len().min(other.values.len());
+        self.values[..n].copy_from_slice(&other.values[..n]);
+    }
+
+    /// Sets every value (fields back to back in frame order), e.g. from a recording. The length must match.
+    pub fn set_values(&mut self, values: &[f32]) -> Result<()> {
+        if values.len() != self.values.len() {
+            return Err(Error::Observation {
+                field: "(frame)".into(),
+                message: format!("has {} values, expected {}", values.len(), self.values.len()),
+            });
+        }
+        self.values.copy_from_slice(values);
+        Ok(())
+    }
+
     pub fn get(&self, id: FieldId) -> &[f32] {
         let s = &self.slots[id.0];
         &self.values[s.offset..s.offset + s.size]

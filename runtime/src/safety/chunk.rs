@@ -10,7 +10,7 @@ use super::config::SafetyConfig;
 pub const CHUNK_POSITION_EPS_RAD: f64 = 1e-5;
 
 /// Why a chunk was refused, and where.
-#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error, serde::Serialize)]
 #[error("chunk action {action}, joint {joint}: {reason}")]
 pub struct ChunkRejection {
     /// Index of the action in the chunk (0 for shape problems).
@@ -20,7 +20,7 @@ pub struct ChunkRejection {
     pub reason: ChunkReason,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error, serde::Serialize)]
 pub enum ChunkReason {
     #[error("chunk of {len} values does not hold whole actions of {joints} joints (the robot has {expected})")]
     Shape { len: usize, joints: usize, expected: usize },

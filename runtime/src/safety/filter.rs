@@ -263,6 +263,18 @@ impl SafetyFilter {
         Ok(())
     }
 
+    /// `Running` (or a soft hold) -> `Holding`, latched until [`start`](Self::start): the caller stopped
+    /// the policy on purpose (an episode ended). Decelerates within the limits, then holds. Elsewhere a
+    /// no-op.
+    pub fn hold(&mut self, now_s: f64) {
+        let soft = self.state == SafetyState::Holding && self.hold == HoldKind::Soft;
+        if self.state == SafetyState::Running || soft {
+            self.hold = HoldKind::Latched;
+            self.have_prev_target = false;
+            self.transition(now_s, SafetyState::Holding, Reason::Hold(HoldReason::Requested));
+        }
+    }
+
     /// Latches a stop: `Fault` with the drives off at once (category 0, or from `Idle`), or `Stopping`
     /// (categories 1 and 2). Takes effect in the next command [`tick`](Self::tick) writes. Only the first
     /// reason is kept until [`reset_estop`](Self::reset_estop).

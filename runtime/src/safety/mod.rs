@@ -111,5 +111,5 @@ pub use config::{JointLimits, Margins, SafetyConfig, MAX_MAGNITUDE, MIN_LIMIT};
 pub use coxswain_config::robot::{Starvation, StopCategory};
 pub use error::SafetyError;
 pub use filter::{Command, Measured, SafetyFilter, TickInput, INTERVENTION_EPS_RAD, STOPPED_RAD_S};
-pub use report::{LimitFlags, TickReport};
+pub use report::{LimitFlags, TickReport, LIMIT_KINDS};
 pub use state::{HoldReason, Reason, SafetyState, StopReason, Transition, TRANSITION_LOG_LEN};

@@ -3,6 +3,9 @@
 use super::state::{Reason, SafetyState};
 
 /// A set of limits and conditions that shaped a command (a small bit set; `Copy`, no allocation).
+/// How many kinds of limit [`LimitFlags`] has (bits 0 to `LIMIT_KINDS - 1`).
+pub const LIMIT_KINDS: usize = 10;
+
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitFlags(u16);
 
@@ -47,6 +50,13 @@ impl LimitFlags {
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+    /// The name of bit `i` (see [`LIMIT_KINDS`]).
+    pub fn bit_name(i: usize) -> &'static str {
+        LimitFlags::NAMES.get(i).map_or("?", |(_, n)| n)
+    }
+    pub fn from_bits(bits: u16) -> LimitFlags {
+        LimitFlags(bits)
     }
     pub fn bits(self) -> u16 {
         self.0

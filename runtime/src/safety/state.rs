@@ -1,7 +1,8 @@
 //! The filter's states, why it changes state, and the fixed-size log of state transitions.
 
 /// Where the filter is; see the table in the [module documentation](super).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SafetyState {
     /// Drives off; the command follows the measured position.
     Idle,
@@ -31,7 +32,8 @@ impl SafetyState {
 }
 
 /// Why a stop was latched. Latched stops end in [`SafetyState::Fault`] and need `reset_estop`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// An e-stop input: a button, the robot's `safety/estop` topic.
     EStop,
@@ -45,6 +47,9 @@ pub enum StopReason {
     NonFiniteState,
     /// `tick` was handed a command buffer with the wrong number of joints (a bug in the caller).
     CommandShape,
+    /// Another publisher kept sending commands on this robot's command topic (a second controller, a stray
+    /// script): the drives would follow two masters.
+    ForeignCommands,
     /// Something else the caller detected (a missed deadline, a driver fault report).
     Other(&'static str),
 }
@@ -58,6 +63,7 @@ impl StopReason {
             StopReason::PositionOutOfLimits { .. } => "measured position out of limits",
             StopReason::NonFiniteState => "measured state non-finite for too long",
             StopReason::CommandShape => "command buffer has the wrong length",
+            StopReason::ForeignCommands => "another publisher on the command topic",
             StopReason::Other(s) => s,
         }
     }
@@ -65,7 +71,8 @@ impl StopReason {
 
 /// Why the filter holds on its own. These holds are soft when entered from `Running`: they clear by
 /// themselves (see the module documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HoldReason {
     /// No proposal (the chunk executor ran out) and `on_chunk_starvation = "hold"`.
     ChunkStarvation,
@@ -75,6 +82,8 @@ pub enum HoldReason {
     NonFiniteState,
     /// Proposals non-finite (or of the wrong length) for several ticks in a row.
     NonFiniteProposal,
+    /// The caller stopped the policy (an episode ended, an operator's stop): latched until `start`.
+    Requested,
 }
 
 impl HoldReason {
@@ -84,12 +93,14 @@ impl HoldReason {
             HoldReason::StaleState => "joint state stale",
             HoldReason::NonFiniteState => "joint state non-finite",
             HoldReason::NonFiniteProposal => "proposals non-finite",
+            HoldReason::Requested => "policy stopped",
         }
     }
 }
 
 /// Why a transition happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// `start()`.
     Started,
@@ -156,7 +167,7 @@ impl std::fmt::Display for Reason {
 }
 
 /// One state change, as recorded in the filter's transition ring.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Transition {
     /// 0 for the first transition of a filter, then 1, 2, ...
     pub seq: u64,

@@ -6,12 +6,16 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use coxswain::control::executor::{Interpolation, Overlap};
+use coxswain::control::lockstep::Latency;
 use coxswain::control::{ExecutionOptions, RtcMode};
 use coxswain::onnx::{ExecutionProvider, OnnxConfig, OptimizationLevel, OrtRuntime};
 use coxswain::policy::{Policy, PolicyOptions};
 use coxswain::rt::RtOptions;
-use coxswain::run::RunOptions;
+use coxswain_cli::demo::{Clock, DemoOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "coxswain", version, about = "Runs learned robot policies (ONNX) on the robot.")]
@@ -59,6 +63,41 @@ enum Command {
     },
 }
 
+/// How overlapping chunks combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OverlapArg {
+    /// The newest chunk that has started wins (smooth with RTC).
+    Latest,
+    /// LeRobot: 0.3 old + 0.7 new while both cover the instant.
+    Blend,
+    /// ACT temporal ensembling, m = 0.01.
+    Ensemble,
+}
+
+/// `measured`, `ticks:N` or `uniform:MIN-MAX` (ticks; drawn from the run's seed).
+fn parse_latency(s: &str) -> Result<Latency, String> {
+    let bad = || format!("`{s}`: expected measured, ticks:N or uniform:MIN-MAX (in control ticks)");
+    if s == "measured" {
+        return Ok(Latency::Measured);
+    }
+    if let Some(n) = s.strip_prefix("ticks:") {
+        let n: u32 = n.parse().map_err(|_| bad())?;
+        if n == 0 {
+            return Err(format!("`{s}`: a chunk takes at least 1 tick"));
+        }
+        return Ok(Latency::Ticks(n));
+    }
+    if let Some(r) = s.strip_prefix("uniform:") {
+        let (a, b) = r.split_once('-').ok_or_else(bad)?;
+        let (min, max): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if min == 0 || min > max {
+            return Err(format!("`{s}`: needs 1 <= MIN <= MAX"));
+        }
+        return Ok(Latency::Uniform { min, max, seed: 0 });
+    }
+    Err(bad())
+}
+
 #[derive(Args, Debug)]
 struct RunArgs {
     /// The robot description, e.g. firmware-configs/sim-arm.toml.
@@ -70,11 +109,21 @@ struct RunArgs {
     #[arg(long, default_value_t = 5)]
     episodes: usize,
     /// Seconds per episode (default: the task's episode_duration_s).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     episode_s: Option<f64>,
+    /// Real time (threads, Zenoh; the default) or simulated time in lockstep with the built-in arm.
+    #[arg(long, value_enum, default_value_t = Clock::Real)]
+    clock: Clock,
+    /// With --clock sim: inference latency, `measured` (real inference time, not reproducible),
+    /// `ticks:N`, or `uniform:MIN-MAX` ticks drawn from the seed.
+    #[arg(long, value_parser = parse_latency, default_value = "ticks:2")]
+    latency: Latency,
     /// Drive an external robot over Zenoh (real drivers, or coxswain-sim) instead of the in-process one.
     #[arg(long)]
     external: bool,
+    /// With --external: seconds to wait for the robot's first joint state.
+    #[arg(long, default_value_t = 10.0)]
+    connect_wait_s: f64,
     /// A zenoh config file (external robots; default: the robot description's).
     #[arg(long)]
     zenoh_config: Option<PathBuf>,
@@ -87,16 +136,16 @@ struct RunArgs {
     /// Actions executed from each chunk before the next is requested (default: half the horizon).
     #[arg(long)]
     execute: Option<usize>,
-    /// Interpolation between actions: cubic (smooth velocity, the default) or linear.
-    #[arg(long, default_value = "cubic")]
-    interpolation: String,
-    /// Overlapping chunks: latest, blend (LeRobot 0.3 old / 0.7 new) or ensemble (ACT, m = 0.01).
-    #[arg(long, default_value = "latest")]
-    overlap: String,
-    /// Real-time chunking: inpaint (default; any sampler), guided (flow models with a VJP graph), or off
-    /// (naive switching between chunks).
-    #[arg(long, default_value = "inpaint")]
-    rtc: String,
+    /// Interpolation between actions.
+    #[arg(long, value_enum, default_value_t = Interpolation::Cubic)]
+    interpolation: Interpolation,
+    /// Overlapping chunks.
+    #[arg(long, value_enum, default_value_t = OverlapArg::Latest)]
+    overlap: OverlapArg,
+    /// Real-time chunking: inpaint (any sampler), guided (flow models with a VJP graph), or off (naive
+    /// switching between chunks).
+    #[arg(long, value_enum, default_value_t = RtcMode::Inpaint)]
+    rtc: RtcMode,
     /// SCHED_FIFO priority of the control thread (0: normal scheduling).
     #[arg(long, default_value_t = 80)]
     rt_priority: i32,
@@ -165,77 +214,133 @@ impl OrtArgs {
     }
 }
 
+/// Exit status of a run ended by Ctrl-C or SIGTERM (after its controlled stop and summary).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// A run that ended early for a reason other than an interrupt (an e-stop): the summary is printed, the
+/// status says the job was not done.
+const EXIT_ENDED_EARLY: u8 = 2;
+
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+#[derive(Debug)]
+struct EndedEarly(String);
+
+impl std::error::Error for EndedEarly {}
+
+impl std::fmt::Display for EndedEarly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the run ended early: {}", self.0)
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        robot,
+        policy,
+        episodes,
+        episode_s,
+        clock,
+        latency,
+        external,
+        connect_wait_s,
+        zenoh_config,
+        listen,
+        connect,
+        execute,
+        interpolation,
+        overlap,
+        rtc,
+        rt_priority,
+        cpu,
+        seed,
+        ort,
+    } = args;
+    let overlap = match overlap {
+        OverlapArg::Latest => Overlap::Latest,
+        OverlapArg::Blend => Overlap::Blend { old_weight: 0.3 },
+        OverlapArg::Ensemble => Overlap::Ensemble { m: 0.01 },
+    };
+    if !(connect_wait_s.is_finite() && connect_wait_s > 0.0) {
+        bail!("--connect-wait-s {connect_wait_s}: must be a positive number of seconds");
+    }
+    let latency = match latency {
+        Latency::Uniform { min, max, .. } => Latency::Uniform { min, max, seed },
+        l => l,
+    };
+    let config = ort.onnx_config()?;
+    let rt = OrtRuntime::load(config.library.as_deref())?;
+    let manifest = coxswain::policy::Manifest::load(&policy)?;
+    let horizon = manifest.action.horizon;
+    let opts = DemoOptions {
+        robot,
+        policy,
+        policy_options: PolicyOptions { session: config.session, candidates: ort.candidates, seed },
+        episodes,
+        episode_s,
+        external,
+        zenoh_config,
+        listen,
+        connect,
+        execution: ExecutionOptions {
+            execute_actions: execute.unwrap_or((horizon / 2).max(1)),
+            interpolation,
+            overlap,
+            rtc,
+        },
+        rt: RtOptions { priority: (rt_priority > 0).then_some(rt_priority), cpu, lock_memory: true },
+        seed,
+        clock,
+        latency,
+        connect_wait_s,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone()).context("installing the signal handlers")?;
+    }
+    let summary = coxswain_cli::demo::run(rt, &opts, &mut |line| println!("{line}"), &interrupted)?;
+    println!("{summary}");
+    match summary.ended_early {
+        Some(why) if why == "interrupted" => Err(Interrupted.into()),
+        Some(why) => Err(EndedEarly(why).into()),
+        None => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
         Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
         Command::Check { robot, policy, ort } => check(&robot, policy.as_deref(), &ort),
-        Command::Run(args) => (|| {
-            let RunArgs {
-                robot,
-                policy,
-                episodes,
-                episode_s,
-                external,
-                zenoh_config,
-                listen,
-                connect,
-                execute,
-                interpolation,
-                overlap,
-                rtc,
-                rt_priority,
-                cpu,
-                seed,
-                ort,
-            } = *args;
-            let interpolation = match interpolation.as_str() {
-                "linear" => Interpolation::Linear,
-                "cubic" => Interpolation::Cubic,
-                other => bail!("--interpolation {other}: linear or cubic"),
-            };
-            let overlap = match overlap.as_str() {
-                "latest" => Overlap::Latest,
-                "blend" => Overlap::Blend { old_weight: 0.3 },
-                "ensemble" => Overlap::Ensemble { m: 0.01 },
-                other => bail!("--overlap {other}: latest, blend or ensemble"),
-            };
-            let rtc = match rtc.as_str() {
-                "inpaint" => RtcMode::Inpaint,
-                "guided" => RtcMode::Guided,
-                "off" => RtcMode::Off,
-                other => bail!("--rtc {other}: inpaint, guided or off"),
-            };
-            let config = ort.onnx_config()?;
-            let rt = OrtRuntime::load(config.library.as_deref())?;
-            let horizon = coxswain::policy::Manifest::load(&policy)?.action.horizon;
-            let opts = RunOptions {
-                robot,
-                policy,
-                policy_options: PolicyOptions { session: config.session, candidates: ort.candidates, seed },
-                episodes,
-                episode_s,
-                external,
-                zenoh_config,
-                listen,
-                connect,
-                execution: ExecutionOptions {
-                    execute_actions: execute.unwrap_or((horizon / 2).max(1)),
-                    interpolation,
-                    overlap,
-                    rtc,
-                },
-                rt: RtOptions { priority: (rt_priority > 0).then_some(rt_priority), cpu, lock_memory: true },
-                seed,
-            };
-            let summary = coxswain::run::run(rt, &opts, &mut |line| println!("{line}"))?;
-            println!("{summary}");
-            Ok(())
-        })(),
+        Command::Run(args) => run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("interrupted: stopped under control");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+        Err(e) if e.is::<EndedEarly>() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_ENDED_EARLY)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

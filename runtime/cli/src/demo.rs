@@ -1,0 +1,642 @@
+//! `coxswain run`: the reaching demo's episode driver, one user of the library's [`Runtime`].
+//!
+//! With the real clock (the default) the runtime talks Zenoh to the in-process simulated arm (its own
+//! session, reaching the runtime's only through a loopback link, exactly as motor drivers would), or with
+//! `external` to whatever serves the robot's topics (real drivers, `coxswain-sim`) and then runs the
+//! episodes' duration without scoring them. With the simulated clock ([`Clock::Sim`]) the same controller
+//! and inference worker run in lockstep with the simulated arm ([`coxswain::control::lockstep`]), as fast as
+//! the CPU allows, reproducibly for a seed.
+//!
+//! Each episode: draw it, home the arm to its start pose (the runtime moves it; nothing teleports), start
+//! the policy, run for the episode's duration, stop (a latched hold), score. The robot is armed once at the
+//! start; an e-stop disarms it and ends the run (a reset never restarts motion by itself). An interrupt
+//! (Ctrl-C, SIGTERM) ends the run with a controlled stop and the summary.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use coxswain::control::inference::InferenceWorker;
+use coxswain::control::io::{Joints, Request};
+use coxswain::control::lockstep::{Latency, Lockstep, Seen};
+use coxswain::control::runner::{ControlReport, TimedEvent};
+use coxswain::control::{ControlStats, Controller, Event, ExecutionOptions};
+use coxswain::onnx::OrtRuntime;
+use coxswain::policy::{Policy, PolicyOptions};
+use coxswain::rt::{Histogram, RtOptions};
+use coxswain::runtime::{RuntimeEvent, RuntimeOptions};
+use coxswain::safety::{LimitFlags, SafetyConfig, SafetyFilter, SafetyState, LIMIT_KINDS};
+use coxswain::Runtime;
+use coxswain_config::Robot;
+use coxswain_sim::{SimHandle, SimNode, SimOptions};
+use coxswain_zenoh::session::{open, SessionOptions};
+
+use crate::plant::ArmPlant;
+
+/// Which clock the run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clock {
+    /// Real time: threads, Zenoh, absolute deadlines (what runs on a robot).
+    Real,
+    /// Simulated time in lockstep with the built-in simulated arm (reproducible; as fast as the CPU allows).
+    Sim,
+}
+
+/// Everything `coxswain run` takes.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub robot: PathBuf,
+    pub policy: PathBuf,
+    pub policy_options: PolicyOptions,
+    pub episodes: usize,
+    /// Seconds per episode; the task's own duration when `None`.
+    pub episode_s: Option<f64>,
+    /// Talk to an external robot instead of starting the in-process simulator (real clock only).
+    pub external: bool,
+    /// Zenoh config file, listen and connect endpoints (defaults: the robot description's, or none).
+    pub zenoh_config: Option<PathBuf>,
+    pub listen: Vec<String>,
+    pub connect: Vec<String>,
+    pub execution: ExecutionOptions,
+    pub rt: RtOptions,
+    pub seed: u64,
+    pub clock: Clock,
+    /// Inference latency in simulated time.
+    pub latency: Latency,
+    /// How long to wait for an external robot's first joint state.
+    pub connect_wait_s: f64,
+}
+
+/// One episode's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpisodeResult {
+    pub success: bool,
+    pub final_distance_m: f64,
+    pub min_clearance_m: f64,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct DemoSummary {
+    pub clock: Clock,
+    pub episodes: Vec<EpisodeResult>,
+    pub episodes_asked: usize,
+    pub stats: ControlStats,
+    /// Wake-up lateness and tick work (real clock only).
+    pub lateness: Option<Histogram>,
+    pub work: Option<Histogram>,
+    pub overruns: u64,
+    pub inference: Histogram,
+    pub inferences: u64,
+    pub inference_failures: u64,
+    pub final_state: SafetyState,
+    /// Why the run ended before its episodes were done (an interrupt, an e-stop).
+    pub ended_early: Option<String>,
+    pub stop_completed: bool,
+    /// Commands the simulated arm accepted (the in-process Zenoh simulator only).
+    pub sim_commands_accepted: u64,
+    pub publish_errors: u64,
+    pub events_lost: u64,
+    /// Control time covered, and the wall time it took.
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub rt: Option<String>,
+}
+
+impl DemoSummary {
+    pub fn success_rate(&self) -> f64 {
+        if self.episodes.is_empty() {
+            return 0.0;
+        }
+        self.episodes.iter().filter(|e| e.success).count() as f64 / self.episodes.len() as f64
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+impl std::fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.stats;
+        let n = self.episodes.len();
+        if n > 0 {
+            let mean_d = self.episodes.iter().map(|e| e.final_distance_m).sum::<f64>() / n as f64;
+            let collisions = self.episodes.iter().filter(|e| e.min_clearance_m < 0.0).count();
+            writeln!(
+                f,
+                "episodes            {n} of {}: success {:.0} % ({} of {n}), mean final distance {:.1} mm, obstacle entered in {collisions}",
+                self.episodes_asked,
+                100.0 * self.success_rate(),
+                self.episodes.iter().filter(|e| e.success).count(),
+                1000.0 * mean_d
+            )?;
+        } else {
+            writeln!(f, "episodes            0 of {} scored", self.episodes_asked)?;
+        }
+        if let Some(why) = &self.ended_early {
+            writeln!(f, "ended early         {why}")?;
+        }
+        match self.clock {
+            Clock::Sim => writeln!(
+                f,
+                "clock               simulated: {:.1} s of control time in {:.1} s of wall time ({:.1}x real time)",
+                self.simulated_s,
+                self.wall_s,
+                self.simulated_s / self.wall_s.max(1e-9)
+            )?,
+            Clock::Real => {
+                if let (Some(l), Some(w)) = (&self.lateness, &self.work) {
+                    let l = l.summary();
+                    let w = w.summary();
+                    writeln!(
+                        f,
+                        "tick lateness       p50 {:.0} us, p99 {:.0} us, max {:.0} us over {} ticks; {} overruns",
+                        us(l.p50_ns),
+                        us(l.p99_ns),
+                        us(l.max_ns),
+                        l.count,
+                        self.overruns
+                    )?;
+                    writeln!(
+                        f,
+                        "tick work           p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+                        us(w.p50_ns),
+                        us(w.p99_ns),
+                        us(w.max_ns)
+                    )?;
+                }
+            }
+        }
+        let i = self.inference.summary();
+        writeln!(
+            f,
+            "inference           {} chunks, latency p50 {:.2} ms, p99 {:.2} ms (request to chunk in hand); delay d = {} action(s); {} failures",
+            self.inferences,
+            i.p50_ns as f64 / 1e6,
+            i.p99_ns as f64 / 1e6,
+            s.delay_steps,
+            self.inference_failures
+        )?;
+        writeln!(
+            f,
+            "chunks              {} accepted, {} spliced by RTC, {} rejected by validation, {} arrived after a stop, {} requests lost, {} starved ticks",
+            s.chunks_accepted, s.chunks_spliced, s.chunks_rejected, s.chunks_ignored, s.requests_dropped, s.starved_ticks
+        )?;
+        let by: Vec<String> = (0..LIMIT_KINDS)
+            .filter(|&k| s.interventions_by[k] > 0)
+            .map(|k| format!("{} {}", LimitFlags::bit_name(k), s.interventions_by[k]))
+            .collect();
+        writeln!(
+            f,
+            "safety              {} intervening ticks ({}); final state {}; {} e-stops; {} commands published",
+            s.safety_interventions,
+            if by.is_empty() { "none".to_string() } else { by.join(", ") },
+            self.final_state,
+            s.estops,
+            s.commands
+        )?;
+        if s.foreign_commands > 0 || s.malformed_states > 0 || self.publish_errors > 0 || self.events_lost > 0 {
+            writeln!(
+                f,
+                "faults seen         {} commands from another publisher, {} runs of malformed joint state, {} publish errors, {} events lost",
+                s.foreign_commands, s.malformed_states, self.publish_errors, self.events_lost
+            )?;
+        }
+        match &self.rt {
+            Some(rt) => write!(f, "real-time           {rt}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn validate(opts: &DemoOptions) -> anyhow::Result<()> {
+    if opts.episodes == 0 {
+        bail!("--episodes 0: nothing to run (give at least 1)");
+    }
+    if let Some(s) = opts.episode_s {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--episode-s {s}: an episode needs a positive, finite duration in seconds");
+        }
+    }
+    if opts.external && opts.clock == Clock::Sim {
+        bail!("--external talks to a robot in real time; --clock sim runs the built-in simulated arm");
+    }
+    Ok(())
+}
+
+fn episode_duration_s(opts: &DemoOptions, robot: &Robot) -> f64 {
+    opts.episode_s.or(robot.reach.as_ref().map(|r| r.episode_duration_s)).unwrap_or(10.0)
+}
+
+fn joints(v: &[f64]) -> Joints {
+    let mut j = Joints::new();
+    for x in v {
+        let _ = j.push(*x);
+    }
+    j
+}
+
+/// Runs the demo. `progress` receives a line now and then; `interrupted` ends the run with a controlled stop.
+pub fn run(
+    ort: &OrtRuntime,
+    opts: &DemoOptions,
+    progress: &mut dyn FnMut(&str),
+    interrupted: &AtomicBool,
+) -> anyhow::Result<DemoSummary> {
+    validate(opts)?;
+    let robot = Robot::load(&opts.robot)?;
+    let policy = Policy::load(ort, &opts.policy, &opts.policy_options)?;
+    match opts.clock {
+        Clock::Real => run_real(robot, policy, opts, progress, interrupted),
+        Clock::Sim => run_sim(robot, policy, opts, progress, interrupted, None),
+    }
+}
+
+/// A request that the control thread must take; a full queue is retried, a stopped runtime is an error.
+fn ask(rt: &Runtime, r: Request) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        match rt.request(r.clone()) {
+            Ok(()) => return Ok(()),
+            Err(_) if rt.is_running() => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("the control thread did not take the request {r:?}")
+}
+
+/// What the driver watches for in the runtime's events.
+#[derive(Debug, Default)]
+struct Watch {
+    homing_seen: bool,
+    homed: bool,
+    disarmed: Option<String>,
+}
+
+impl Watch {
+    fn see(&mut self, e: &RuntimeEvent, progress: &mut dyn FnMut(&str)) {
+        if let RuntimeEvent::Control(TimedEvent { event, .. }) = e {
+            match event {
+                Event::ChunkAccepted { .. } => return, // many: the status line counts them
+                Event::SafetyTransition { transition: t } => {
+                    if t.to == SafetyState::Homing {
+                        self.homing_seen = true;
+                    }
+                    if self.homing_seen && t.to == SafetyState::Holding {
+                        self.homed = true;
+                    }
+                }
+                Event::Disarmed { why } => self.disarmed = Some((*why).to_string()),
+                _ => {}
+            }
+        }
+        progress(&format!("  {e}"));
+    }
+}
+
+fn run_real(
+    robot: Robot,
+    policy: Policy,
+    opts: &DemoOptions,
+    progress: &mut dyn FnMut(&str),
+    interrupted: &AtomicBool,
+) -> anyhow::Result<DemoSummary> {
+    let started = Instant::now();
+    let episode_s = episode_duration_s(opts, &robot);
+    // The runtime's session. In-process the simulator gets its own session and the two meet over a
+    // loopback link, like separate processes would.
+    let mut session_opts = SessionOptions {
+        config_file: opts
+            .zenoh_config
+            .clone()
+            .or_else(|| if opts.external { robot.zenoh_config.clone() } else { None }),
+        listen: opts.listen.clone(),
+        connect: opts.connect.clone(),
+        connect_timeout_ms: if opts.connect.is_empty() { 0 } else { 5000 },
+        ..Default::default()
+    };
+    let mut sim_session = None;
+    if !opts.external {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("no free loopback port for the simulator link")?
+            .port();
+        let endpoint = format!("tcp/127.0.0.1:{port}");
+        sim_session = Some(open(&SessionOptions::listen_on(&endpoint))?);
+        session_opts.connect.push(endpoint);
+        session_opts.connect_timeout_ms = 5000;
+    }
+    let session = open(&session_opts)?;
+    let sim: Option<SimHandle> = match &sim_session {
+        Some(s) => Some(SimNode::spawn(s, &robot, SimOptions { seed: opts.seed })?),
+        None => None,
+    };
+    let ropts = RuntimeOptions {
+        execution: opts.execution,
+        rt: opts.rt,
+        seed: opts.policy_options.seed,
+        ..Default::default()
+    };
+    let runtime = Runtime::start(&session, &robot, policy, &ropts)?;
+    if let Some(w) = runtime.rt_report().warning() {
+        progress(&format!("warning: {w}"));
+    }
+    let mut watch = Watch::default();
+    let keys = coxswain_zenoh::RobotKeys::from_robot(&robot)?;
+
+    // Someone must be answering before anything is armed.
+    let wait_until = Instant::now() + Duration::from_secs_f64(opts.connect_wait_s);
+    loop {
+        for e in runtime.events() {
+            watch.see(&e, progress);
+        }
+        let st = runtime.status();
+        if st.stats.ticks > 0 && runtime_has_state(&runtime) {
+            break;
+        }
+        if Instant::now() > wait_until || interrupted.load(Ordering::Relaxed) {
+            let report = runtime.shutdown();
+            drop(report);
+            bail!(
+                "no robot answered on {} within {:.0} s (is the driver or coxswain-sim running, and connected?)",
+                keys.joint_state,
+                opts.connect_wait_s
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ask(&runtime, Request::Arm)?;
+
+    let mut results = Vec::new();
+    let mut ended_early = None;
+    'episodes: for e in 0..opts.episodes {
+        if let Some(sim) = &sim {
+            if let Some(ep) = sim.draw_episode() {
+                watch.homing_seen = false;
+                watch.homed = false;
+                ask(&runtime, Request::Home { target_rad: joints(&ep.start_rad) })?;
+                let t0 = Instant::now();
+                while !watch.homed {
+                    std::thread::sleep(Duration::from_millis(20));
+                    for ev in runtime.events() {
+                        watch.see(&ev, progress);
+                    }
+                    if let Some(why) = watch.disarmed.take() {
+                        ended_early = Some(format!("disarmed while homing ({why}); a reset does not re-arm"));
+                        break 'episodes;
+                    }
+                    if interrupted.load(Ordering::Relaxed) {
+                        ended_early = Some("interrupted".into());
+                        break 'episodes;
+                    }
+                    if t0.elapsed() > Duration::from_secs(30) {
+                        bail!("homing did not finish within 30 s");
+                    }
+                }
+                // The joints lag the command by the motors' time constant; give them a moment.
+                std::thread::sleep(Duration::from_millis(300));
+                sim.begin_scoring();
+            }
+        }
+        ask(&runtime, Request::Start)?;
+        let t0 = Instant::now();
+        let mut next_report = 1.0;
+        while t0.elapsed().as_secs_f64() < episode_s {
+            std::thread::sleep(Duration::from_millis(50));
+            for ev in runtime.events() {
+                watch.see(&ev, progress);
+            }
+            if let Some(why) = watch.disarmed.take() {
+                ended_early = Some(format!("disarmed ({why}); a reset does not re-arm"));
+                break 'episodes;
+            }
+            if interrupted.load(Ordering::Relaxed) {
+                ended_early = Some("interrupted".into());
+                break 'episodes;
+            }
+            let t = t0.elapsed().as_secs_f64();
+            if t >= next_report {
+                next_report += 1.0;
+                let st = runtime.status();
+                let dist = sim
+                    .as_ref()
+                    .and_then(|s| s.snapshot().outcome)
+                    .map(|o| format!("{:5.1} mm to target", 1000.0 * o.final_distance_m))
+                    .unwrap_or_default();
+                progress(&format!(
+                    "episode {}/{} t {:4.1} s  {}  {}  chunks {}  lateness p99 {:.0} us",
+                    e + 1,
+                    opts.episodes,
+                    t,
+                    st.stats.state.unwrap_or(SafetyState::Idle),
+                    dist,
+                    st.stats.chunks_accepted,
+                    st.lateness_p99_ns as f64 / 1e3
+                ));
+            }
+        }
+        ask(&runtime, Request::Stop)?;
+        if let Some(sim) = &sim {
+            if let Some(o) = sim.snapshot().outcome {
+                progress(&format!(
+                    "episode {}/{}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+                    e + 1,
+                    opts.episodes,
+                    if o.success { "success" } else { "failure" },
+                    1000.0 * o.final_distance_m,
+                    1000.0 * o.min_clearance_m
+                ));
+                results.push(EpisodeResult {
+                    success: o.success,
+                    final_distance_m: o.final_distance_m,
+                    min_clearance_m: o.min_clearance_m,
+                });
+            }
+        }
+        // Let the arm settle into the hold before the next homing.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for ev in runtime.events() {
+        watch.see(&ev, progress);
+    }
+    let report = runtime.shutdown()?;
+    let c: ControlReport = report.control;
+    Ok(DemoSummary {
+        clock: Clock::Real,
+        episodes: results,
+        episodes_asked: opts.episodes,
+        stats: c.stats,
+        lateness: Some(c.lateness),
+        work: Some(c.work),
+        overruns: c.overruns,
+        inference: c.inference,
+        inferences: report.inference.inferences,
+        inference_failures: report.inference.failures,
+        final_state: c.final_state,
+        ended_early,
+        stop_completed: c.stop_completed,
+        sim_commands_accepted: sim.as_ref().map_or(0, |s| s.snapshot().commands_accepted),
+        publish_errors: c.publish_errors,
+        events_lost: report.events_lost + c.events_dropped,
+        simulated_s: started.elapsed().as_secs_f64(),
+        wall_s: started.elapsed().as_secs_f64(),
+        rt: Some(c.rt.summary()),
+    })
+}
+
+fn runtime_has_state(rt: &Runtime) -> bool {
+    rt.status().stats.state_present
+}
+
+/// The lockstep run. `seen` also gets every tick, chunk and worker event (for a recorder).
+pub fn run_sim(
+    robot: Robot,
+    policy: Policy,
+    opts: &DemoOptions,
+    progress: &mut dyn FnMut(&str),
+    interrupted: &AtomicBool,
+    observer: Option<Box<dyn FnMut(Seen<'_>)>>,
+) -> anyhow::Result<DemoSummary> {
+    let started = Instant::now();
+    let episode_s = episode_duration_s(opts, &robot);
+    let manifest = policy.manifest().clone();
+    let map = coxswain::policy::robot::bind(&manifest, &robot)?;
+    let safety = SafetyFilter::new(
+        SafetyConfig::from_robot(&robot).map_err(|e| anyhow::anyhow!("{}: {e}", robot.path.display()))?,
+    );
+    let frame = policy.new_frame();
+    let controller = Controller::new(&manifest, map, &frame, safety, opts.execution)?;
+    let target_field = controller.vector_fields().iter().position(|n| n == "target");
+    let worker = InferenceWorker::new(policy, opts.execution.rtc, opts.policy_options.seed)?;
+    let mut ls = Lockstep::new(controller, worker, frame, robot.control_hz, opts.latency)?;
+    if let Some(o) = observer {
+        ls.observe(o);
+    }
+    let mut plant = ArmPlant::new(&robot, opts.seed, target_field);
+    let ticks_per_episode = (episode_s * robot.control_hz).round() as u64;
+    let mut events: Vec<Event> = Vec::new();
+    let step = |ls: &mut Lockstep, plant: &mut ArmPlant, req: &[Request], events: &mut Vec<Event>| {
+        let out = ls.step(plant, req);
+        events.extend(out.events.iter().copied());
+    };
+    let mut results = Vec::new();
+    let mut ended_early = None;
+    let mut requests: Vec<Request> = vec![Request::Arm];
+    let tell = |events: &mut Vec<Event>, progress: &mut dyn FnMut(&str), t_s: f64| -> Option<String> {
+        let mut disarmed = None;
+        for e in events.drain(..) {
+            if let Event::Disarmed { why } = e {
+                disarmed = Some(why.to_string());
+            }
+            if !matches!(e, Event::ChunkAccepted { .. }) {
+                progress(&format!("  {t_s:9.3} s  {}", e.text()));
+            }
+        }
+        disarmed
+    };
+    'episodes: for e in 0..opts.episodes {
+        if let Some(ep) = plant.draw_episode() {
+            requests.push(Request::Home { target_rad: joints(&ep.start_rad) });
+            let mut homing_seen = false;
+            let limit = ls.ticks() + (30.0 * robot.control_hz) as u64;
+            loop {
+                let req = std::mem::take(&mut requests);
+                step(&mut ls, &mut plant, &req, &mut events);
+                for ev in &events {
+                    if let Event::SafetyTransition { transition: t } = ev {
+                        homing_seen |= t.to == SafetyState::Homing;
+                        if homing_seen && t.to == SafetyState::Holding {
+                            homing_seen = false;
+                            requests.push(Request::Start);
+                        }
+                    }
+                }
+                if let Some(why) = tell(&mut events, progress, ls.now_s()) {
+                    ended_early = Some(format!("disarmed while homing ({why})"));
+                    break 'episodes;
+                }
+                if !requests.is_empty() {
+                    break;
+                }
+                if ls.ticks() > limit {
+                    bail!("homing did not finish within 30 s of simulated time");
+                }
+            }
+            // As in real time: let the joints settle before scoring, holding still.
+            let settle = (0.3 * robot.control_hz) as u64;
+            let start = std::mem::take(&mut requests);
+            for _ in 0..settle {
+                step(&mut ls, &mut plant, &[], &mut events);
+            }
+            requests = start;
+            plant.begin_scoring();
+        } else {
+            requests.push(Request::Start);
+        }
+        for k in 0..ticks_per_episode {
+            let req = std::mem::take(&mut requests);
+            step(&mut ls, &mut plant, &req, &mut events);
+            if let Some(why) = tell(&mut events, progress, ls.now_s()) {
+                ended_early = Some(format!("disarmed ({why})"));
+                break 'episodes;
+            }
+            if k % 500 == 0 && interrupted.load(Ordering::Relaxed) {
+                ended_early = Some("interrupted".into());
+                break 'episodes;
+            }
+        }
+        step(&mut ls, &mut plant, &[Request::Stop], &mut events);
+        let _ = tell(&mut events, progress, ls.now_s());
+        if let Some(o) = plant.outcome() {
+            progress(&format!(
+                "episode {}/{}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+                e + 1,
+                opts.episodes,
+                if o.success { "success" } else { "failure" },
+                1000.0 * o.final_distance_m,
+                1000.0 * o.min_clearance_m
+            ));
+            results.push(EpisodeResult {
+                success: o.success,
+                final_distance_m: o.final_distance_m,
+                min_clearance_m: o.min_clearance_m,
+            });
+        }
+        for _ in 0..(0.1 * robot.control_hz) as u64 {
+            step(&mut ls, &mut plant, &[], &mut events);
+        }
+        let _ = tell(&mut events, progress, ls.now_s());
+    }
+    // A controlled stop at the end, as on the robot.
+    step(&mut ls, &mut plant, &[Request::Halt], &mut events);
+    let limit = ls.ticks() + (5.0 * robot.control_hz) as u64;
+    while !matches!(ls.controller().safety().state(), SafetyState::Fault | SafetyState::Idle) && ls.ticks() < limit {
+        step(&mut ls, &mut plant, &[], &mut events);
+    }
+    let _ = tell(&mut events, progress, ls.now_s());
+    let stats = ls.controller().stats();
+    let ws = ls.worker().stats();
+    Ok(DemoSummary {
+        clock: Clock::Sim,
+        episodes: results,
+        episodes_asked: opts.episodes,
+        stats,
+        lateness: None,
+        work: None,
+        overruns: 0,
+        inference: ls.controller().latencies().clone(),
+        inferences: ws.inferences,
+        inference_failures: ws.failures,
+        final_state: ls.controller().safety().state(),
+        ended_early,
+        stop_completed: matches!(ls.controller().safety().state(), SafetyState::Fault | SafetyState::Idle),
+        sim_commands_accepted: 0,
+        publish_errors: 0,
+        events_lost: stats.events_lost,
+        simulated_s: ls.now_s(),
+        wall_s: started.elapsed().as_secs_f64(),
+        rt: None,
+    })
+}

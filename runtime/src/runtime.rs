@@ -1,0 +1,570 @@
+//! [`Runtime`]: a policy running on a robot over Zenoh, with everything that takes: the subscriptions,
+//! the command publisher, the inference thread, the control thread and a monitor thread.
+//!
+//! ```text
+//!  Zenoh callbacks ──> latest-value slots (state, sensors), e-stop event queue, foreign-command watch
+//!  control thread  ──> ZenohInput::read -> Controller::step -> command publisher queue (its own thread)
+//!                  ──> events ring, tick ring ──> monitor thread: log, status topic, recorder, owner
+//!  inference thread <── observation frames; ──> chunks
+//! ```
+//!
+//! The demo's episode driver, `coxswain serve` and the tests use it the same way: [`Runtime::start`],
+//! then [`Runtime::request`] ([`Request::Arm`], `Home`, `Start`, `Stop`), [`Runtime::status`] and
+//! [`Runtime::events`] while it runs, and [`Runtime::shutdown`] (a controlled stop, then the report).
+//! Dropping a `Runtime` does the same controlled stop. The control thread also stops by itself, with a
+//! controlled stop, if this value is leaked and its channel closes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender};
+use crossbeam::queue::ArrayQueue;
+
+use coxswain_config::Robot;
+use coxswain_msg::{EStop, EStopAction, ImuSample, JointCommand, JointState, RuntimeState, RuntimeStatus, VectorSample};
+use coxswain_zenoh::events::{subscribe_events, EventReader};
+use coxswain_zenoh::foreign::{watch_foreign, ForeignWatch};
+use coxswain_zenoh::order::Verdict;
+use coxswain_zenoh::publisher::Qos;
+use coxswain_zenoh::queue::{QueueHealth, QueuedPublisher, SendError};
+use coxswain_zenoh::zenoh::pubsub::Subscriber;
+use coxswain_zenoh::zenoh::Session;
+use coxswain_zenoh::{subscribe_latest, ControlPublisher, LatestReader, RobotKeys, SlotStats};
+
+use crate::control::inference::{InferenceStats, InferenceWorker, WorkerEvent};
+use crate::control::io::{ControlInput, EStopIn, Request};
+use crate::control::runner::{
+    channels, CommandSink, ControlParts, SinkError, ControlReport, ControlStatus, ControlThread, InputSource, TickRing,
+    TimedEvent,
+};
+use crate::control::{Controller, ExecutionOptions};
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::rt::{apply_to_worker_thread, MonoTime, RtOptions};
+use crate::safety::{SafetyConfig, SafetyFilter, SafetyState};
+
+/// How the runtime runs, beyond the robot and the policy.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub execution: ExecutionOptions,
+    pub rt: RtOptions,
+    /// Seed of the sampler's noise.
+    pub seed: u64,
+    /// How often `robot/<id>/runtime/status` is published.
+    pub status_period: Duration,
+    /// Whole ticks for a recorder (see [`Runtime::tick_ring`]): ring capacity in ticks; 0 records none.
+    pub tick_ring: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            execution: ExecutionOptions {
+                execute_actions: 8,
+                interpolation: crate::control::executor::Interpolation::Cubic,
+                overlap: crate::control::executor::Overlap::Latest,
+                rtc: crate::control::RtcMode::Inpaint,
+            },
+            rt: RtOptions::default(),
+            seed: 0,
+            status_period: Duration::from_millis(200),
+            tick_ring: 0,
+        }
+    }
+}
+
+/// Something the runtime reports to its owner, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeEvent {
+    Control(TimedEvent),
+    Worker(WorkerEvent),
+    /// A receive-side count grew on a topic (gaps, stale or restarted publishers, decode errors).
+    Topic { topic: String, what: &'static str, total: u64 },
+    /// The command publisher failed (the count so far, and the error).
+    Publish { errors: u64, last: String },
+    /// Events the owner did not collect in time and that were dropped.
+    Lost(u64),
+}
+
+impl std::fmt::Display for RuntimeEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeEvent::Control(e) => write!(f, "{:9.3} s  {}", e.t_s, e.event.text()),
+            RuntimeEvent::Worker(e) => write!(f, "inference: {e}"),
+            RuntimeEvent::Topic { topic, what, total } => write!(f, "{topic}: {total} {what} so far"),
+            RuntimeEvent::Publish { errors, last } => write!(f, "publishing commands: {errors} errors, last: {last}"),
+            RuntimeEvent::Lost(n) => write!(f, "{n} runtime events were not collected and were dropped"),
+        }
+    }
+}
+
+/// What a runtime did, when it ends.
+#[derive(Debug)]
+pub struct RuntimeReport {
+    pub control: ControlReport,
+    pub inference: InferenceStats,
+    /// Receive statistics of the joint-state topic.
+    pub state_topic: SlotStats,
+    pub estops_received: u64,
+    pub foreign_commands: u64,
+    pub events_lost: u64,
+}
+
+/// The Zenoh side of a tick's input.
+struct ZenohInput {
+    state: LatestReader<JointState>,
+    estop: EventReader<EStop>,
+    imu: Option<LatestReader<ImuSample>>,
+    vectors: Vec<LatestReader<VectorSample>>,
+    foreign: ForeignWatch,
+}
+
+impl InputSource for ZenohInput {
+    fn read(&mut self, now: Instant, _now_s: f64, input: &mut ControlInput) {
+        let st = &mut input.state;
+        if let Some(s) = self.state.latest() {
+            st.present = true;
+            st.seq = s.seq;
+            st.age_s = now.saturating_duration_since(s.arrival).as_secs_f64();
+            let m = &s.value;
+            st.joints = m.joint_count();
+            st.position_rad.clear();
+            st.velocity_rad_s.clear();
+            st.effort_nm.clear();
+            for v in &m.position_rad {
+                let _ = st.position_rad.push(f64::from(*v));
+            }
+            for v in &m.velocity_rad_s {
+                let _ = st.velocity_rad_s.push(f64::from(*v));
+            }
+            for v in &m.effort_nm {
+                let _ = st.effort_nm.push(f64::from(*v));
+            }
+        }
+        while !input.estop.is_full() {
+            let Some(e) = self.estop.pop() else { break };
+            let ev = match e.value.action {
+                EStopAction::Engage => EStopIn::Engage,
+                EStopAction::Reset => EStopIn::Reset { stale: e.verdict == Verdict::Stale },
+            };
+            let _ = input.estop.push(ev);
+        }
+        input.estop_overflow = self.estop.take_overflow() > 0;
+        if let Some(imu) = self.imu.as_mut().and_then(|r| r.latest()) {
+            let v = &imu.value;
+            input.imu.present = true;
+            input.imu.orientation_wxyz = [v.orientation.w, v.orientation.x, v.orientation.y, v.orientation.z];
+            input.imu.angular_velocity_rad_s = v.angular_velocity_rad_s;
+            input.imu.linear_acceleration_m_s2 = v.linear_acceleration_m_s2;
+        }
+        for (slot, reader) in input.vectors.iter_mut().zip(&mut self.vectors) {
+            if let Some(s) = reader.latest() {
+                slot.present = true;
+                slot.values.clear();
+                for v in &s.value.values {
+                    let _ = slot.values.push(*v);
+                }
+            }
+        }
+        input.foreign_commands = self.foreign.snapshot().samples;
+    }
+}
+
+impl CommandSink for QueuedPublisher<JointCommand> {
+    fn send(&mut self, command: &JointCommand) -> std::result::Result<(), SinkError> {
+        match self.try_send(command) {
+            Ok(_) => Ok(()),
+            Err(SendError::Encode(_)) => Err(SinkError("the command does not encode")),
+            Err(SendError::NoBuffer) => Err(SinkError("no free command buffer")),
+            Err(SendError::Stopped) => Err(SinkError("the publisher thread has stopped")),
+        }
+    }
+}
+
+/// Shared between the monitor thread and the owner.
+#[derive(Debug, Default)]
+struct Shared {
+    status: ControlStatus,
+}
+
+/// A policy running on a robot. See the module docs.
+pub struct Runtime {
+    control: Option<ControlThread>,
+    inference: Option<JoinHandle<InferenceStats>>,
+    monitor: Option<JoinHandle<MonitorEnd>>,
+    monitor_stop: Arc<AtomicBool>,
+    shared: Arc<Mutex<Shared>>,
+    events: Receiver<RuntimeEvent>,
+    tick_ring: Option<Arc<TickRing>>,
+    rt: crate::rt::RtReport,
+    _subscribers: Vec<Subscriber<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+struct MonitorEnd {
+    state_topic: SlotStats,
+    estops: u64,
+    foreign: u64,
+    lost: u64,
+}
+
+impl Runtime {
+    /// Starts `policy` on `robot` over `session`: subscribes to the robot's topics, declares the command
+    /// publisher, and starts the inference, control and monitor threads. The robot stays still (drives
+    /// off) until [`Request::Arm`] and then `Home` or `Start`.
+    pub fn start(session: &Session, robot: &Robot, policy: Policy, opts: &RuntimeOptions) -> Result<Runtime> {
+        let manifest = policy.manifest().clone();
+        let map = crate::policy::robot::bind(&manifest, robot)?;
+        let keys = RobotKeys::from_robot(robot)?;
+        let safety = SafetyFilter::new(
+            SafetyConfig::from_robot(robot).map_err(|e| Error::Usage(format!("{}: {e}", robot.path.display())))?,
+        );
+        let frame = policy.new_frame();
+        let controller = Controller::new(&manifest, map, &frame, safety, opts.execution)?;
+
+        let mut subscribers = Vec::new();
+        let (sub, state) = subscribe_latest::<JointState>(session, &keys.joint_state)?;
+        subscribers.push(sub);
+        let (sub, estop) = subscribe_events::<EStop>(session, &keys.estop, 64)?;
+        subscribers.push(sub);
+        let (sub, foreign) = watch_foreign(session, &keys.joint_command)?;
+        subscribers.push(sub);
+        let imu = if controller.needs_imu() {
+            let name = robot
+                .topics
+                .sensors
+                .iter()
+                .find(|(_, (_, k))| *k == coxswain_config::robot::SensorKind::Imu)
+                .map(|(name, _)| name.clone())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{}: the policy reads the IMU, and the robot declares no imu sensor",
+                        robot.path.display()
+                    ))
+                })?;
+            let (sub, reader) = subscribe_latest::<ImuSample>(session, keys.sensor(&name)?)?;
+            subscribers.push(sub);
+            Some(reader)
+        } else {
+            None
+        };
+        let mut vectors = Vec::new();
+        for name in controller.vector_fields() {
+            let key = keys.sensor(name).map_err(|_| {
+                Error::Usage(format!(
+                    "{}: the policy reads `{name}`, and the robot declares no sensor of that name",
+                    robot.path.display()
+                ))
+            })?;
+            let (sub, reader) = subscribe_latest::<VectorSample>(session, key)?;
+            subscribers.push(sub);
+            vectors.push(reader);
+        }
+        let state_stats = state.stats_handle();
+        let estop_stats = estop.stats_handle();
+        let foreign_stats = foreign.clone();
+        let source = ZenohInput { state, estop, imu, vectors, foreign };
+        let command = QueuedPublisher::<JointCommand>::new(session, &keys.joint_command, Qos::Control, 4)?;
+        let publish_health = command.health();
+        let mut status_pub = ControlPublisher::<RuntimeStatus>::new(session, &keys.status, Qos::Telemetry)?;
+
+        let chunk_len = manifest.action.horizon * manifest.action.dim();
+        let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
+        let (worker_events_tx, worker_events_rx) = crossbeam::channel::bounded::<WorkerEvent>(256);
+        let worker = InferenceWorker::new(policy, opts.execution.rtc, opts.seed)?;
+        let control_cpu = opts.rt.cpu;
+        let inference = std::thread::Builder::new()
+            .name("coxswain-inference".into())
+            .spawn(move || {
+                // Keeps the inference thread off the control core; a failure only costs that isolation.
+                let _ = apply_to_worker_thread(control_cpu);
+                worker.run(
+                    worker_ends.requests,
+                    worker_ends.frames_back,
+                    worker_ends.buffers,
+                    worker_ends.chunks,
+                    worker_events_tx,
+                    None,
+                )
+            })
+            .map_err(|e| Error::Usage(format!("starting the inference thread: {e}")))?;
+
+        let events = Arc::new(ArrayQueue::<TimedEvent>::new(4096));
+        let tick_ring = (opts.tick_ring > 0).then(|| {
+            TickRing::new(opts.tick_ring, &controller.new_input(), &controller.new_output(frame.clone()))
+        });
+        let mut control = ControlThread::spawn(ControlParts {
+            controller,
+            source: Box::new(source),
+            sink: Box::new(command),
+            ends: ctl_ends,
+            events: events.clone(),
+            ticks: tick_ring.clone(),
+            frame,
+            control_hz: robot.control_hz,
+            rt: opts.rt,
+        })
+        .map_err(|e| Error::Usage(format!("starting the control thread: {e}")))?;
+        let rt = control.rt_report().clone();
+        let status_out =
+            control.take_status().ok_or_else(|| Error::Usage("the control thread's status is taken".into()))?;
+
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let monitor_stop = Arc::new(AtomicBool::new(false));
+        let (owner_tx, owner_rx) = crossbeam::channel::bounded::<RuntimeEvent>(1024);
+        let m = Monitor {
+            status_out,
+            events,
+            worker_events: worker_events_rx,
+            owner: owner_tx,
+            shared: shared.clone(),
+            stop: monitor_stop.clone(),
+            status_period: opts.status_period,
+            state_topic: keys.joint_state.to_string(),
+            estop_topic: keys.estop.to_string(),
+            state_stats,
+            estop_stats,
+            foreign: foreign_stats,
+            publish_health,
+            lost: 0,
+        };
+        let monitor = std::thread::Builder::new()
+            .name("coxswain-monitor".into())
+            .spawn(move || m.run(&mut status_pub))
+            .map_err(|e| Error::Usage(format!("starting the monitor thread: {e}")))?;
+        Ok(Runtime {
+            control: Some(control),
+            inference: Some(inference),
+            monitor: Some(monitor),
+            monitor_stop,
+            shared,
+            events: owner_rx,
+            tick_ring,
+            rt,
+            _subscribers: subscribers,
+        })
+    }
+
+    /// What real-time settings the control thread got (print its `warning()` once).
+    pub fn rt_report(&self) -> &crate::rt::RtReport {
+        &self.rt
+    }
+
+    /// Hands a request to the control thread (taken at its next tick).
+    pub fn request(&self, r: Request) -> Result<()> {
+        match &self.control {
+            Some(c) => c.request(r).map_err(|e| Error::Usage(e.into())),
+            None => Err(Error::Usage("the runtime has stopped".into())),
+        }
+    }
+
+    /// The latest status (a few times a second).
+    pub fn status(&self) -> ControlStatus {
+        self.shared.lock().map(|s| s.status).unwrap_or_default()
+    }
+
+    /// Whether the control thread still runs (it ends after a shutdown, or if it panicked).
+    pub fn is_running(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| c.is_running())
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = RuntimeEvent> + '_ {
+        self.events.try_iter()
+    }
+
+    /// Whole ticks, when [`RuntimeOptions::tick_ring`] asked for them: a recorder pops `full` and pushes the
+    /// emptied records back on `free`.
+    pub fn tick_ring(&self) -> Option<Arc<TickRing>> {
+        self.tick_ring.clone()
+    }
+
+    /// A controlled stop (per the robot's stop category), then the threads end; returns what they did.
+    pub fn shutdown(mut self) -> Result<RuntimeReport> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<RuntimeReport> {
+        let control = self.control.take().ok_or_else(|| Error::Usage("the runtime has stopped".into()))?;
+        let report = control.shutdown();
+        // The control thread dropped its channel ends: the inference thread ends at its next receive.
+        let inference = self.inference.take().and_then(|h| h.join().ok());
+        // Give the monitor a last look at the final status and events before it ends.
+        std::thread::sleep(Duration::from_millis(50));
+        self.monitor_stop.store(true, Ordering::Relaxed);
+        let end = self.monitor.take().and_then(|h| h.join().ok());
+        let control = report.ok_or_else(|| Error::Usage("the control thread panicked".into()))?;
+        let inference = inference.ok_or_else(|| Error::Usage("the inference thread panicked".into()))?;
+        let end = end.ok_or_else(|| Error::Usage("the monitor thread panicked".into()))?;
+        Ok(RuntimeReport {
+            control,
+            inference,
+            state_topic: end.state_topic,
+            estops_received: end.estops,
+            foreign_commands: end.foreign,
+            events_lost: end.lost,
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.control.is_some() {
+            // Nobody can look at the report of a dropped runtime; the stop itself is what matters.
+            let _ = self.stop();
+        }
+    }
+}
+
+/// The non-real-time thread beside the control thread.
+struct Monitor {
+    status_out: triple_buffer::Output<ControlStatus>,
+    events: Arc<ArrayQueue<TimedEvent>>,
+    worker_events: Receiver<WorkerEvent>,
+    owner: Sender<RuntimeEvent>,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    status_period: Duration,
+    state_topic: String,
+    estop_topic: String,
+    state_stats: coxswain_zenoh::slot::StatsHandle,
+    estop_stats: coxswain_zenoh::events::EventStatsHandle,
+    foreign: ForeignWatch,
+    publish_health: QueueHealth,
+    lost: u64,
+}
+
+impl Monitor {
+    fn emit(&mut self, e: RuntimeEvent) {
+        tracing::debug!(target: "coxswain", "{e}");
+        if self.owner.try_send(e).is_err() {
+            self.lost += 1;
+        }
+    }
+
+    fn run(mut self, status_pub: &mut ControlPublisher<RuntimeStatus>) -> MonitorEnd {
+        let mut last_status = Instant::now() - self.status_period;
+        let mut seq = 0u64;
+        let mut last_fault = String::new();
+        let mut seen_state = SlotStats::default();
+        let mut seen_estop = (0u64, 0u64, 0u64);
+        let mut seen_publish = 0u64;
+        loop {
+            let stopping = self.stop.load(Ordering::Relaxed);
+            while let Some(e) = self.events.pop() {
+                if let crate::control::Event::SafetyTransition { transition: t } = e.event {
+                    if matches!(t.to, SafetyState::Fault | SafetyState::Stopping) {
+                        last_fault = t.reason.to_string();
+                    }
+                }
+                self.emit(RuntimeEvent::Control(e));
+            }
+            while let Ok(e) = self.worker_events.try_recv() {
+                self.emit(RuntimeEvent::Worker(e));
+            }
+            let s = self.state_stats.stats();
+            // Gaps are routine on a lossy link: reported per hundred, not per message.
+            if s.gaps / 100 > seen_state.gaps / 100 {
+                seen_state.gaps = s.gaps;
+                self.emit(RuntimeEvent::Topic { topic: self.state_topic.clone(), what: "sequence gaps", total: s.gaps });
+            }
+            for (what, now, before) in [
+                ("stale or repeated messages dropped", s.stale, &mut seen_state.stale),
+                ("publisher restarts", s.restarts, &mut seen_state.restarts),
+                ("undecodable messages", s.decode_errors, &mut seen_state.decode_errors),
+            ] {
+                if now > *before {
+                    *before = now;
+                    let topic = self.state_topic.clone();
+                    tracing::debug!(target: "coxswain", "{topic}: {now} {what} so far");
+                    if self.owner.try_send(RuntimeEvent::Topic { topic, what, total: now }).is_err() {
+                        self.lost += 1;
+                    }
+                }
+            }
+            let e = self.estop_stats.stats();
+            for (what, now, before) in [
+                ("publisher restarts", e.restarts, seen_estop.0),
+                ("undecodable messages", e.decode_errors, seen_estop.1),
+                ("queue overflows", e.overflows, seen_estop.2),
+            ] {
+                if now > before {
+                    self.emit(RuntimeEvent::Topic { topic: self.estop_topic.clone(), what, total: now });
+                }
+            }
+            seen_estop = (e.restarts, e.decode_errors, e.overflows);
+            let h = self.publish_health.stats();
+            if h.put_errors > seen_publish {
+                seen_publish = h.put_errors;
+                let last = self.publish_health.last_put_error().unwrap_or_default();
+                self.emit(RuntimeEvent::Publish { errors: h.put_errors, last });
+            }
+
+            let st = *self.status_out.read();
+            if let Ok(mut sh) = self.shared.lock() {
+                sh.status = st;
+            }
+            if last_status.elapsed() >= self.status_period || stopping {
+                last_status = Instant::now();
+                seq += 1;
+                let msg = status_message(seq, &st, &last_fault);
+                if let Err(e) = status_pub.publish(&msg) {
+                    tracing::warn!(target: "coxswain", "publishing the runtime status: {e}");
+                }
+            }
+            if stopping {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        MonitorEnd {
+            state_topic: self.state_stats.stats(),
+            estops: self.estop_stats.stats().queued,
+            foreign: self.foreign.snapshot().samples,
+            lost: self.lost,
+        }
+    }
+}
+
+/// The `runtime/status` message for a snapshot.
+fn status_message(seq: u64, st: &ControlStatus, last_fault: &str) -> RuntimeStatus {
+    let s = st.stats;
+    let state = match s.state.unwrap_or(SafetyState::Idle) {
+        SafetyState::Idle => RuntimeState::Idle,
+        SafetyState::Homing => RuntimeState::Homing,
+        SafetyState::Running => RuntimeState::Running,
+        SafetyState::Holding => RuntimeState::Holding,
+        SafetyState::Stopping => RuntimeState::Stopping,
+        SafetyState::Fault => RuntimeState::Fault,
+    };
+    let mut msg = RuntimeStatus {
+        header: coxswain_msg::Header::new(seq, MonoTime::now().as_nanos()),
+        state,
+        ticks: s.ticks,
+        overruns: st.overruns,
+        tick_lateness_p99_us: (st.lateness_p99_ns / 1000).min(u32::MAX as u64) as u32,
+        inference_latency_p50_us: s.inference_p50_us,
+        inference_latency_p99_us: s.inference_p99_us,
+        chunks_received: s.chunks_accepted + s.chunks_rejected,
+        chunks_spliced: s.chunks_spliced,
+        safety_interventions: s.safety_interventions,
+        ..Default::default()
+    };
+    let mut fault = last_fault;
+    while msg.last_fault.push_str(fault).is_err() && !fault.is_empty() {
+        // Longer than the field: keep a prefix that ends on a character boundary.
+        let mut cut = fault.len() - 1;
+        while !fault.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        fault = &fault[..cut];
+    }
+    msg
+}
