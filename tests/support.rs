@@ -99,3 +99,69 @@ pub fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
     COUNTING.with(|c| c.set(false));
     (r, COUNT.with(|n| n.get()))
 }
+
+thread_local! {
+    /// Whether this thread is the control thread: `None` until first asked.
+    static IS_CONTROL: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+static CONTROL_COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CONTROL_ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A global allocator that counts the allocations made by the thread named `coxswain-control` (the
+/// runtime's control thread) while [`count_control_thread`] is on, and everything [`CountingAllocator`]
+/// counts.
+#[derive(Debug)]
+pub struct ControlThreadAllocator;
+
+fn note_control() {
+    if !CONTROL_COUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let is_control = IS_CONTROL
+        .try_with(|c| match c.get() {
+            Some(b) => b,
+            None => {
+                // Set first: asking for the thread's name must not recurse into this question.
+                c.set(Some(false));
+                let b = std::thread::current().name() == Some("coxswain-control");
+                c.set(Some(b));
+                b
+            }
+        })
+        .unwrap_or(false);
+    if is_control {
+        CONTROL_ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+unsafe impl std::alloc::GlobalAlloc for ControlThreadAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note();
+        note_control();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note();
+        note_control();
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        note();
+        note_control();
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+/// Starts (`true`) or stops counting the control thread's allocations; returns the count so far and
+/// resets it when starting.
+pub fn count_control_thread(on: bool) -> u64 {
+    if on {
+        CONTROL_ALLOCS.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    CONTROL_COUNTING.store(on, std::sync::atomic::Ordering::Relaxed);
+    CONTROL_ALLOCS.load(std::sync::atomic::Ordering::Relaxed)
+}

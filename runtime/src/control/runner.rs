@@ -317,6 +317,7 @@ fn control_loop(
     for _ in 0..n {
         let _ = cmd.position_rad.push(0.0);
         let _ = cmd.velocity_rad_s.push(0.0);
+        let _ = cmd.effort_nm.push(0.0);
     }
     let mut lateness = Histogram::default();
     let mut work = Histogram::default();
