@@ -10,6 +10,7 @@ pub mod control;
 pub mod error;
 pub mod onnx;
 pub mod policy;
+pub mod record;
 pub mod rt;
 pub mod run;
 pub mod safety;
