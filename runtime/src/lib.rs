@@ -11,6 +11,7 @@ pub mod error;
 pub mod onnx;
 pub mod policy;
 pub mod record;
+pub mod report;
 pub mod rt;
 pub mod run;
 pub mod safety;
