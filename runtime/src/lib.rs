@@ -10,6 +10,8 @@ pub mod control;
 pub mod error;
 pub mod onnx;
 pub mod policy;
+pub mod record;
+pub mod report;
 pub mod rt;
 pub mod runtime;
 pub mod safety;
