@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-onnxruntime.sh
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/.ort/lib/libonnxruntime.so.1.31.1}"
-cargo build --release --locked -p coxswain
+cargo build --release --locked -p coxswain-cli -p coxswain-sim
 bin=target/release/coxswain
 policy="${POLICY:-models/reach-dp}"
 echo "== coxswain check --robot firmware-configs/sim-arm.toml --policy $policy"

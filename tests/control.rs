@@ -156,8 +156,8 @@ impl Rig {
     /// Arm, start, and run until the policy drives the arm with a few chunks in.
     fn running(&mut self) {
         self.step(&[Request::Arm, Request::Start]);
-        assert!(self.run_until(3.0, |r| r.state() == SafetyState::Running
-            && r.ls.controller().stats().chunks_accepted >= 3));
+        assert!(self
+            .run_until(3.0, |r| r.state() == SafetyState::Running && r.ls.controller().stats().chunks_accepted >= 3));
         self.run(0.5);
     }
 
@@ -360,7 +360,8 @@ fn scripted(chunks: impl Fn(usize, &mut [f64]) -> bool) -> (Vec<SafetyState>, co
                     *v = q[i % 3];
                 }
                 if chunks(made, &mut input.chunk_rad) {
-                    due = Some((k + 2, ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false }));
+                    due =
+                        Some((k + 2, ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false }));
                 }
                 made += 1;
             }

@@ -230,8 +230,10 @@ fn a_restarted_joint_state_publisher_is_followed_not_held() {
     driver.restart.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(1500));
     seen.extend(rt.events());
-    let stale_hold = seen.iter().any(|e| matches!(e, RuntimeEvent::Control(t) if matches!(t.event,
-        Event::SafetyTransition { transition } if transition.reason == Reason::Hold(HoldReason::StaleState))));
+    let stale_hold = seen.iter().any(|e| {
+        matches!(e, RuntimeEvent::Control(t) if matches!(t.event,
+        Event::SafetyTransition { transition } if transition.reason == Reason::Hold(HoldReason::StaleState)))
+    });
     assert_eq!(rt.status().stats.state, Some(SafetyState::Running), "still running after the restart");
     let report = rt.shutdown().unwrap();
     assert!(report.state_topic.restarts >= 1, "the restart was detected and counted: {:?}", report.state_topic);

@@ -23,7 +23,9 @@ use crossbeam::channel::{Receiver, Sender};
 use crossbeam::queue::ArrayQueue;
 
 use coxswain_config::Robot;
-use coxswain_msg::{EStop, EStopAction, ImuSample, JointCommand, JointState, RuntimeState, RuntimeStatus, VectorSample};
+use coxswain_msg::{
+    EStop, EStopAction, ImuSample, JointCommand, JointState, RuntimeState, RuntimeStatus, VectorSample,
+};
 use coxswain_zenoh::events::{subscribe_events, EventReader};
 use coxswain_zenoh::foreign::{watch_foreign, ForeignWatch};
 use coxswain_zenoh::order::Verdict;
@@ -36,7 +38,7 @@ use coxswain_zenoh::{subscribe_latest, ControlPublisher, LatestReader, RobotKeys
 use crate::control::inference::{InferenceStats, InferenceWorker, WorkerEvent};
 use crate::control::io::{ControlInput, EStopIn, Request};
 use crate::control::runner::{
-    channels, CommandSink, ControlParts, SinkError, ControlReport, ControlStatus, ControlThread, InputSource, TickRing,
+    channels, CommandSink, ControlParts, ControlReport, ControlStatus, ControlThread, InputSource, SinkError, TickRing,
     TimedEvent,
 };
 use crate::control::{Controller, ExecutionOptions};
@@ -81,9 +83,16 @@ pub enum RuntimeEvent {
     Control(TimedEvent),
     Worker(WorkerEvent),
     /// A receive-side count grew on a topic (gaps, stale or restarted publishers, decode errors).
-    Topic { topic: String, what: &'static str, total: u64 },
+    Topic {
+        topic: String,
+        what: &'static str,
+        total: u64,
+    },
     /// The command publisher failed (the count so far, and the error).
-    Publish { errors: u64, last: String },
+    Publish {
+        errors: u64,
+        last: String,
+    },
     /// Events the owner did not collect in time and that were dropped.
     Lost(u64),
 }
@@ -297,9 +306,8 @@ impl Runtime {
             .map_err(|e| Error::Usage(format!("starting the inference thread: {e}")))?;
 
         let events = Arc::new(ArrayQueue::<TimedEvent>::new(4096));
-        let tick_ring = (opts.tick_ring > 0).then(|| {
-            TickRing::new(opts.tick_ring, &controller.new_input(), &controller.new_output(frame.clone()))
-        });
+        let tick_ring = (opts.tick_ring > 0)
+            .then(|| TickRing::new(opts.tick_ring, &controller.new_input(), &controller.new_output(frame.clone())));
         let mut control = ControlThread::spawn(ControlParts {
             controller,
             source: Box::new(source),
@@ -473,7 +481,11 @@ impl Monitor {
             // Gaps are routine on a lossy link: reported per hundred, not per message.
             if s.gaps / 100 > seen_state.gaps / 100 {
                 seen_state.gaps = s.gaps;
-                self.emit(RuntimeEvent::Topic { topic: self.state_topic.clone(), what: "sequence gaps", total: s.gaps });
+                self.emit(RuntimeEvent::Topic {
+                    topic: self.state_topic.clone(),
+                    what: "sequence gaps",
+                    total: s.gaps,
+                });
             }
             for (what, now, before) in [
                 ("stale or repeated messages dropped", s.stale, &mut seen_state.stale),

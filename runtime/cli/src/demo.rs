@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 
 use coxswain::control::inference::InferenceWorker;
 use coxswain::control::io::{Joints, Request};
-use coxswain::control::lockstep::{Latency, Lockstep, Seen};
+use coxswain::control::lockstep::{Latency, Lockstep};
 use coxswain::control::runner::{ControlReport, TimedEvent};
 use coxswain::control::{ControlStats, Controller, Event, ExecutionOptions};
 use coxswain::onnx::OrtRuntime;
@@ -333,12 +333,8 @@ fn run_real(
         Some(s) => Some(SimNode::spawn(s, &robot, SimOptions { seed: opts.seed })?),
         None => None,
     };
-    let ropts = RuntimeOptions {
-        execution: opts.execution,
-        rt: opts.rt,
-        seed: opts.policy_options.seed,
-        ..Default::default()
-    };
+    let ropts =
+        RuntimeOptions { execution: opts.execution, rt: opts.rt, seed: opts.policy_options.seed, ..Default::default() };
     let runtime = Runtime::start(&session, &robot, policy, &ropts)?;
     if let Some(w) = runtime.rt_report().warning() {
         progress(&format!("warning: {w}"));
@@ -497,7 +493,7 @@ pub fn run_sim(
     opts: &DemoOptions,
     progress: &mut dyn FnMut(&str),
     interrupted: &AtomicBool,
-    observer: Option<Box<dyn FnMut(Seen<'_>)>>,
+    observer: Option<coxswain::control::lockstep::Observer>,
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let episode_s = episode_duration_s(opts, &robot);

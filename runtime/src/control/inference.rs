@@ -40,10 +40,18 @@ pub struct ChunkMsg {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
     ResetFailed(String),
-    ObserveFailed { seq: u64, error: String },
-    InferFailed { seq: u64, error: String },
+    ObserveFailed {
+        seq: u64,
+        error: String,
+    },
+    InferFailed {
+        seq: u64,
+        error: String,
+    },
     /// Every chunk buffer is still with the control side: the chunk was dropped (back-pressure).
-    NoBuffer { seq: u64 },
+    NoBuffer {
+        seq: u64,
+    },
 }
 
 impl std::fmt::Display for WorkerEvent {
@@ -105,6 +113,9 @@ impl NoiseSource for TapNoise {
         }
     }
 }
+
+/// Called after each chunk with the worker (for its trace) and the chunk: the recorder's hook.
+pub type ChunkHook = Box<dyn FnMut(&InferenceWorker, &ChunkMsg) + Send>;
 
 /// The inference thread's state.
 #[derive(Debug)]
@@ -249,7 +260,7 @@ impl InferenceWorker {
         buffers: Receiver<Box<[f64]>>,
         chunks: Sender<ChunkMsg>,
         events: Sender<WorkerEvent>,
-        mut on_chunk: Option<Box<dyn FnMut(&InferenceWorker, &ChunkMsg) + Send>>,
+        mut on_chunk: Option<ChunkHook>,
     ) -> InferenceStats {
         let mut lost = 0u64;
         loop {

@@ -68,10 +68,14 @@ pub enum EStopIn {
     Engage,
     /// A reset. `stale` when its sender's sequence says it is older than one already seen (reordered or
     /// repeated): it is then ignored, since it may predate an engage.
-    Reset { stale: bool },
+    Reset {
+        stale: bool,
+    },
 }
 
-/// What the operator (a CLI, the service, a test) asks of the controller.
+/// What the operator (a CLI, the service, a test) asks of the controller. `Home` carries its pose inline
+/// so that handing a request over never allocates.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
@@ -156,29 +160,52 @@ pub struct ObservationRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    SafetyTransition { transition: Transition },
-    ChunkAccepted { seq: u64, spliced: bool, latency_s: f64 },
-    ChunkRejected { seq: u64, rejection: ChunkRejection },
+    SafetyTransition {
+        transition: Transition,
+    },
+    ChunkAccepted {
+        seq: u64,
+        spliced: bool,
+        latency_s: f64,
+    },
+    ChunkRejected {
+        seq: u64,
+        rejection: ChunkRejection,
+    },
     /// A chunk that arrived while the policy was not running (after a stop): dropped.
-    ChunkIgnored { seq: u64 },
+    ChunkIgnored {
+        seq: u64,
+    },
     /// An inference request got no answer within a whole chunk.
-    RequestLost { seq: u64 },
+    RequestLost {
+        seq: u64,
+    },
     /// The previous tick's observation could not be handed to the inference thread.
     RequestDropped,
     /// Running with no chunk action for this instant (the first tick of a run of them).
     Starved,
     Armed,
-    Disarmed { why: &'static str },
+    Disarmed {
+        why: &'static str,
+    },
     /// A request the controller could not honour.
-    Refused { request: &'static str, why: &'static str },
+    Refused {
+        request: &'static str,
+        why: &'static str,
+    },
     EStopEngaged,
     /// A reset taken: applied once the stop is complete.
     EStopReset,
     EStopStaleReset,
     EStopOverflow,
     /// Joint state with the wrong number of joints.
-    MalformedState { joints: usize, expected: usize },
-    ForeignCommands { total: u64 },
+    MalformedState {
+        joints: usize,
+        expected: usize,
+    },
+    ForeignCommands {
+        total: u64,
+    },
 }
 
 impl Event {

@@ -49,6 +49,9 @@ pub enum Seen<'a> {
     Worker(&'a WorkerEvent),
 }
 
+/// Sees every tick, chunk and worker event of a lockstep run.
+pub type Observer = Box<dyn FnMut(Seen<'_>)>;
+
 /// The lockstep driver.
 pub struct Lockstep {
     controller: Controller,
@@ -62,7 +65,7 @@ pub struct Lockstep {
     tick: u64,
     latency: Latency,
     rng: ChaCha8Rng,
-    observer: Option<Box<dyn FnMut(Seen<'_>)>>,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Lockstep {
@@ -113,7 +116,7 @@ impl Lockstep {
     }
 
     /// Calls `f` with every tick, chunk and worker event (the recorder, a test).
-    pub fn observe(&mut self, f: Box<dyn FnMut(Seen<'_>)>) {
+    pub fn observe(&mut self, f: Observer) {
         self.observer = Some(f);
     }
 

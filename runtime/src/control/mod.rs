@@ -640,11 +640,8 @@ impl Controller {
                 let u = ((t_obs - t0) / self.dt_s).round().max(0.0) as usize;
                 let s = execution_horizon(self.opts.execute_actions, d, self.horizon).unwrap_or(self.horizon / 2);
                 if u >= s {
-                    let rtc = (self.opts.rtc != RtcMode::Off).then_some(RtcRequest {
-                        prev_seq: seq,
-                        executed: u,
-                        delay: d,
-                    });
+                    let rtc =
+                        (self.opts.rtc != RtcMode::Off).then_some(RtcRequest { prev_seq: seq, executed: u, delay: d });
                     (true, rtc)
                 } else {
                     (false, None)

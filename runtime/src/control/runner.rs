@@ -123,7 +123,8 @@ fn copy_tick(dst: &mut TickRecord, input: &ControlInput, output: &ControlOutput)
     o.events_lost = output.events_lost;
 }
 
-/// What the owner can ask of the control thread.
+/// What the owner can ask of the control thread (inline, so the bounded channel never allocates).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlCommand {
     Request(Request),
