@@ -50,15 +50,27 @@ class MessageKind(IntEnum):
     VectorSample = 7
 
 
-# Maximum encoded lengths, envelope included (WIRE.md section 2).
+# The longest message an encoder writes (shortest-form varints), envelope included (WIRE.md section 2).
 MAX_ENCODED_LEN = {
     MessageKind.JointState: 409,
     MessageKind.JointCommand: 667,
     MessageKind.ImuSample: 62,
-    MessageKind.ImageHeader: 83,
+    MessageKind.ImageHeader: 79,
     MessageKind.EStop: 121,
-    MessageKind.VectorSample: 153,
     MessageKind.RuntimeStatus: 153,
+    MessageKind.VectorSample: 151,
+}
+
+# The longest message a decoder must accept: varints, counts and tags may come in non-shortest forms up to
+# 5 bytes (u32) or 10 (u64). Size receive buffers with these (WIRE.md section 2).
+MAX_RECEIVE_LEN = {
+    MessageKind.JointState: 421,
+    MessageKind.JointCommand: 687,
+    MessageKind.ImuSample: 62,
+    MessageKind.ImageHeader: 95,
+    MessageKind.EStop: 133,
+    MessageKind.RuntimeStatus: 161,
+    MessageKind.VectorSample: 155,
 }
 
 

@@ -77,6 +77,7 @@ EXAMPLES = {
         safety_interventions=2,
         last_fault="",
     ),
+    "vector_sample": m.VectorSample(m.Header(9, 4_000_000_000), [0.25, -2.0, 100.0]),
 }
 
 DECODERS = [
@@ -86,6 +87,7 @@ DECODERS = [
     m.decode_image_header,
     m.decode_estop,
     m.decode_runtime_status,
+    m.decode_vector_sample,
 ]
 
 
@@ -150,6 +152,12 @@ def test_bounds_round_trip():
     data = m.encode_runtime_status(status)
     assert len(data) == m.MAX_ENCODED_LEN[m.MessageKind.RuntimeStatus]
     assert m.decode_runtime_status(data) == status
+    vector = m.VectorSample(big, [1.0] * m.MAX_VECTOR_LEN)
+    data = m.encode_vector_sample(vector)
+    assert len(data) == m.MAX_ENCODED_LEN[m.MessageKind.VectorSample]
+    assert m.decode_vector_sample(data) == vector
+    jpeg = m.ImageHeader(big, u32, u32, m.ImageEncoding.Jpeg, 0, m.PayloadRef(m.KeySuffix("s" * 32), u32, u32))
+    assert len(m.encode_image_header(jpeg)) == m.MAX_ENCODED_LEN[m.MessageKind.ImageHeader]
     for encoding in m.ImageEncoding:
         bpp = m.BYTES_PER_PIXEL.get(encoding)
         step = 0 if bpp is None else 640 * bpp + 64
@@ -221,6 +229,119 @@ def test_every_error_variant():
     )
 
 
+class Padded:
+    """Writes fields the way a decoder must still accept them: every varint at its longest (5 bytes for a u32,
+    10 for a u64), so 0 is 80 80 80 80 00."""
+
+    def __init__(self, kind):
+        self.out = bytearray([int(kind), m.FORMAT_VERSION])
+
+    def varint(self, value, width):
+        for i in range(width - 1):
+            self.out.append(((value >> (7 * i)) & 0x7F) | 0x80)
+        self.out.append(value >> (7 * (width - 1)))
+        return self
+
+    def u32(self, value):
+        return self.varint(value, 5)
+
+    def u64(self, value):
+        return self.varint(value, 10)
+
+    def header(self, h):
+        return self.u64(h.seq).u64(h.stamp_ns)
+
+    def floats(self, values):
+        self.u32(len(values))
+        self.out += struct.pack(f"<{len(values)}f", *values)
+        return self
+
+    def string(self, text):
+        data = text.encode("utf-8")
+        self.u32(len(data))
+        self.out += data
+        return self
+
+    def raw(self, data):
+        self.out += data
+        return self
+
+
+def test_receive_maxima():
+    """The longest accepted form of each message decodes, and is exactly MAX_RECEIVE_LEN long."""
+    u64, u32 = 2**64 - 1, 2**32 - 1
+    big = m.Header(u64, u64)
+    full = [1.0] * m.MAX_JOINTS
+    K = m.MessageKind
+    cases = [
+        (m.JointState(big, full, full, full), Padded(K.JointState).header(big).floats(full).floats(full).floats(full)),
+        (
+            m.JointCommand(big, full, full, full, full, full),
+            Padded(K.JointCommand).header(big).floats(full).floats(full).floats(full).floats(full).floats(full),
+        ),
+        (
+            m.ImuSample(big, m.Quaternion(1.0, 0.0, 0.0, 0.0), [1.0] * 3, [1.0] * 3),
+            Padded(K.ImuSample).header(big).raw(struct.pack("<10f", 1.0, 0, 0, 0, *[1.0] * 6)),
+        ),
+        (
+            m.ImageHeader(big, u32, u32, m.ImageEncoding.Jpeg, 0, m.PayloadRef(m.KeySuffix("s" * 32), u32, u32)),
+            Padded(K.ImageHeader)
+            .header(big)
+            .u32(u32)
+            .u32(u32)
+            .u32(int(m.ImageEncoding.Jpeg))
+            .u32(0)
+            .u32(0)
+            .string("s" * 32)
+            .u32(u32)
+            .raw(b"\x01")
+            .u32(u32),
+        ),
+        (
+            m.EStop(big, m.EStopAction.Reset, "x" * 32, "y" * 64),
+            Padded(K.EStop).header(big).u32(int(m.EStopAction.Reset)).string("x" * 32).string("y" * 64),
+        ),
+        (
+            m.RuntimeStatus(big, m.RuntimeState.Fault, u64, u64, u32, u32, u32, u64, u64, u64, "z" * 64),
+            Padded(K.RuntimeStatus)
+            .header(big)
+            .u32(int(m.RuntimeState.Fault))
+            .u64(u64)
+            .u64(u64)
+            .u32(u32)
+            .u32(u32)
+            .u32(u32)
+            .u64(u64)
+            .u64(u64)
+            .u64(u64)
+            .string("z" * 64),
+        ),
+        (m.VectorSample(big, [1.0] * m.MAX_VECTOR_LEN), Padded(K.VectorSample).header(big).floats([1.0] * 32)),
+    ]
+    assert sorted(int(type_kind) for type_kind in m.MAX_RECEIVE_LEN) == sorted(int(k) for k in m.MessageKind)
+    for msg, padded in cases:
+        data = bytes(padded.out)
+        kind = m.peek_kind(data)
+        assert m.decode(data) == msg, kind
+        assert len(data) == m.MAX_RECEIVE_LEN[kind], (kind, len(data))
+    # One byte more in a count is refused.
+    six_byte_count = Padded(K.VectorSample).header(big).varint(1, 6).raw(struct.pack("<f", 1.0))
+    expect_decode_error(six_byte_count.out, m.decode_vector_sample, "Invalid", "values")
+
+
+def test_documented_lengths():
+    """WIRE.md section 2's table gives both lengths of every kind, and they are this codec's constants."""
+    rows = {}
+    with open(WIRE_MD, encoding="utf-8") as f:
+        for line in f:
+            cells = [c.strip() for c in line.split("|")]
+            lengths = [c.split() for c in cells[3:5]]
+            if len(lengths) == 2 and all(len(w) == 2 and w[0].isdigit() and w[1] == "bytes" for w in lengths):
+                rows[cells[2].strip("`")] = (int(cells[3].split()[0]), int(cells[4].split()[0]))
+    ours = {k.name: (m.MAX_ENCODED_LEN[k], m.MAX_RECEIVE_LEN[k]) for k in m.MessageKind}
+    assert rows == ours, (rows, ours)
+
+
 def test_every_prefix_is_truncated():
     for name, msg in EXAMPLES.items():
         data = m.encode(msg)
@@ -238,7 +359,7 @@ def test_random_inputs_only_raise_decode_error():
             for _ in range(rng.randint(1, 3)):
                 data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         else:
-            data = bytearray([rng.randint(1, 6), 1] + [rng.randrange(256) for _ in range(rng.randrange(60))])
+            data = bytearray([rng.randint(1, 7), 1] + [rng.randrange(256) for _ in range(rng.randrange(60))])
         for decoder in DECODERS:
             try:
                 msg = decoder(bytes(data))

@@ -9,7 +9,10 @@ use heapless::String;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::wire::{decode_message, encode_message, string_max_len, Message, MessageKind, Reader};
+use crate::wire::{
+    decode_message, encode_message, string_max_len, string_max_receive_len, Message, MessageKind, Reader,
+    TAG_MAX_RECEIVE_LEN,
+};
 use crate::Header;
 
 /// Longest [`EStop::source`], in bytes of UTF-8.
@@ -48,6 +51,11 @@ impl Message for EStop {
         + 1 // action tag
         + string_max_len(ESTOP_SOURCE_MAX_LEN)
         + string_max_len(ESTOP_REASON_MAX_LEN);
+    const MAX_RECEIVE_LEN: usize = crate::ENVELOPE_LEN
+        + Header::MAX_ENCODED_LEN
+        + TAG_MAX_RECEIVE_LEN
+        + string_max_receive_len(ESTOP_SOURCE_MAX_LEN)
+        + string_max_receive_len(ESTOP_REASON_MAX_LEN);
 
     fn header(&self) -> &Header {
         &self.header

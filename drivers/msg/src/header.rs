@@ -13,8 +13,9 @@ use crate::wire::{Reader, VARINT_U64_MAX};
 /// Sequence number and sender timestamp, the first two fields of every message body.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Header {
-    /// Counts up by one per message a sender publishes on one key, starting anywhere. Receivers use gaps to
-    /// count drops and repeats to spot duplicates.
+    /// Counts up by one per message a sender publishes on one key, starting anywhere (again after a restart).
+    /// Receivers order each publisher's messages by it, count gaps as drops, drop duplicates and reorderings,
+    /// and recognise a restart (WIRE.md section 10).
     ///
     /// `u64` rather than `u32`: a `u32` sent at 1 kHz wraps after 49.7 days, and a robot left running that
     /// long would hit every receiver's wrap-around bug at once. A `u64` never wraps in practice, so a newer
@@ -22,8 +23,10 @@ pub struct Header {
     /// until 2^28 messages, and `u64` arithmetic is cheap even on a Cortex-M0.
     pub seq: u64,
     /// When the sender took the sample (or issued the command), in nanoseconds on the sender's clock: Unix
-    /// time (`CLOCK_REALTIME`) when the sender's clock is synchronised (PTP, NTP), otherwise its monotonic
-    /// time since boot. Receivers judge freshness by their own arrival time, not by comparing clocks.
+    /// time (`CLOCK_REALTIME`) when the sender's clock is synchronised (PTP, NTP), otherwise
+    /// `CLOCK_MONOTONIC` since the machine booted. Never time since the process started: receivers take a
+    /// later stamp as one sign that a publisher restarted. Receivers judge freshness by their own arrival
+    /// time, not by comparing clocks.
     pub stamp_ns: u64,
 }
 

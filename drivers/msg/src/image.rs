@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError, Inconsistency};
 use crate::wire::{
-    decode_message, encode_message, string_max_len, Message, MessageKind, Reader, VARINT_U32_MAX, VARINT_U64_MAX,
+    decode_message, encode_message, string_max_len, string_max_receive_len, Message, MessageKind, Reader,
+    TAG_MAX_RECEIVE_LEN, VARINT_U32_MAX, VARINT_U64_MAX,
 };
 use crate::Header;
 
@@ -155,16 +156,33 @@ const LOCATION_SHARED_MEMORY: u32 = 1;
 
 impl Message for ImageHeader {
     const KIND: u8 = MessageKind::ImageHeader as u8;
+    /// The geometry checks keep the four size fields from all taking 5 bytes: a compressed image has
+    /// `row_step_bytes` 0 (1 byte) and any width, height and length; an uncompressed one has
+    /// `row_step_bytes × height_px = len_bytes ≤ u32::MAX`, so a 5-byte (≥ 2^28) row step leaves a height of
+    /// at most 15 (1 byte), and a 5-byte height leaves a row step, and so a width, of at most 15. Either way
+    /// the four take at most 16 bytes. `tests/lengths.rs` searches the geometry for the longest encoding.
     const MAX_ENCODED_LEN: usize = {
         let key_suffix = string_max_len(PAYLOAD_KEY_SUFFIX_MAX_LEN);
         let shared_memory = 2 * VARINT_U64_MAX;
         let location = 1 + if key_suffix > shared_memory { key_suffix } else { shared_memory };
         crate::ENVELOPE_LEN
             + Header::MAX_ENCODED_LEN
-            + 3 * VARINT_U32_MAX // width, height, row step
+            + 3 * VARINT_U32_MAX + 1 // width, height, row step, len_bytes (see above)
             + 1 // encoding tag
             + location
-            + VARINT_U32_MAX // len_bytes
+            + 1 + VARINT_U32_MAX // crc32 option
+    };
+    /// A decoder checks the geometry on the values, not on their encodings: each of the four size fields may
+    /// come as a 5-byte varint, and the tags too.
+    const MAX_RECEIVE_LEN: usize = {
+        let key_suffix = string_max_receive_len(PAYLOAD_KEY_SUFFIX_MAX_LEN);
+        let shared_memory = 2 * VARINT_U64_MAX;
+        let location = TAG_MAX_RECEIVE_LEN + if key_suffix > shared_memory { key_suffix } else { shared_memory };
+        crate::ENVELOPE_LEN
+            + Header::MAX_ENCODED_LEN
+            + 4 * VARINT_U32_MAX // width, height, row step, len_bytes
+            + TAG_MAX_RECEIVE_LEN // encoding tag
+            + location
             + 1 + VARINT_U32_MAX // crc32 option
     };
 

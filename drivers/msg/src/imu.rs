@@ -49,6 +49,8 @@ pub struct ImuSample {
 impl Message for ImuSample {
     const KIND: u8 = MessageKind::ImuSample as u8;
     const MAX_ENCODED_LEN: usize = crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + 10 * 4;
+    /// No counts or tags, and the header's varints are already counted at their longest.
+    const MAX_RECEIVE_LEN: usize = Self::MAX_ENCODED_LEN;
 
     fn header(&self) -> &Header {
         &self.header

@@ -13,7 +13,9 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError, Inconsistency};
-use crate::wire::{decode_message, encode_message, floats_max_len, Message, MessageKind, Reader};
+use crate::wire::{
+    decode_message, encode_message, floats_max_len, floats_max_receive_len, Message, MessageKind, Reader,
+};
 use crate::Header;
 
 /// The most joints one message can carry.
@@ -55,6 +57,8 @@ impl JointState {
 impl Message for JointState {
     const KIND: u8 = MessageKind::JointState as u8;
     const MAX_ENCODED_LEN: usize = crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + 3 * floats_max_len(MAX_JOINTS);
+    const MAX_RECEIVE_LEN: usize =
+        crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + 3 * floats_max_receive_len(MAX_JOINTS);
 
     fn header(&self) -> &Header {
         &self.header
@@ -132,6 +136,8 @@ impl JointCommand {
 impl Message for JointCommand {
     const KIND: u8 = MessageKind::JointCommand as u8;
     const MAX_ENCODED_LEN: usize = crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + 5 * floats_max_len(MAX_JOINTS);
+    const MAX_RECEIVE_LEN: usize =
+        crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + 5 * floats_max_receive_len(MAX_JOINTS);
 
     fn header(&self) -> &Header {
         &self.header

@@ -4,7 +4,7 @@
 //! caller owns, and no decoder panics on any input.
 //!
 //! Start with the [`Message`] trait (`encode` into a caller buffer, `decode` from received bytes, a
-//! `MAX_ENCODED_LEN` per type to size buffers with), then [`JointState`] and [`JointCommand`], the two
+//! `MAX_ENCODED_LEN` per type to size send buffers with and a `MAX_RECEIVE_LEN` for receive buffers), then [`JointState`] and [`JointCommand`], the two
 //! messages on the control path; [`DecodeError`] lists everything a received buffer can get wrong. The wire
 //! specification below (the same text as `drivers/msg/WIRE.md`) is the contract with firmware written in C
 //! against zenoh-pico; `drivers/msg/python/coxswain_msg.py` is a second implementation written from it.
@@ -50,18 +50,30 @@ pub use status::{RuntimeState, RuntimeStatus, FAULT_REASON_MAX_LEN};
 pub use vector::{VectorSample, MAX_VECTOR_LEN};
 pub use wire::{peek_kind, Message, MessageKind, ENVELOPE_LEN, FORMAT_VERSION};
 
-/// The longest encoding of any message: a receive buffer this size takes whatever arrives on a key that
-/// carries more than one type.
-pub const MAX_ENCODED_LEN: usize = {
-    let lens = [
-        JointState::MAX_ENCODED_LEN,
-        JointCommand::MAX_ENCODED_LEN,
-        ImuSample::MAX_ENCODED_LEN,
-        ImageHeader::MAX_ENCODED_LEN,
-        EStop::MAX_ENCODED_LEN,
-        RuntimeStatus::MAX_ENCODED_LEN,
-        VectorSample::MAX_ENCODED_LEN,
-    ];
+/// The longest message any encoder writes (shortest-form varints): a send buffer this size takes any message.
+pub const MAX_ENCODED_LEN: usize = max(&[
+    JointState::MAX_ENCODED_LEN,
+    JointCommand::MAX_ENCODED_LEN,
+    ImuSample::MAX_ENCODED_LEN,
+    ImageHeader::MAX_ENCODED_LEN,
+    EStop::MAX_ENCODED_LEN,
+    RuntimeStatus::MAX_ENCODED_LEN,
+    VectorSample::MAX_ENCODED_LEN,
+]);
+
+/// The longest message any decoder accepts (non-shortest varints included): a receive buffer this size takes
+/// whatever valid message arrives, on a key that carries more than one type too.
+pub const MAX_RECEIVE_LEN: usize = max(&[
+    JointState::MAX_RECEIVE_LEN,
+    JointCommand::MAX_RECEIVE_LEN,
+    ImuSample::MAX_RECEIVE_LEN,
+    ImageHeader::MAX_RECEIVE_LEN,
+    EStop::MAX_RECEIVE_LEN,
+    RuntimeStatus::MAX_RECEIVE_LEN,
+    VectorSample::MAX_RECEIVE_LEN,
+]);
+
+const fn max(lens: &[usize]) -> usize {
     let mut max = 0;
     let mut i = 0;
     while i < lens.len() {
@@ -71,4 +83,4 @@ pub const MAX_ENCODED_LEN: usize = {
         i += 1;
     }
     max
-};
+}

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::wire::{
-    decode_message, encode_message, string_max_len, Message, MessageKind, Reader, VARINT_U32_MAX, VARINT_U64_MAX,
+    decode_message, encode_message, string_max_len, string_max_receive_len, Message, MessageKind, Reader,
+    TAG_MAX_RECEIVE_LEN, VARINT_U32_MAX, VARINT_U64_MAX,
 };
 use crate::Header;
 
@@ -69,6 +70,12 @@ impl Message for RuntimeStatus {
         + 5 * VARINT_U64_MAX // ticks, overruns, chunks received and spliced, safety interventions
         + 3 * VARINT_U32_MAX // latencies
         + string_max_len(FAULT_REASON_MAX_LEN);
+    const MAX_RECEIVE_LEN: usize = crate::ENVELOPE_LEN
+        + Header::MAX_ENCODED_LEN
+        + TAG_MAX_RECEIVE_LEN
+        + 5 * VARINT_U64_MAX
+        + 3 * VARINT_U32_MAX
+        + string_max_receive_len(FAULT_REASON_MAX_LEN);
 
     fn header(&self) -> &Header {
         &self.header

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::wire::{decode_message, encode_message, floats_max_len, Message, MessageKind, Reader};
+use crate::wire::{
+    decode_message, encode_message, floats_max_len, floats_max_receive_len, Message, MessageKind, Reader,
+};
 use crate::Header;
 
 /// The most values one [`VectorSample`] carries.
@@ -24,6 +26,8 @@ pub struct VectorSample {
 impl Message for VectorSample {
     const KIND: u8 = MessageKind::VectorSample as u8;
     const MAX_ENCODED_LEN: usize = crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + floats_max_len(MAX_VECTOR_LEN);
+    const MAX_RECEIVE_LEN: usize =
+        crate::ENVELOPE_LEN + Header::MAX_ENCODED_LEN + floats_max_receive_len(MAX_VECTOR_LEN);
 
     fn header(&self) -> &Header {
         &self.header

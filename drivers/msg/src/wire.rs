@@ -63,9 +63,13 @@ impl MessageKind {
 pub trait Message: Sized {
     /// Envelope byte 0 for this type (a [`MessageKind`] as `u8`).
     const KIND: u8;
-    /// The most bytes one encoded message of this type can take, envelope included. Size receive and send
-    /// buffers with it: `[0u8; JointState::MAX_ENCODED_LEN]`.
+    /// The most bytes [`encode`](Message::encode) writes for one message of this type, envelope included
+    /// (every varint in its shortest form). Size send buffers with it: `[0u8; JointState::MAX_ENCODED_LEN]`.
     const MAX_ENCODED_LEN: usize;
+    /// The most bytes of one message of this type that [`decode`](Message::decode) accepts: every varint,
+    /// length prefix and enum tag may come in the longest non-shortest form the specification allows (5
+    /// bytes for a u32, 10 for a u64), so this is more than `MAX_ENCODED_LEN`. Size receive buffers with it.
+    const MAX_RECEIVE_LEN: usize;
 
     /// The sequence number and sender timestamp.
     fn header(&self) -> &Header;
@@ -197,6 +201,20 @@ pub(crate) const fn varint_len(value: u64) -> usize {
 /// Longest varint of a `u32` (5) and of a `u64` (10).
 pub(crate) const VARINT_U32_MAX: usize = varint_len(u32::MAX as u64);
 pub(crate) const VARINT_U64_MAX: usize = varint_len(u64::MAX);
+
+/// Longest enum tag a decoder accepts: a u32 varint in its longest form (every version-1 tag is below 128,
+/// so encoders write one byte).
+pub(crate) const TAG_MAX_RECEIVE_LEN: usize = VARINT_U32_MAX;
+
+/// Longest length-prefixed array of at most `max` `f32`s a decoder accepts: the count may take 5 bytes.
+pub(crate) const fn floats_max_receive_len(max: usize) -> usize {
+    VARINT_U32_MAX + 4 * max
+}
+
+/// Longest length-prefixed string of at most `max` bytes a decoder accepts: the length may take 5 bytes.
+pub(crate) const fn string_max_receive_len(max: usize) -> usize {
+    VARINT_U32_MAX + max
+}
 
 /// Longest encoding of a length-prefixed array of at most `max` `f32`s.
 pub(crate) const fn floats_max_len(max: usize) -> usize {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use coxswain_msg::{EStop, ImageHeader, ImuSample, JointCommand, JointState, Message, RuntimeStatus};
+use coxswain_msg::{EStop, ImageHeader, ImuSample, JointCommand, JointState, Message, RuntimeStatus, VectorSample};
 
 /// The worked example of WIRE.md section 6, also checked by `python/test_codec.py`.
 const JOINT_STATE_GOLDEN: &str =
@@ -61,6 +61,7 @@ fn every_vector_matches() {
     check("image_header_shm", &image_header_shm());
     check("estop", &estop());
     check("runtime_status", &runtime_status());
+    check("vector_sample", &vector_sample());
     let names: Vec<String> = vectors().into_keys().collect();
     assert_eq!(
         names,
@@ -71,25 +72,43 @@ fn every_vector_matches() {
             "imu_sample",
             "joint_command",
             "joint_state",
-            "runtime_status"
+            "runtime_status",
+            "vector_sample"
         ]
     );
 }
 
+/// Section 2's table states both lengths of every kind, and they are the crate's constants (which
+/// `tests/lengths.rs` computes).
 #[test]
 fn documented_maximum_lengths() {
-    assert_eq!(JointState::MAX_ENCODED_LEN, 409);
-    assert_eq!(JointCommand::MAX_ENCODED_LEN, 667);
-    assert_eq!(ImuSample::MAX_ENCODED_LEN, 62);
-    assert_eq!(ImageHeader::MAX_ENCODED_LEN, 83);
-    assert_eq!(EStop::MAX_ENCODED_LEN, 121);
-    assert_eq!(RuntimeStatus::MAX_ENCODED_LEN, 153);
-    assert_eq!(coxswain_msg::MAX_ENCODED_LEN, 667);
-    for line in [
-        "| 1    | `JointState`    | 409 bytes",
-        "| 2    | `JointCommand`  | 667 bytes",
-        "| 6    | `RuntimeStatus` | 153 bytes",
-    ] {
-        assert!(include_str!("../WIRE.md").contains(line), "{line}");
+    let rows: BTreeMap<String, (usize, usize)> = include_str!("../WIRE.md")
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            let bytes = |c: &str| c.strip_suffix(" bytes")?.parse::<usize>().ok();
+            Some((name.to_string(), (bytes(cells.get(3)?)?, bytes(cells.get(4)?)?)))
+        })
+        .collect();
+    let ours = [
+        ("JointState", JointState::MAX_ENCODED_LEN, JointState::MAX_RECEIVE_LEN),
+        ("JointCommand", JointCommand::MAX_ENCODED_LEN, JointCommand::MAX_RECEIVE_LEN),
+        ("ImuSample", ImuSample::MAX_ENCODED_LEN, ImuSample::MAX_RECEIVE_LEN),
+        ("ImageHeader", ImageHeader::MAX_ENCODED_LEN, ImageHeader::MAX_RECEIVE_LEN),
+        ("EStop", EStop::MAX_ENCODED_LEN, EStop::MAX_RECEIVE_LEN),
+        ("RuntimeStatus", RuntimeStatus::MAX_ENCODED_LEN, RuntimeStatus::MAX_RECEIVE_LEN),
+        ("VectorSample", VectorSample::MAX_ENCODED_LEN, VectorSample::MAX_RECEIVE_LEN),
+    ];
+    assert_eq!(rows.len(), ours.len(), "{rows:?}");
+    for (name, encoded, received) in ours {
+        assert_eq!(rows.get(name), Some(&(encoded, received)), "{name}");
     }
+    let text = include_str!("../WIRE.md").split_whitespace().collect::<Vec<_>>().join(" ");
+    let sentence = format!(
+        "a {}-byte buffer holds any message an encoder writes, and a receiver needs {} bytes",
+        coxswain_msg::MAX_ENCODED_LEN,
+        coxswain_msg::MAX_RECEIVE_LEN
+    );
+    assert!(text.contains(&sentence), "WIRE.md says: {sentence}");
 }

@@ -6,9 +6,12 @@
 //!   class) with `ControlPublisher`; the responder's subscriber decodes it into a latest-value slot; a
 //!   "control thread" that polls the slot (spinning with yield, so the poll period does not hide the
 //!   transport) builds a `JointCommand` and publishes it with `ControlPublisher`; the driver decodes it.
+//! - queued: the same, but the control thread hands the command to a `QueuedPublisher` (encode into a
+//!   preallocated buffer, unpark the publisher thread, which does the put): the allocation-free path.
 //!
 //! Each is run at a 1 kHz send rate and flat out (next request when the reply is in). The ratio
-//! coxswain/bare is what our encoding, slots and QoS add to Zenoh itself.
+//! coxswain/bare is what our encoding, slots and QoS add to Zenoh itself; queued/coxswain is what the hop to
+//! the publisher thread costs next to putting on the control thread.
 //!
 //! `cargo bench -p coxswain-zenoh --bench roundtrip`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +25,7 @@ use coxswain_zenoh::publisher::Qos;
 use coxswain_zenoh::session::{open, SessionOptions};
 use coxswain_zenoh::zenoh::qos::{CongestionControl, Priority};
 use coxswain_zenoh::zenoh::Wait;
-use coxswain_zenoh::{subscribe_latest, ControlPublisher, RobotKeys};
+use coxswain_zenoh::{subscribe_latest, ControlPublisher, QueuedPublisher, RobotKeys};
 
 const N: usize = 5000;
 const WARMUP: usize = 200;
@@ -64,8 +67,11 @@ fn responder(endpoint: &str, mode: &str) {
         }
         _ => {
             let (_sub, mut reader) = subscribe_latest::<JointState>(&session, &keys.joint_state).unwrap();
+            let queued = mode == "queued";
             let mut cmd_pub =
                 ControlPublisher::<JointCommand>::new(&session, &keys.joint_command, Qos::Control).unwrap();
+            let mut queue =
+                QueuedPublisher::<JointCommand>::new(&session, &keys.joint_command, Qos::Control, 4).unwrap();
             let mut cmd = JointCommand::default();
             let mut last = 0;
             loop {
@@ -81,7 +87,11 @@ fn responder(endpoint: &str, mode: &str) {
                             let _ = cmd.velocity_rad_s.push(0.0);
                             let _ = cmd.effort_nm.push(0.0);
                         }
-                        cmd_pub.publish(&cmd).unwrap();
+                        if queued {
+                            queue.try_send(&cmd).unwrap();
+                        } else {
+                            cmd_pub.publish(&cmd).unwrap();
+                        }
                     }
                 }
                 std::thread::yield_now();
@@ -190,10 +200,13 @@ fn main() {
     }
     println!("zenoh round trip on loopback, two processes, {N} round trips after {WARMUP} warm-up, microseconds");
     println!("{:<10} {:<9} {:>8} {:>8} {:>9} {:>14}", "path", "rate", "p50", "p99", "max", "p50 vs bare");
+    let mut queued_vs_direct = Vec::new();
     for (rate_name, rate) in [("1 kHz", Some(1000.0)), ("flat out", None)] {
         let bare = measure("bare", rate);
         let cox = measure("coxswain", rate);
-        for (name, s) in [("bare", &bare), ("coxswain", &cox)] {
+        let queued = measure("queued", rate);
+        queued_vs_direct.push((rate_name, queued.p50 / cox.p50, queued.p99 / cox.p99));
+        for (name, s) in [("bare", &bare), ("coxswain", &cox), ("queued", &queued)] {
             println!(
                 "{:<10} {:<9} {:>8.0} {:>8.0} {:>9.0} {:>14.2}",
                 name,
@@ -204,5 +217,8 @@ fn main() {
                 s.p50 / bare.p50
             );
         }
+    }
+    for (rate_name, p50, p99) in queued_vs_direct {
+        println!("queued / direct publish at {rate_name}: p50 {p50:.2}x, p99 {p99:.2}x");
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! - Every message that decodes goes into a bounded queue created with [`subscribe_events`] (or
 //!   [`event_queue`]); nothing is allocated after that. The control thread drains it with
-//!   [`EventReader::pop`]: wait-free, allocation-free, oldest first.
+//!   [`EventReader::pop`]: no lock, no waiting for the writer (a crossbeam `ArrayQueue`, lock-free), no
+//!   allocation, oldest first.
 //! - Each event carries the per-source ordering verdict of [`crate::order`] (`First`, `InOrder`, `Restart`,
 //!   `Stale`) in [`Stamped::verdict`], but the queue drops **nothing** that decoded, stale or not: the
 //!   consumer decides. The runtime latches every `Engage` whatever its verdict and ignores a `Stale` `Reset`
@@ -128,7 +129,7 @@ impl<M> EventWriter<M> {
 }
 
 impl<M> EventReader<M> {
-    /// The oldest event not yet taken. Wait-free; allocates nothing.
+    /// The oldest event not yet taken. Lock-free, never waits for the writer, allocates nothing.
     pub fn pop(&self) -> Option<Stamped<M>> {
         self.queue.pop()
     }

@@ -64,13 +64,10 @@ impl SourceId {
 }
 
 impl std::fmt::Display for SourceId {
-    /// Hex, most significant byte first, without leading zero bytes: the way zenoh prints a session id.
+    /// Lowercase hex of the id as a little-endian u128, without leading zeros: how zenoh prints a session id
+    /// (`uhlc::ID`, `ZenohId`), so log lines can be matched with zenoh's.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let significant = self.0.iter().rposition(|b| *b != 0).map_or(1, |i| i + 1);
-        for b in self.0[..significant].iter().rev() {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write!(f, "{:x}", u128::from_le_bytes(self.0))
     }
 }
 
@@ -265,6 +262,7 @@ mod tests {
         b[0] = 0xcd;
         b[1] = 0xab;
         assert_eq!(SourceId(b).to_string(), "abcd");
-        assert_eq!(SourceId([0; 16]).to_string(), "00");
+        b[1] = 0x0b;
+        assert_eq!(SourceId(b).to_string(), "bcd", "no leading zeros, as zenoh prints ids");
     }
 }

@@ -10,9 +10,15 @@
 //!   bounded lock-free queues of buffer slots (free and ready), and a named publisher thread
 //!   (`coxswain-pub:<key>`) holding a zenoh publisher with the requested QoS.
 //! - [`QueuedPublisher::try_send`] (control thread) takes a free buffer, encodes into it, moves it to the
-//!   ready queue and wakes the publisher thread with `Thread::unpark`. It never blocks, never allocates
-//!   (a counting allocator in `tests/queue_alloc.rs` holds it to zero over 10 000 sends with a live
-//!   subscriber), and its errors are `Copy`.
+//!   ready queue and wakes the publisher thread with `Thread::unpark` (an atomic swap and, when the thread
+//!   sleeps, one futex wake; no allocation). It takes no lock and never waits for the publisher thread (the
+//!   queues are crossbeam `ArrayQueue`s, lock-free), never allocates (a counting allocator in
+//!   `tests/realtime.rs` holds it to zero over 10 000 sends with a live subscriber), and its errors are
+//!   `Copy`.
+//! - The publisher thread is an ordinary thread unless the caller says otherwise: a control thread at
+//!   real-time priority that hands its commands to a normal-priority thread gets their latency from the
+//!   normal scheduler. [`QueuedPublisher::with_thread_setup`] runs the caller's setup (scheduling policy,
+//!   priority, CPU affinity) on the publisher thread before its first put.
 //! - Full queue (the publisher thread is behind by `depth` commands): the **oldest** queued command is
 //!   dropped and its buffer reused, because for commands a fresher one is better; counted in
 //!   `dropped_oldest`, and `try_send` says so ([`Sent::ReplacedOldest`]).
@@ -128,6 +134,18 @@ impl<M: Message> QueuedPublisher<M> {
     /// Declares the publisher with `qos` on `key` and starts its thread, with `depth` (at least 1; 2 to 4
     /// is plenty) command buffers.
     pub fn new(session: &Session, key: &KeyExpr<'static>, qos: Qos, depth: usize) -> Result<Self> {
+        Self::with_thread_setup(session, key, qos, depth, || {})
+    }
+
+    /// As [`QueuedPublisher::new`], running `setup` on the publisher thread before anything else: where the
+    /// caller gives that thread its real-time priority and CPU.
+    pub fn with_thread_setup(
+        session: &Session,
+        key: &KeyExpr<'static>,
+        qos: Qos,
+        depth: usize,
+        setup: impl FnOnce() + Send + 'static,
+    ) -> Result<Self> {
         let publisher = declare(session, key, qos)?;
         let depth = depth.max(1);
         let free = Arc::new(ArrayQueue::<Buffer>::new(depth));
@@ -151,6 +169,7 @@ impl<M: Message> QueuedPublisher<M> {
                     }
                 }
                 let _alive = Alive(&thread_shared.alive);
+                setup();
                 loop {
                     while let Some(buf) = thread_ready.pop() {
                         match publisher.put(&buf.bytes[..buf.len]).wait() {
@@ -189,8 +208,8 @@ impl<M: Message> QueuedPublisher<M> {
         })
     }
 
-    /// Encodes `msg` into a preallocated buffer and hands it to the publisher thread. Never blocks, never
-    /// allocates (see the module's contract for a full queue).
+    /// Encodes `msg` into a preallocated buffer and hands it to the publisher thread. Takes no lock, never
+    /// waits, never allocates (see the module's contract for a full queue).
     pub fn try_send(&mut self, msg: &M) -> Result<Sent, SendError> {
         if !self.shared.alive.load(Ordering::Acquire) {
             return Err(SendError::Stopped);
@@ -217,7 +236,7 @@ impl<M: Message> QueuedPublisher<M> {
     }
 
     /// A free buffer, or else the oldest queued one taken back. A few tries because the publisher thread
-    /// moves buffers between the two queues meanwhile; bounded, so `try_send` stays wait-free.
+    /// moves buffers between the two queues meanwhile; bounded, so `try_send` never spins for long.
     fn take_buffer(&mut self) -> Option<(Buffer, Sent)> {
         for _ in 0..4 {
             if let Some(buf) = self.free.pop() {

@@ -133,6 +133,20 @@ fn a_command_that_does_not_encode_is_refused_and_its_buffer_returned() {
 }
 
 #[test]
+fn the_thread_setup_runs_on_the_named_publisher_thread() {
+    let session = open(&SessionOptions::default()).unwrap();
+    let keys = RobotKeys::new("rt-setup").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _publisher =
+        QueuedPublisher::<JointCommand>::with_thread_setup(&session, &keys.joint_command, Qos::Control, 2, move || {
+            tx.send(std::thread::current().name().map(str::to_string)).unwrap()
+        })
+        .unwrap();
+    let name = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(name.as_deref(), Some("coxswain-pub:robot/rt-setup/cmd/joints"));
+}
+
+#[test]
 fn popping_events_allocates_nothing() {
     let (mut writer, reader) = event_queue::<EStop>(64);
     let producer = std::thread::spawn(move || {

@@ -166,6 +166,8 @@ fn a_second_session_on_our_command_key_is_counted_and_our_own_publisher_is_not()
     let snap = watch.snapshot();
     assert!(snap.last_arrival.is_some_and(|t| t >= before), "{snap:?}");
     assert_eq!(watch.last_source(), Some(SourceId::of_session(&drivers[0])));
+    let printed = watch.last_source().map(|s| s.to_string());
+    assert_eq!(printed, Some(drivers[0].new_timestamp().get_id().to_string()), "printed as zenoh prints it");
     // Garbage from the stray publisher counts too.
     let n = watch.snapshot().samples;
     stray.publish_raw(&[0xff, 0x00]).unwrap();

@@ -4,7 +4,7 @@
 
 use coxswain_msg::{
     EStop, EStopAction, Header, ImageEncoding, ImageHeader, ImuSample, JointCommand, JointState, JointVec, Message,
-    PayloadLocation, PayloadRef, Quaternion, RuntimeState, RuntimeStatus,
+    PayloadLocation, PayloadRef, Quaternion, RuntimeState, RuntimeStatus, VectorSample,
 };
 
 pub fn joints(values: &[f32]) -> JointVec {
@@ -119,5 +119,12 @@ pub fn runtime_status() -> RuntimeStatus {
         chunks_spliced: 990,
         safety_interventions: 2,
         last_fault: string(""),
+    }
+}
+
+pub fn vector_sample() -> VectorSample {
+    VectorSample {
+        header: Header::new(9, 4_000_000_000),
+        values: heapless::Vec::from_slice(&[0.25, -2.0, 100.0]).expect("fits the bound"),
     }
 }
