@@ -183,19 +183,17 @@ impl EventStatsHandle {
 }
 
 fn stats_of(shared: &Shared) -> EventStats {
-    {
-        let o = crate::slot::SlotStats::load(&shared.order);
-        EventStats {
-            queued: shared.queued.load(Ordering::Relaxed),
-            overflows: shared.overflows.load(Ordering::Relaxed),
-            accepted: o.accepted,
-            gaps: o.gaps,
-            stale: o.stale,
-            restarts: o.restarts,
-            sources: o.sources,
-            evictions: o.evictions,
-            decode_errors: o.decode_errors,
-        }
+    let o = crate::slot::SlotStats::load(&shared.order);
+    EventStats {
+        queued: shared.queued.load(Ordering::Relaxed),
+        overflows: shared.overflows.load(Ordering::Relaxed),
+        accepted: o.accepted,
+        gaps: o.gaps,
+        stale: o.stale,
+        restarts: o.restarts,
+        sources: o.sources,
+        evictions: o.evictions,
+        decode_errors: o.decode_errors,
     }
 }
 

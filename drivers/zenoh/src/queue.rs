@@ -80,17 +80,30 @@ pub struct QueueHealth {
 
 impl QueueHealth {
     pub fn stats(&self) -> QueueStats {
-        QueueStats {
-            sent: self.shared.sent.load(Ordering::Relaxed),
-            dropped_oldest: self.shared.dropped_oldest.load(Ordering::Relaxed),
-            dropped_no_buffer: self.shared.dropped_no_buffer.load(Ordering::Relaxed),
-            put_errors: self.shared.put_errors.load(Ordering::Relaxed),
-        }
+        HealthRef(&self.shared).stats()
     }
 
     /// The text of the last put error (takes a lock; not for the control thread).
     pub fn last_put_error(&self) -> Option<String> {
-        self.shared.last_put_error.lock().ok().and_then(|e| e.clone())
+        HealthRef(&self.shared).last_put_error()
+    }
+}
+
+/// The one reading of the shared counters, for the publisher and its handles.
+struct HealthRef<'a>(&'a Shared);
+
+impl HealthRef<'_> {
+    fn stats(&self) -> QueueStats {
+        QueueStats {
+            sent: self.0.sent.load(Ordering::Relaxed),
+            dropped_oldest: self.0.dropped_oldest.load(Ordering::Relaxed),
+            dropped_no_buffer: self.0.dropped_no_buffer.load(Ordering::Relaxed),
+            put_errors: self.0.put_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn last_put_error(&self) -> Option<String> {
+        self.0.last_put_error.lock().ok().and_then(|e| e.clone())
     }
 }
 
@@ -250,24 +263,23 @@ impl<M: Message> QueuedPublisher<M> {
         None
     }
 
-    /// Counters (atomic loads; fine on the control thread).
     /// A handle that reads the counters and the last put error from another thread.
     pub fn health(&self) -> QueueHealth {
         QueueHealth { shared: self.shared.clone() }
     }
 
+    /// Counters (atomic loads; fine on the control thread).
     pub fn stats(&self) -> QueueStats {
-        QueueStats {
-            sent: self.shared.sent.load(Ordering::Relaxed),
-            dropped_oldest: self.shared.dropped_oldest.load(Ordering::Relaxed),
-            dropped_no_buffer: self.shared.dropped_no_buffer.load(Ordering::Relaxed),
-            put_errors: self.shared.put_errors.load(Ordering::Relaxed),
-        }
+        self.health_ref().stats()
     }
 
     /// The last put error's text. Takes a lock the publisher thread also takes: not for the control thread.
     pub fn last_put_error(&self) -> Option<String> {
-        self.shared.last_put_error.lock().ok().and_then(|e| e.clone())
+        self.health_ref().last_put_error()
+    }
+
+    fn health_ref(&self) -> HealthRef<'_> {
+        HealthRef(&self.shared)
     }
 
     /// Commands queued and not yet taken by the publisher thread.

@@ -327,7 +327,7 @@ impl Controller {
         // Joint state. A message with the wrong joint count is passed to the filter as malformed (it holds,
         // and latches a stop when that lasts), never mistaken for "no news".
         let st = &input.state;
-        let well_formed = st.present && st.joints == self.n_robot && st.position_rad.len() == self.n_robot;
+        let well_formed = self.well_formed(st);
         if well_formed {
             for i in 0..self.n_robot {
                 self.q[i] = st.position_rad[i];
@@ -661,10 +661,15 @@ impl Controller {
         }
     }
 
+    /// Whether the joint state is there and has the robot's joint count.
+    fn well_formed(&self, st: &StateIn) -> bool {
+        st.present && st.joints == self.n_robot && st.position_rad.len() == self.n_robot
+    }
+
     /// Fills the observation frame from this tick's input; false when a source has nothing (yet).
     fn fill_frame(&self, input: &ControlInput, frame: &mut Frame) -> bool {
         let st = &input.state;
-        let well_formed = st.present && st.joints == self.n_robot && st.position_rad.len() == self.n_robot;
+        let well_formed = self.well_formed(st);
         for (id, src) in &self.sources {
             let dst = frame.get_mut(*id);
             match src {
