@@ -396,6 +396,7 @@ fn run_real(
                 sim.begin_scoring();
             }
         }
+        let chunks_before = runtime.status().stats.chunks_accepted;
         ask(&runtime, Request::Start)?;
         let t0 = Instant::now();
         let mut next_report = 1.0;
@@ -434,22 +435,21 @@ fn run_real(
             }
         }
         ask(&runtime, Request::Stop)?;
-        if let Some(sim) = &sim {
-            if let Some(o) = sim.snapshot().outcome {
-                progress(&format!(
-                    "episode {}/{}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
-                    e + 1,
-                    opts.episodes,
-                    if o.success { "success" } else { "failure" },
-                    1000.0 * o.final_distance_m,
-                    1000.0 * o.min_clearance_m
-                ));
-                results.push(EpisodeResult {
-                    success: o.success,
-                    final_distance_m: o.final_distance_m,
-                    min_clearance_m: o.min_clearance_m,
-                });
-            }
+        let st = runtime.status().stats;
+        if st.chunks_accepted == chunks_before {
+            // A whole episode without a chunk: the policy never ran. Say why instead of scoring silence.
+            ended_early = Some(format!(
+                "the policy produced no chunk in episode {} ({} observation frames skipped: an input it reads \
+                 never arrived; the controller reads {} and the sensors {:?})",
+                e + 1,
+                st.frames_skipped,
+                keys.joint_state,
+                runtime_sensor_keys(&robot)
+            ));
+            break 'episodes;
+        }
+        if let Some(o) = sim.as_ref().and_then(|sim| sim.snapshot().outcome) {
+            results.push(score(e, opts.episodes, &o, progress));
         }
         // Let the arm settle into the hold before the next homing.
         std::thread::sleep(Duration::from_millis(100));
@@ -480,6 +480,22 @@ fn run_real(
         wall_s: started.elapsed().as_secs_f64(),
         rt: Some(c.rt.summary()),
     })
+}
+
+/// Says how episode `e` of `n` went and returns its result.
+fn score(e: usize, n: usize, o: &coxswain_sim::task::Outcome, progress: &mut dyn FnMut(&str)) -> EpisodeResult {
+    progress(&format!(
+        "episode {}/{n}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+        e + 1,
+        if o.success { "success" } else { "failure" },
+        1000.0 * o.final_distance_m,
+        1000.0 * o.min_clearance_m
+    ));
+    EpisodeResult { success: o.success, final_distance_m: o.final_distance_m, min_clearance_m: o.min_clearance_m }
+}
+
+fn runtime_sensor_keys(robot: &Robot) -> Vec<String> {
+    robot.topics.sensors.values().map(|(key, _)| key.clone()).collect()
 }
 
 fn runtime_has_state(rt: &Runtime) -> bool {
@@ -586,19 +602,7 @@ pub fn run_sim(
         step(&mut ls, &mut plant, &[Request::Stop], &mut events);
         let _ = tell(&mut events, progress, ls.now_s());
         if let Some(o) = plant.outcome() {
-            progress(&format!(
-                "episode {}/{}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
-                e + 1,
-                opts.episodes,
-                if o.success { "success" } else { "failure" },
-                1000.0 * o.final_distance_m,
-                1000.0 * o.min_clearance_m
-            ));
-            results.push(EpisodeResult {
-                success: o.success,
-                final_distance_m: o.final_distance_m,
-                min_clearance_m: o.min_clearance_m,
-            });
+            results.push(score(e, opts.episodes, &o, progress));
         }
         for _ in 0..(0.1 * robot.control_hz) as u64 {
             step(&mut ls, &mut plant, &[], &mut events);

@@ -21,7 +21,8 @@ struct Args {
     /// The robot description.
     #[arg(long)]
     robot: PathBuf,
-    /// A zenoh config file (default: the robot description's [zenoh] config, else peer defaults).
+    /// A zenoh config file (default: peer defaults, no scouting). The robot description's [zenoh] config is
+    /// the runtime's (it listens where the drivers connect), so a driver does not take it by default.
     #[arg(long)]
     zenoh_config: Option<PathBuf>,
     /// Endpoints to listen on, e.g. tcp/127.0.0.1:7447.
@@ -45,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let robot = coxswain_config::Robot::load(&args.robot)?;
     let opts = SessionOptions {
-        config_file: args.zenoh_config.clone().or_else(|| robot.zenoh_config.clone()),
+        config_file: args.zenoh_config.clone(),
         listen: args.listen.clone(),
         connect: args.connect.clone(),
         connect_timeout_ms: if args.connect.is_empty() { 0 } else { 5000 },
