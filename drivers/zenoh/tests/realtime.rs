@@ -75,12 +75,29 @@ fn try_send_allocates_nothing_on_the_calling_thread_over_ten_thousand_commands()
         }
     });
     assert_eq!(allocations, 0, "allocations on the calling thread over {N} try_send");
-    // The newest command is never the one dropped, so the driver ends up with the last one.
-    assert!(eventually(|| received.latest().is_some_and(|s| s.seq == seq)), "the last command arrived");
+    // The newest command is never the one the queue drops, so the driver ends up with the last one. The
+    // Control QoS drops on congestion in the transport, though, and a burst of 10k puts can congest it: as a
+    // control loop would, the last command is sent again (same seq; a receiver takes it once) until it is in.
+    let mut resent = 0;
+    assert!(
+        eventually(|| {
+            if received.latest().is_some_and(|s| s.seq == seq) {
+                return true;
+            }
+            if publisher.pending() == 0 && publisher.try_send(&cmd).is_ok() {
+                resent += 1;
+            }
+            false
+        }),
+        "the last command arrived"
+    );
     let stats = publisher.stats();
-    assert_eq!(stats.sent + stats.dropped_oldest, warmup + N, "{stats:?}");
+    assert_eq!(stats.sent + stats.dropped_oldest, warmup + N + resent, "{stats:?}");
     assert_eq!((stats.put_errors, stats.dropped_no_buffer), (0, 0), "{stats:?}");
-    eprintln!("queued publisher over {N} commands: {stats:?}; driver's slot: {:?}", received.stats());
+    eprintln!(
+        "queued publisher over {N} commands: {stats:?}; the last one sent {resent} more time(s); driver's slot: {:?}",
+        received.stats()
+    );
 }
 
 #[test]
