@@ -53,6 +53,10 @@ pub enum Error {
     #[error(transparent)]
     Zenoh(#[from] coxswain_zenoh::ZenohError),
 
+    /// A recording could not be written or read.
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
+
     /// A caller asked for something the loaded policy does not have or cannot do.
     #[error("{0}")]
     Usage(String),

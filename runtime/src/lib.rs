@@ -11,6 +11,7 @@ pub mod error;
 pub mod onnx;
 pub mod policy;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod rt;
 pub mod runtime;

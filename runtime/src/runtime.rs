@@ -14,6 +14,7 @@
 //! Dropping a `Runtime` does the same controlled stop. The control thread also stops by itself, with a
 //! controlled stop, if this value is leaked and its channel closes.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,7 +36,7 @@ use coxswain_zenoh::zenoh::pubsub::Subscriber;
 use coxswain_zenoh::zenoh::Session;
 use coxswain_zenoh::{subscribe_latest, ControlPublisher, LatestReader, RobotKeys, SlotStats};
 
-use crate::control::inference::{InferenceStats, InferenceWorker, WorkerEvent};
+use crate::control::inference::{ChunkHook, ChunkMsg, InferenceStats, InferenceWorker, WorkerEvent};
 use crate::control::io::{ControlInput, EStopIn, Request};
 use crate::control::runner::{
     channels, CommandSink, ControlParts, ControlReport, ControlStatus, ControlThread, InputSource, SinkError, TickRing,
@@ -44,8 +45,11 @@ use crate::control::runner::{
 use crate::control::{Controller, ExecutionOptions};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::record::{
+    ChunkRecord, RecordDropCounter, RecordItem, RecordOptions, RecorderEnd, RecorderThread, RunRecorder,
+};
 use crate::rt::{apply_to_worker_thread, MonoTime, RtOptions};
-use crate::safety::{SafetyConfig, SafetyFilter, SafetyState};
+use crate::safety::SafetyState;
 
 /// How the runtime runs, beyond the robot and the policy.
 #[derive(Debug, Clone)]
@@ -58,6 +62,16 @@ pub struct RuntimeOptions {
     pub status_period: Duration,
     /// Whole ticks for a recorder (see [`Runtime::tick_ring`]): ring capacity in ticks; 0 records none.
     pub tick_ring: usize,
+    /// Record the run (MCAP, [`crate::record::run`]): every tick, chunk and event.
+    pub record: Option<RecordSetup>,
+}
+
+/// Where and what to record.
+#[derive(Debug, Clone)]
+pub struct RecordSetup {
+    pub options: RecordOptions,
+    /// Metadata records written into every file (the robot, the policy, how the run was made).
+    pub metadata: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl Default for RuntimeOptions {
@@ -73,6 +87,7 @@ impl Default for RuntimeOptions {
             seed: 0,
             status_period: Duration::from_millis(200),
             tick_ring: 0,
+            record: None,
         }
     }
 }
@@ -119,6 +134,8 @@ pub struct RuntimeReport {
     pub estops_received: u64,
     pub foreign_commands: u64,
     pub events_lost: u64,
+    /// The recording, when one was asked for.
+    pub recording: Option<RecorderEnd>,
 }
 
 /// The Zenoh side of a tick's input.
@@ -207,6 +224,7 @@ pub struct Runtime {
     shared: Arc<Mutex<Shared>>,
     events: Receiver<RuntimeEvent>,
     tick_ring: Option<Arc<TickRing>>,
+    recorder: Option<RecorderThread>,
     rt: crate::rt::RtReport,
     _subscribers: Vec<Subscriber<()>>,
 }
@@ -230,13 +248,8 @@ impl Runtime {
     /// off) until [`Request::Arm`] and then `Home` or `Start`.
     pub fn start(session: &Session, robot: &Robot, policy: Policy, opts: &RuntimeOptions) -> Result<Runtime> {
         let manifest = policy.manifest().clone();
-        let map = crate::policy::robot::bind(&manifest, robot)?;
         let keys = RobotKeys::from_robot(robot)?;
-        let safety = SafetyFilter::new(
-            SafetyConfig::from_robot(robot).map_err(|e| Error::Usage(format!("{}: {e}", robot.path.display())))?,
-        );
-        let frame = policy.new_frame();
-        let controller = Controller::new(&manifest, map, &frame, safety, opts.execution)?;
+        let (controller, frame) = Controller::for_robot(&policy, robot, opts.execution)?;
 
         let mut subscribers = Vec::new();
         let (sub, state) = subscribe_latest::<JointState>(session, &keys.joint_state)?;
@@ -284,6 +297,27 @@ impl Runtime {
         let publish_health = command.health();
         let mut status_pub = ControlPublisher::<RuntimeStatus>::new(session, &keys.status, Qos::Telemetry)?;
 
+        // The recorder's first file is opened before anything runs, so a bad folder fails the start.
+        let recorder = match &opts.record {
+            Some(r) => Some(RunRecorder::create(&r.options, &r.metadata, unix_now_ns())?),
+            None => None,
+        };
+        let (record_tx, record_rx) = crossbeam::channel::bounded::<RecordItem>(1024);
+        let record_to = recorder.as_ref().map(|r| {
+            let (_, chunk, event) = r.channel_ids();
+            RecordSink { items: record_tx.clone(), drops: r.drop_counter(), chunk, event }
+        });
+        drop(record_tx);
+        let chunk_hook: Option<ChunkHook> = record_to.clone().map(|sink| {
+            Box::new(move |w: &InferenceWorker, msg: &ChunkMsg| {
+                // Off the control thread: the copy allocates here, and a full channel drops and counts.
+                let record = Box::new(ChunkRecord::of(w, msg, true));
+                if sink.items.try_send(RecordItem::Chunk(record)).is_err() {
+                    sink.drops.record_drop(sink.chunk);
+                }
+            }) as ChunkHook
+        });
+
         let chunk_len = manifest.action.horizon * manifest.action.dim();
         let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
         let (worker_events_tx, worker_events_rx) = crossbeam::channel::bounded::<WorkerEvent>(256);
@@ -300,14 +334,24 @@ impl Runtime {
                     worker_ends.buffers,
                     worker_ends.chunks,
                     worker_events_tx,
-                    None,
+                    chunk_hook,
                 )
             })
             .map_err(|e| Error::Usage(format!("starting the inference thread: {e}")))?;
 
         let events = Arc::new(ArrayQueue::<TimedEvent>::new(4096));
-        let tick_ring = (opts.tick_ring > 0)
-            .then(|| TickRing::new(opts.tick_ring, &controller.new_input(), &controller.new_output(frame.clone())));
+        // Two seconds of ticks give the recorder room for a slow disk.
+        let ring_len =
+            if recorder.is_some() { opts.tick_ring.max((2.0 * robot.control_hz) as usize) } else { opts.tick_ring };
+        let tick_ring = (ring_len > 0)
+            .then(|| TickRing::new(ring_len, &controller.new_input(), &controller.new_output(frame.clone())));
+        let recorder = match (recorder, &tick_ring) {
+            (Some(r), Some(ring)) => Some(
+                RecorderThread::spawn(r, ring.clone(), record_rx)
+                    .map_err(|e| Error::Usage(format!("starting the recorder thread: {e}")))?,
+            ),
+            _ => None,
+        };
         let mut control = ControlThread::spawn(ControlParts {
             controller,
             source: Box::new(source),
@@ -342,6 +386,7 @@ impl Runtime {
             foreign: foreign_stats,
             publish_health,
             lost: 0,
+            record: record_to,
         };
         let monitor = std::thread::Builder::new()
             .name("coxswain-monitor".into())
@@ -354,7 +399,8 @@ impl Runtime {
             monitor_stop,
             shared,
             events: owner_rx,
-            tick_ring,
+            tick_ring: if recorder.is_some() { None } else { tick_ring },
+            recorder,
             rt,
             _subscribers: subscribers,
         })
@@ -389,7 +435,7 @@ impl Runtime {
     }
 
     /// Whole ticks, when [`RuntimeOptions::tick_ring`] asked for them: a recorder pops `full` and pushes the
-    /// emptied records back on `free`.
+    /// emptied records back on `free`. `None` when the runtime records itself ([`RuntimeOptions::record`]).
     pub fn tick_ring(&self) -> Option<Arc<TickRing>> {
         self.tick_ring.clone()
     }
@@ -411,6 +457,8 @@ impl Runtime {
         let control = report.ok_or_else(|| Error::Usage("the control thread panicked".into()))?;
         let inference = inference.ok_or_else(|| Error::Usage("the inference thread panicked".into()))?;
         let end = end.ok_or_else(|| Error::Usage("the monitor thread panicked".into()))?;
+        // Every producer has ended: what is queued is all there is.
+        let recording = self.recorder.take().map(RecorderThread::finish);
         Ok(RuntimeReport {
             control,
             inference,
@@ -418,6 +466,7 @@ impl Runtime {
             estops_received: end.estops,
             foreign_commands: end.foreign,
             events_lost: end.lost,
+            recording,
         })
     }
 }
@@ -447,11 +496,33 @@ struct Monitor {
     foreign: ForeignWatch,
     publish_health: QueueHealth,
     lost: u64,
+    record: Option<RecordSink>,
+}
+
+/// Where the monitor and the inference thread hand records to the recorder thread.
+#[derive(Clone)]
+struct RecordSink {
+    items: Sender<RecordItem>,
+    drops: RecordDropCounter,
+    chunk: crate::record::ChannelId,
+    event: crate::record::ChannelId,
+}
+
+/// Unix time now, nanoseconds (a recording's log-time base).
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Monitor {
     fn emit(&mut self, e: RuntimeEvent) {
         tracing::debug!(target: "coxswain", "{e}");
+        if let Some(r) = &self.record {
+            if r.items.try_send(RecordItem::Runtime(e.clone())).is_err() {
+                r.drops.record_drop(r.event);
+            }
+        }
         if self.owner.try_send(e).is_err() {
             self.lost += 1;
         }
@@ -464,6 +535,7 @@ impl Monitor {
         let mut seen_state = SlotStats::default();
         let mut seen_estop = (0u64, 0u64, 0u64);
         let mut seen_publish = 0u64;
+        let mut topics = Vec::new();
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             while let Some(e) = self.events.pop() {
@@ -494,12 +566,11 @@ impl Monitor {
             ] {
                 if now > *before {
                     *before = now;
-                    let topic = self.state_topic.clone();
-                    tracing::debug!(target: "coxswain", "{topic}: {now} {what} so far");
-                    if self.owner.try_send(RuntimeEvent::Topic { topic, what, total: now }).is_err() {
-                        self.lost += 1;
-                    }
+                    topics.push(RuntimeEvent::Topic { topic: self.state_topic.clone(), what, total: now });
                 }
+            }
+            for e in topics.drain(..) {
+                self.emit(e);
             }
             let e = self.estop_stats.stats();
             for (what, now, before) in [

@@ -12,7 +12,9 @@
 //! start; an e-stop disarms it and ends the run (a reset never restarts motion by itself). An interrupt
 //! (Ctrl-C, SIGTERM) ends the run with a controlled stop and the summary.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,14 +22,16 @@ use anyhow::{bail, Context};
 
 use coxswain::control::inference::InferenceWorker;
 use coxswain::control::io::{Joints, Request};
-use coxswain::control::lockstep::{Latency, Lockstep};
+use coxswain::control::lockstep::{Latency, Lockstep, Seen};
 use coxswain::control::runner::{ControlReport, TimedEvent};
 use coxswain::control::{ControlStats, Controller, Event, ExecutionOptions};
 use coxswain::onnx::OrtRuntime;
 use coxswain::policy::{Policy, PolicyOptions};
+use coxswain::record::{ChunkRecord, RecordOptions, RecordingSummary, RunRecorder};
+use coxswain::replay::{run_metadata, RunInfo};
 use coxswain::rt::{Histogram, RtOptions};
-use coxswain::runtime::{RuntimeEvent, RuntimeOptions};
-use coxswain::safety::{LimitFlags, SafetyConfig, SafetyFilter, SafetyState, LIMIT_KINDS};
+use coxswain::runtime::{RecordSetup, RuntimeEvent, RuntimeOptions};
+use coxswain::safety::{LimitFlags, SafetyState, LIMIT_KINDS};
 use coxswain::Runtime;
 use coxswain_config::Robot;
 use coxswain_sim::{SimHandle, SimNode, SimOptions};
@@ -67,6 +71,8 @@ pub struct DemoOptions {
     pub latency: Latency,
     /// How long to wait for an external robot's first joint state.
     pub connect_wait_s: f64,
+    /// Record the run (MCAP) with these options.
+    pub record: Option<RecordOptions>,
 }
 
 /// One episode's result.
@@ -103,6 +109,48 @@ pub struct DemoSummary {
     pub simulated_s: f64,
     pub wall_s: f64,
     pub rt: Option<String>,
+    /// What was recorded, when the run was.
+    pub recording: Option<RecordingOutcome>,
+}
+
+/// How a recording went.
+#[derive(Debug)]
+pub struct RecordingOutcome {
+    /// The files, or why the recording could not be completed.
+    pub summary: Result<RecordingSummary, String>,
+    pub write_errors: u64,
+    pub first_error: Option<String>,
+    /// Control time the recording covers (for bytes per second).
+    pub covered_s: f64,
+}
+
+impl std::fmt::Display for RecordingOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.summary {
+            Ok(s) => {
+                let first = s.files.first().map(|p| p.display().to_string()).unwrap_or_default();
+                write!(
+                    f,
+                    "recording           {} file(s) from {first}: {} bytes ({:.1} KB per second of control time), {} messages, {} dropped",
+                    s.files.len(),
+                    s.bytes,
+                    s.bytes as f64 / self.covered_s.max(1e-9) / 1e3,
+                    s.messages(),
+                    s.messages_dropped
+                )?;
+            }
+            Err(e) => write!(f, "recording           FAILED: {e}")?,
+        }
+        if self.write_errors > 0 {
+            write!(
+                f,
+                "; {} messages could not be written (first: {})",
+                self.write_errors,
+                self.first_error.as_deref().unwrap_or("?")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl DemoSummary {
@@ -205,6 +253,9 @@ impl std::fmt::Display for DemoSummary {
                 s.foreign_commands, s.malformed_states, self.publish_errors, self.events_lost
             )?;
         }
+        if let Some(r) = &self.recording {
+            writeln!(f, "{r}")?;
+        }
         match &self.rt {
             Some(rt) => write!(f, "real-time           {rt}"),
             None => Ok(()),
@@ -249,10 +300,104 @@ pub fn run(
     validate(opts)?;
     let robot = Robot::load(&opts.robot)?;
     let policy = Policy::load(ort, &opts.policy, &opts.policy_options)?;
+    let metadata = match &opts.record {
+        Some(_) => run_metadata(&run_info(opts, &robot), &opts.robot, &policy)?,
+        None => Vec::new(),
+    };
     match opts.clock {
-        Clock::Real => run_real(robot, policy, opts, progress, interrupted),
-        Clock::Sim => run_sim(robot, policy, opts, progress, interrupted, None),
+        Clock::Real => run_real(robot, policy, opts, progress, interrupted, metadata),
+        Clock::Sim => {
+            let recorder = match &opts.record {
+                Some(r) => Some(Rc::new(RefCell::new(SimRecording::new(RunRecorder::create(r, &metadata, 0)?)))),
+                None => None,
+            };
+            let observer = recorder.clone().map(|r| sim_observer(r, opts.latency == Latency::Measured));
+            let mut summary = run_sim(robot, policy, opts, progress, interrupted, observer)?;
+            if let Some(r) = recorder {
+                let r =
+                    Rc::try_unwrap(r).map_err(|_| anyhow::anyhow!("the simulated run kept its recorder"))?.into_inner();
+                summary.recording = Some(r.finish(summary.simulated_s));
+            }
+            Ok(summary)
+        }
     }
+}
+
+/// How this run is made, for the recording's metadata (what a replay rebuilds it from).
+pub fn run_info(opts: &DemoOptions, robot: &Robot) -> RunInfo {
+    let session = &opts.policy_options.session;
+    RunInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        clock: match opts.clock {
+            Clock::Real => "real".into(),
+            Clock::Sim => "sim".into(),
+        },
+        seed: opts.policy_options.seed,
+        latency: (opts.clock == Clock::Sim).then_some(opts.latency),
+        execution: opts.execution,
+        candidates: opts.policy_options.candidates,
+        intra_op_threads: session.intra_op_threads,
+        optimization_level: format!("{:?}", session.optimization_level).to_lowercase(),
+        execution_providers: session.execution_providers.iter().map(|p| p.config_name()).collect(),
+        control_hz: robot.control_hz,
+    }
+}
+
+/// A simulated run's recorder, and the write errors it met (the observer cannot return them).
+#[derive(Debug)]
+struct SimRecording {
+    recorder: RunRecorder,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl SimRecording {
+    fn new(recorder: RunRecorder) -> Self {
+        SimRecording { recorder, errors: 0, first_error: None }
+    }
+
+    fn count(&mut self, r: coxswain::record::RecordResult<()>) {
+        if let Err(e) = r {
+            self.errors += 1;
+            self.first_error.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn finish(self, covered_s: f64) -> RecordingOutcome {
+        RecordingOutcome {
+            summary: self.recorder.finish().map_err(|e| e.to_string()),
+            write_errors: self.errors,
+            first_error: self.first_error,
+            covered_s,
+        }
+    }
+}
+
+/// The lockstep observer that records every tick, chunk and event.
+fn sim_observer(rec: Rc<RefCell<SimRecording>>, wall_time: bool) -> coxswain::control::lockstep::Observer {
+    Box::new(move |seen| {
+        let mut r = rec.borrow_mut();
+        match seen {
+            Seen::Tick { input, output } => {
+                let res = r.recorder.tick(input, output, 0, 0);
+                r.count(res);
+                for e in &output.events {
+                    let res = r.recorder.control_event(&TimedEvent { tick: input.tick, t_s: input.t_s, event: *e });
+                    r.count(res);
+                }
+            }
+            Seen::Chunk { worker, chunk, deliver_tick } => {
+                let mut c = ChunkRecord::of(worker, chunk, wall_time);
+                c.deliver_tick = Some(deliver_tick);
+                let res = r.recorder.chunk(c);
+                r.count(res);
+            }
+            Seen::Worker(e) => {
+                let res = r.recorder.worker_event(e);
+                r.count(res);
+            }
+        }
+    })
 }
 
 /// A request that the control thread must take; a full queue is retried, a stopped runtime is an error.
@@ -302,6 +447,7 @@ fn run_real(
     opts: &DemoOptions,
     progress: &mut dyn FnMut(&str),
     interrupted: &AtomicBool,
+    metadata: Vec<(String, std::collections::BTreeMap<String, String>)>,
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let episode_s = episode_duration_s(opts, &robot);
@@ -333,8 +479,13 @@ fn run_real(
         Some(s) => Some(SimNode::spawn(s, &robot, SimOptions { seed: opts.seed })?),
         None => None,
     };
-    let ropts =
-        RuntimeOptions { execution: opts.execution, rt: opts.rt, seed: opts.policy_options.seed, ..Default::default() };
+    let ropts = RuntimeOptions {
+        execution: opts.execution,
+        rt: opts.rt,
+        seed: opts.policy_options.seed,
+        record: opts.record.clone().map(|options| RecordSetup { options, metadata }),
+        ..Default::default()
+    };
     let runtime = Runtime::start(&session, &robot, policy, &ropts)?;
     if let Some(w) = runtime.rt_report().warning() {
         progress(&format!("warning: {w}"));
@@ -459,6 +610,13 @@ fn run_real(
     }
     let report = runtime.shutdown()?;
     let c: ControlReport = report.control;
+    let covered_s = c.stats.ticks as f64 / robot.control_hz;
+    let recording = report.recording.map(|r| RecordingOutcome {
+        summary: r.summary.map_err(|e| e.to_string()),
+        write_errors: r.write_errors,
+        first_error: r.first_error,
+        covered_s,
+    });
     Ok(DemoSummary {
         clock: Clock::Real,
         episodes: results,
@@ -479,6 +637,7 @@ fn run_real(
         simulated_s: started.elapsed().as_secs_f64(),
         wall_s: started.elapsed().as_secs_f64(),
         rt: Some(c.rt.summary()),
+        recording,
     })
 }
 
@@ -513,13 +672,7 @@ pub fn run_sim(
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let episode_s = episode_duration_s(opts, &robot);
-    let manifest = policy.manifest().clone();
-    let map = coxswain::policy::robot::bind(&manifest, &robot)?;
-    let safety = SafetyFilter::new(
-        SafetyConfig::from_robot(&robot).map_err(|e| anyhow::anyhow!("{}: {e}", robot.path.display()))?,
-    );
-    let frame = policy.new_frame();
-    let controller = Controller::new(&manifest, map, &frame, safety, opts.execution)?;
+    let (controller, frame) = Controller::for_robot(&policy, &robot, opts.execution)?;
     let target_field = controller.vector_fields().iter().position(|n| n == "target");
     let worker = InferenceWorker::new(policy, opts.execution.rtc, opts.policy_options.seed)?;
     let mut ls = Lockstep::new(controller, worker, frame, robot.control_hz, opts.latency)?;
@@ -638,5 +791,6 @@ pub fn run_sim(
         simulated_s: ls.now_s(),
         wall_s: started.elapsed().as_secs_f64(),
         rt: None,
+        recording: None,
     })
 }

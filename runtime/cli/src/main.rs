@@ -14,6 +14,7 @@ use coxswain::control::lockstep::Latency;
 use coxswain::control::{ExecutionOptions, RtcMode};
 use coxswain::onnx::{ExecutionProvider, OnnxConfig, OptimizationLevel, OrtRuntime};
 use coxswain::policy::{Policy, PolicyOptions};
+use coxswain::record::RecordOptions;
 use coxswain::rt::RtOptions;
 use coxswain_cli::demo::{Clock, DemoOptions};
 
@@ -48,6 +49,35 @@ enum Command {
         policy: Option<PathBuf>,
         #[command(flatten)]
         ort: OrtArgs,
+    },
+    /// Feed a recording's inputs through a fresh controller (and its frames through the policy, with the
+    /// recorded noise) and compare every output with the recording, bit for bit. Exits 1 on a difference.
+    Replay {
+        /// The recording: .mcap files, or a folder of them (a `--record` folder).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The robot description (default: the recorded path; its content must match the recording).
+        #[arg(long)]
+        robot: Option<PathBuf>,
+        /// The model folder (default: the recorded path; its files must match the recording).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Replay the controller only (the chunks come from the recording either way).
+        #[arg(long)]
+        no_policy: bool,
+        /// The ONNX Runtime shared library (default: $ORT_DYLIB_PATH, .ort/lib/, system paths).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Summarise a recording and plot it: tick lateness, commanded vs measured joints with the RTC splices,
+    /// safety interventions by reason (SVG).
+    Report {
+        /// The recording: .mcap files, or a folder of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the plots go (default: beside the recording, in `report/`).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run one inference and print the chunk(s) in joint radians.
     Sample {
@@ -154,6 +184,16 @@ struct RunArgs {
     cpu: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Record the run into this folder (MCAP files that Foxglove opens; `coxswain report` and
+    /// `coxswain replay` read them).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// With --record: start a new file after this many MiB.
+    #[arg(long, default_value_t = 256)]
+    record_max_mib: u64,
+    /// With --record: start a new file after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    record_max_s: f64,
     #[command(flatten)]
     ort: OrtArgs,
 }
@@ -263,8 +303,33 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         rt_priority,
         cpu,
         seed,
+        record,
+        record_max_mib,
+        record_max_s,
         ort,
     } = args;
+    let record = match record {
+        Some(dir) => {
+            let unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let prefix = match clock {
+                // A simulated run's files are named by its seed, so that two runs with one seed are
+                // byte-identical, names included.
+                Clock::Sim => format!("sim-seed{seed}"),
+                Clock::Real => format!("run-{unix_s}"),
+            };
+            let mut o = RecordOptions::new(dir, prefix);
+            o.max_file_bytes = record_max_mib.saturating_mul(1 << 20);
+            o.max_file_s = record_max_s;
+            if record_max_mib == 0 {
+                bail!("--record-max-mib 0: a file needs room for at least one message");
+            }
+            if !(record_max_s.is_finite() && record_max_s > 0.0) {
+                bail!("--record-max-s {record_max_s}: must be a positive number of seconds");
+            }
+            Some(o)
+        }
+        None => None,
+    };
     let overlap = match overlap {
         OverlapArg::Latest => Overlap::Latest,
         OverlapArg::Blend => Overlap::Blend { old_weight: 0.3 },
@@ -302,6 +367,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         clock,
         latency,
         connect_wait_s,
+        record,
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -330,6 +396,10 @@ fn main() -> ExitCode {
         Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
         Command::Check { robot, policy, ort } => check(&robot, policy.as_deref(), &ort),
         Command::Run(args) => run(*args),
+        Command::Replay { files, robot, policy, no_policy, ort_lib } => {
+            replay(&files, robot, policy, !no_policy, ort_lib.as_deref())
+        }
+        Command::Report { files, out } => report(&files, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -546,4 +616,93 @@ fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &O
         println!("ok: {}", robot.path.display());
     }
     Ok(())
+}
+
+/// The .mcap files named, a folder's files in order.
+fn recording_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let found = coxswain::record::list_dir(p)?;
+            if found.is_empty() {
+                bail!("{}: no .mcap files in this folder", p.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn report(paths: &[PathBuf], out: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = recording_files(paths)?;
+    let out = match out {
+        Some(o) => o,
+        None => {
+            let first = &paths[0];
+            let dir =
+                if first.is_dir() { first.clone() } else { first.parent().map(PathBuf::from).unwrap_or_default() };
+            dir.join("report")
+        }
+    };
+    let r = coxswain::report::build(&files, &out)?;
+    print!("{r}");
+    Ok(())
+}
+
+#[derive(Debug)]
+struct ReplayDiffers;
+
+impl std::fmt::Display for ReplayDiffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the replay differs from the recording")
+    }
+}
+
+impl std::error::Error for ReplayDiffers {}
+
+fn replay(
+    paths: &[PathBuf],
+    robot: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    with_policy: bool,
+    ort_lib: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let files = recording_files(paths)?;
+    let recording = coxswain::record::read_files(&files)?;
+    let run = coxswain::replay::RecordedRun::of(&recording)?;
+    let robot_path = robot.unwrap_or_else(|| run.robot_path.clone());
+    let policy_path = policy.unwrap_or_else(|| run.policy_path.clone());
+    run.verify_files(&robot_path, &policy_path)?;
+    let robot = coxswain_config::Robot::load(&robot_path)?;
+    let info = &run.info;
+    let session = coxswain::onnx::SessionConfig {
+        intra_op_threads: info.intra_op_threads,
+        optimization_level: info.optimization_level.parse().map_err(anyhow::Error::msg)?,
+        execution_providers: info
+            .execution_providers
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, String>>()
+            .map_err(anyhow::Error::msg)?,
+    };
+    let rt = OrtRuntime::load(ort_lib)?;
+    let options = PolicyOptions { session, candidates: info.candidates, seed: info.seed };
+    let policy = Policy::load(rt, &policy_path, &options)?;
+    println!(
+        "replaying {} file(s): {} run, seed {}, {} on {}",
+        files.len(),
+        info.clock,
+        info.seed,
+        policy_path.display(),
+        robot_path.display()
+    );
+    let r = coxswain::replay::replay(&recording, &robot, policy, info, with_policy)?;
+    println!("{r}");
+    if r.identical() {
+        Ok(())
+    } else {
+        Err(ReplayDiffers.into())
+    }
 }

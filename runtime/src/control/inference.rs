@@ -15,7 +15,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use crate::control::io::{ChunkIn, ObservationRequest};
 use crate::control::rtc::prefix_weights;
 use crate::control::RtcMode;
-use crate::policy::{Frame, GaussianNoise, NoiseSource, Policy};
+use crate::policy::{Frame, GaussianNoise, GivenNoise, NoiseSource, Policy};
 
 /// What the control side sends.
 #[derive(Debug)]
@@ -88,24 +88,35 @@ pub struct InferenceTrace {
 }
 
 /// Seeded Gaussian noise that keeps a copy of what it handed out (preallocated; no allocation per use).
+/// For a replay, [`InferenceWorker::give_noise`] makes the next inference use given noise instead.
 #[derive(Debug)]
 struct TapNoise {
     inner: GaussianNoise,
     initial: Vec<f32>,
     steps: Vec<f32>,
     steps_len: usize,
+    /// Given noise for the next inference (initial, steps), taken by it.
+    given: Option<(Vec<f32>, Vec<f32>)>,
+    replaying: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl NoiseSource for TapNoise {
     fn initial(&mut self, noise: &mut [f32]) {
-        self.inner.initial(noise);
+        self.replaying = self.given.take();
+        match &self.replaying {
+            Some((initial, steps)) => GivenNoise { initial, steps }.initial(noise),
+            None => self.inner.initial(noise),
+        }
         let n = noise.len().min(self.initial.len());
         self.initial[..n].copy_from_slice(&noise[..n]);
         self.steps_len = 0;
     }
 
     fn step(&mut self, step: usize, noise: &mut [f32]) {
-        self.inner.step(step, noise);
+        match &self.replaying {
+            Some((initial, steps)) => GivenNoise { initial, steps }.step(step, noise),
+            None => self.inner.step(step, noise),
+        }
         let start = step * noise.len();
         if let Some(dst) = self.steps.get_mut(start..start + noise.len()) {
             dst.copy_from_slice(noise);
@@ -148,6 +159,8 @@ impl InferenceWorker {
                 initial: vec![0.0; len],
                 steps: vec![0.0; len * steps],
                 steps_len: 0,
+                given: None,
+                replaying: None,
             },
             policy,
             rtc,
@@ -158,6 +171,13 @@ impl InferenceWorker {
             stats: InferenceStats::default(),
             trace_rtc: false,
         })
+    }
+
+    /// The next inference draws `initial` (and, for DDPM, `steps`: one slice per step, back to back) instead
+    /// of the seeded noise: what a replay uses to reproduce a recorded chunk. Allocates; not for the control
+    /// path.
+    pub fn give_noise(&mut self, initial: &[f32], steps: &[f32]) {
+        self.noise.given = Some((initial.to_vec(), steps.to_vec()));
     }
 
     pub fn policy(&self) -> &Policy {

@@ -36,11 +36,15 @@ pub struct StateIn {
     /// The sender's sequence number.
     pub seq: u64,
     /// How long ago it arrived, seconds on the control clock (negative: clock skew).
+    #[serde(deserialize_with = "crate::record::json::f64_or_nonfinite")]
     pub age_s: f64,
     /// The message's joint count; the values below are only used when it equals the robot's.
     pub joints: usize,
+    #[serde(deserialize_with = "crate::record::json::f64s_or_nonfinite")]
     pub position_rad: Joints,
+    #[serde(deserialize_with = "crate::record::json::f64s_or_nonfinite")]
     pub velocity_rad_s: Joints,
+    #[serde(deserialize_with = "crate::record::json::f64s_or_nonfinite")]
     pub effort_nm: Joints,
 }
 
@@ -49,8 +53,11 @@ pub struct StateIn {
 pub struct ImuIn {
     pub present: bool,
     /// Orientation quaternion `[w, x, y, z]`.
+    #[serde(deserialize_with = "crate::record::json::f32_array_or_nonfinite")]
     pub orientation_wxyz: [f32; 4],
+    #[serde(deserialize_with = "crate::record::json::f32_array_or_nonfinite")]
     pub angular_velocity_rad_s: [f32; 3],
+    #[serde(deserialize_with = "crate::record::json::f32_array_or_nonfinite")]
     pub linear_acceleration_m_s2: [f32; 3],
 }
 
@@ -58,6 +65,7 @@ pub struct ImuIn {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VectorIn {
     pub present: bool,
+    #[serde(deserialize_with = "crate::record::json::f32s_or_nonfinite")]
     pub values: HVec<f32, MAX_VECTOR_LEN>,
 }
 

@@ -168,6 +168,25 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// The controller (and an observation frame) for `policy` on `robot`: the joint map, the robot's safety
+    /// filter, the execution options. The runtime, the lockstep driver and the replay all build it here, so
+    /// a replay gets the controller the run had.
+    pub fn for_robot(
+        policy: &crate::policy::Policy,
+        robot: &coxswain_config::Robot,
+        opts: ExecutionOptions,
+    ) -> crate::Result<(Controller, Frame)> {
+        let manifest = policy.manifest();
+        let map = crate::policy::robot::bind(manifest, robot)?;
+        let safety = crate::safety::SafetyFilter::new(
+            crate::safety::SafetyConfig::from_robot(robot)
+                .map_err(|e| crate::Error::Usage(format!("{}: {e}", robot.path.display())))?,
+        );
+        let frame = policy.new_frame();
+        let controller = Controller::new(manifest, map, &frame, safety, opts)?;
+        Ok((controller, frame))
+    }
+
     /// A controller for `manifest` on a robot whose joints `map` relates to the policy's, frames shaped like
     /// `frame` (the policy's `new_frame()`). Named vector fields are read from [`ControlInput::vectors`] in
     /// the order of [`Controller::vector_fields`]; the IMU from [`ControlInput::imu`].

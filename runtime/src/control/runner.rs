@@ -375,6 +375,8 @@ fn control_loop(
         }
 
         controller.step(&input, &mut output);
+        // The record holds the input as stepped; the flag below is for the next tick.
+        let stepped_request_dropped = input.request_dropped;
         input.request_dropped = false;
 
         if output.enable {
@@ -424,6 +426,7 @@ fn control_loop(
             match ring.free.pop() {
                 Some(mut rec) => {
                     copy_tick(&mut rec, &input, &output);
+                    rec.input.request_dropped = stepped_request_dropped;
                     rec.lateness_ns = tick.lateness_ns;
                     rec.work_ns = work_ns;
                     if let Err(rec) = ring.full.push(rec) {

@@ -64,17 +64,62 @@ pub fn float(value: &serde_json::Value) -> Option<f64> {
 /// For `#[serde(deserialize_with = "coxswain::record::json::f64_or_nonfinite")]` on an `f64` field that was
 /// recorded through [`to_writer`].
 pub fn f64_or_nonfinite<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Number(f64),
-        Name(String),
+    FloatRepr::deserialize(deserializer)?.value()
+}
+
+/// One recorded float: a number, or one of the names of [`nonfinite_name`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FloatRepr {
+    Number(f64),
+    Name(String),
+}
+
+impl FloatRepr {
+    fn value<E: serde::de::Error>(self) -> Result<f64, E> {
+        match self {
+            FloatRepr::Number(v) => Ok(v),
+            FloatRepr::Name(s) => float(&serde_json::Value::String(s.clone()))
+                .ok_or_else(|| E::custom(format!("`{s}` is neither a number nor NaN/Infinity/-Infinity"))),
+        }
     }
-    match Repr::deserialize(deserializer)? {
-        Repr::Number(v) => Ok(v),
-        Repr::Name(s) => float(&serde_json::Value::String(s.clone()))
-            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is neither a number nor NaN/Infinity/-Infinity"))),
+}
+
+/// For `#[serde(deserialize_with = ...)]` on a `heapless::Vec<f64, N>` recorded through [`to_writer`]: more
+/// than `N` values is an error, never a panic.
+pub fn f64s_or_nonfinite<'de, D: serde::Deserializer<'de>, const N: usize>(
+    deserializer: D,
+) -> Result<heapless::Vec<f64, N>, D::Error> {
+    let items = Vec::<FloatRepr>::deserialize(deserializer)?;
+    let len = items.len();
+    let mut out = heapless::Vec::new();
+    for item in items {
+        out.push(item.value()?).map_err(|_| serde::de::Error::invalid_length(len, &format!("at most {N}").as_str()))?;
     }
+    Ok(out)
+}
+
+/// The same for `heapless::Vec<f32, N>` (an `f32` written in its shortest form reads back as itself).
+pub fn f32s_or_nonfinite<'de, D: serde::Deserializer<'de>, const N: usize>(
+    deserializer: D,
+) -> Result<heapless::Vec<f32, N>, D::Error> {
+    let wide: heapless::Vec<f64, N> = f64s_or_nonfinite(deserializer)?;
+    Ok(wide.iter().map(|&v| v as f32).collect())
+}
+
+/// The same for `[f32; N]`: exactly `N` values.
+pub fn f32_array_or_nonfinite<'de, D: serde::Deserializer<'de>, const N: usize>(
+    deserializer: D,
+) -> Result<[f32; N], D::Error> {
+    let wide: heapless::Vec<f64, N> = f64s_or_nonfinite(deserializer)?;
+    if wide.len() != N {
+        return Err(serde::de::Error::invalid_length(wide.len(), &format!("{N} values").as_str()));
+    }
+    let mut out = [0.0f32; N];
+    for (dst, src) in out.iter_mut().zip(&wide) {
+        *dst = *src as f32;
+    }
+    Ok(out)
 }
 
 /// Wraps a serializer; forwards everything, except that non-finite floats become strings.

@@ -31,12 +31,7 @@ use serde_json::Value;
 
 use crate::record::{self, json, RecordError, RecordResult, RecordedMessage, Recording, RECORDER_METADATA};
 
-/// Tick topic read by the report.
-pub const TICK_TOPIC: &str = "/coxswain/tick";
-/// Chunk topic read by the report.
-pub const CHUNK_TOPIC: &str = "/coxswain/chunk";
-/// Event topic read by the report.
-pub const EVENT_TOPIC: &str = "/coxswain/event";
+pub use crate::record::{CHUNK_TOPIC, EVENT_TOPIC, TICK_TOPIC};
 
 /// p50, p99 and max of a set of nanosecond values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
