@@ -12,8 +12,10 @@ use coxswain::control::executor::{Interpolation, Overlap};
 use coxswain::control::io::Request;
 use coxswain::control::{Event, ExecutionOptions, RtcMode};
 use coxswain::policy::{Policy, PolicyOptions};
+use coxswain::record::RecordOptions;
+use coxswain::replay::{replay, run_metadata, RecordedRun, RunInfo};
 use coxswain::rt::MonoTime;
-use coxswain::runtime::{RuntimeEvent, RuntimeOptions};
+use coxswain::runtime::{RecordSetup, RuntimeEvent, RuntimeOptions};
 use coxswain::safety::{HoldReason, Reason, SafetyState};
 use coxswain::Runtime;
 use coxswain_cli::demo::{run, Clock, DemoOptions};
@@ -181,6 +183,27 @@ impl Drop for Driver {
 
 /// A runtime and a driver, meeting over a loopback link; the driver's seq starts at 10^6.
 fn rig() -> (Runtime, Driver, Session, RobotKeys) {
+    rig_recording(None)
+}
+
+/// The run's description for a recording's metadata.
+fn run_info() -> RunInfo {
+    RunInfo {
+        version: "test".into(),
+        clock: "real".into(),
+        seed: 0,
+        latency: None,
+        execution: execution(),
+        candidates: 1,
+        intra_op_threads: 1,
+        optimization_level: "all".into(),
+        execution_providers: vec!["cpu".into()],
+        control_hz: 500.0,
+    }
+}
+
+/// [`rig`], recording into `record` when given.
+fn rig_recording(record: Option<&std::path::Path>) -> (Runtime, Driver, Session, RobotKeys) {
     let robot = sim_arm();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = format!("tcp/127.0.0.1:{port}");
@@ -188,7 +211,11 @@ fn rig() -> (Runtime, Driver, Session, RobotKeys) {
     let session = open(&SessionOptions::connect_to(&endpoint)).unwrap();
     let driver = Driver::spawn(driver_session, &robot);
     let policy = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
-    let opts = RuntimeOptions { execution: execution(), ..Default::default() };
+    let record = record.map(|dir| RecordSetup {
+        options: RecordOptions::new(dir, "rt"),
+        metadata: run_metadata(&run_info(), &robot.path, &policy).unwrap(),
+    });
+    let opts = RuntimeOptions { execution: execution(), record, ..Default::default() };
     let runtime = Runtime::start(&session, &robot, policy, &opts).unwrap();
     let keys = RobotKeys::from_robot(&robot).unwrap();
     (runtime, driver, session, keys)
@@ -280,8 +307,10 @@ fn a_dropped_runtime_stops_the_arm_under_control_and_stops_commanding() {
 }
 
 #[test]
-fn the_control_thread_allocates_nothing_with_zenoh_in_the_loop() {
-    let (rt, _driver, _session, _keys) = rig();
+fn the_control_thread_allocates_nothing_with_zenoh_and_the_recorder_in_the_loop_and_the_recording_replays() {
+    let dir = std::env::temp_dir().join(format!("coxswain-rt-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (rt, _driver, _session, _keys) = rig_recording(Some(&dir));
     let mut seen = vec![];
     running(&rt, &mut seen);
     let ticks0 = rt.status().stats.ticks;
@@ -294,6 +323,20 @@ fn the_control_thread_allocates_nothing_with_zenoh_in_the_loop() {
     assert!(st.chunks_accepted > chunks0, "chunks kept coming");
     assert!(st.commands > 1000, "commands were published");
     assert_eq!(n, 0, "allocations on the control thread in {} ticks", st.ticks - ticks0);
+
+    // The recording of this real-time run (Zenoh timing, a real inference thread) replays bit for bit.
+    let report = rt.shutdown().unwrap();
+    let end = report.recording.expect("the runtime recorded");
+    assert_eq!(end.write_errors, 0, "{:?}", end.first_error);
+    let summary = end.summary.unwrap();
+    assert_eq!(summary.messages_dropped, 0);
+    assert_eq!(summary.messages_per_topic["/coxswain/tick"], report.control.stats.ticks);
+    let recording = coxswain::record::read_files(&summary.files).unwrap();
+    let run = RecordedRun::of(&recording).unwrap();
+    let policy = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
+    let r = replay(&recording, &sim_arm(), policy, &run.info, true).unwrap();
+    assert!(r.identical() && r.chunks_compared > 0 && r.ticks == report.control.stats.ticks, "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

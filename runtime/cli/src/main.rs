@@ -18,6 +18,15 @@ use coxswain::record::RecordOptions;
 use coxswain::rt::RtOptions;
 use coxswain_cli::demo::{Clock, DemoOptions};
 
+/// `println!` that does not panic when stdout is gone (`coxswain report | head`): the output is lost, the
+/// command goes on (a run still ends with its controlled stop).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "coxswain", version, about = "Runs learned robot policies (ONNX) on the robot.")]
 struct Cli {
@@ -373,8 +382,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, interrupted.clone()).context("installing the signal handlers")?;
     }
-    let summary = coxswain_cli::demo::run(rt, &opts, &mut |line| println!("{line}"), &interrupted)?;
-    println!("{summary}");
+    let summary = coxswain_cli::demo::run(rt, &opts, &mut |line| out!("{line}"), &interrupted)?;
+    out!("{summary}");
     match summary.ended_early {
         Some(why) if why == "interrupted" => Err(Interrupted.into()),
         Some(why) => Err(EndedEarly(why).into()),
@@ -442,22 +451,22 @@ fn default_frame(policy: &Policy, set: &[String]) -> anyhow::Result<coxswain::po
 fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Result<()> {
     let (rt, mut policy) = ort.load(model, 0)?;
     let m = policy.manifest().clone();
-    println!("model      {} ({})", m.name, m.path.display());
+    out!("model      {} ({})", m.name, m.path.display());
     if let Some(d) = &m.description {
-        println!("           {d}");
+        out!("           {d}");
     }
-    println!(
+    out!(
         "runtime    {} [{:?}], providers: {}",
         rt.library().display(),
         rt.source(),
         rt.available_providers().join(", ")
     );
-    println!("kind       {}", m.kind.name());
+    out!("kind       {}", m.kind.name());
     match &m.sampler {
-        Some(s) => println!("sampler    {s:?}"),
-        None => println!("sampler    none (one call per inference)"),
+        Some(s) => out!("sampler    {s:?}"),
+        None => out!("sampler    none (one call per inference)"),
     }
-    println!(
+    out!(
         "action     {} joints [{}], horizon {} at dt {} s, clip {:?}",
         m.action.dim(),
         m.action.joints.join(", "),
@@ -465,26 +474,26 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
         m.action.dt_s,
         m.action.clip
     );
-    println!("observation {} values:", m.observation_dim());
+    out!("observation {} values:", m.observation_dim());
     for t in &m.terms {
-        println!("  {:<18} size {:>2} x history {}", t.field.name(), t.size, t.history);
+        out!("  {:<18} size {:>2} x history {}", t.field.name(), t.size, t.history);
     }
     let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> =
         policy.encoder_graphs().zip(&m.encoders).map(|(g, e)| (e.name.as_str(), g)).collect();
     graphs.push(("head", policy.head()));
     for (name, g) in graphs {
-        println!("graph {name}: {}", g.path().display());
+        out!("graph {name}: {}", g.path().display());
         for s in g.inputs() {
-            println!("  in   {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
+            out!("  in   {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
         }
         for s in g.outputs() {
-            println!("  out  {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
+            out!("  out  {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
         }
     }
-    println!("bindings:");
-    println!("  {:<8} {:<26} {:<20} {:<8} {:<16} planned", "graph", "manifest field", "tensor", "dtype", "declared");
+    out!("bindings:");
+    out!("  {:<8} {:<26} {:<20} {:<8} {:<16} planned", "graph", "manifest field", "tensor", "dtype", "declared");
     for b in policy.bindings() {
-        println!("  {:<8} {:<26} {:<20} {:<8} {:<16} {:?}", b.graph, b.role, b.tensor, b.dtype, b.declared, b.planned);
+        out!("  {:<8} {:<26} {:<20} {:<8} {:<16} {:?}", b.graph, b.role, b.tensor, b.dtype, b.declared, b.planned);
     }
     let frame = default_frame(&policy, &[])?;
     policy.observe(&frame, 0.0)?;
@@ -503,7 +512,7 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
     let calls = m.sampler.as_ref().map_or(1, |s| s.steps());
-    println!(
+    out!(
         "inference  {} candidate(s), {} graph call(s): p50 {:.0} us, p99 {:.0} us, max {:.0} us over {} runs ({} intra-op thread(s))",
         policy.candidates(),
         calls,
@@ -523,7 +532,7 @@ fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> 
     policy.infer()?;
     let m = policy.manifest();
     let chunk = policy.chunk();
-    println!(
+    out!(
         "{}: {} candidate(s) of {} actions x {} joints, dt {} s, in {:.0} us",
         m.name,
         chunk.candidates,
@@ -533,10 +542,10 @@ fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> 
         policy.last_latency_s() * 1e6
     );
     for c in 0..chunk.candidates {
-        println!("candidate {c}:");
-        println!("  {:>6}  {}", "t [s]", m.action.joints.iter().map(|j| format!("{j:>10}")).collect::<String>());
+        out!("candidate {c}:");
+        out!("  {:>6}  {}", "t [s]", m.action.joints.iter().map(|j| format!("{j:>10}")).collect::<String>());
         for (h, row) in chunk.candidate(c).chunks(chunk.joints).enumerate() {
-            println!(
+            out!(
                 "  {:>6.2}  {}",
                 h as f64 * m.action.dt_s,
                 row.iter().map(|v| format!("{v:>10.4}")).collect::<String>()
@@ -548,17 +557,25 @@ fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> 
 
 fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &OrtArgs) -> anyhow::Result<()> {
     let robot = coxswain_config::Robot::load(robot_path)?;
-    println!("robot      {} ({})", robot.id, robot.path.display());
+    out!("robot      {} ({})", robot.id, robot.path.display());
     if let Some(d) = &robot.description {
-        println!("           {d}");
+        out!("           {d}");
     }
-    println!("rates      control {} Hz, joint state {} Hz", robot.control_hz, robot.state_hz);
-    println!(
+    out!("rates      control {} Hz, joint state {} Hz", robot.control_hz, robot.state_hz);
+    out!(
         "  {:<14} {:>3} {:>18} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6}",
-        "joint", "id", "limits [rad]", "v [r/s]", "a [r/s2]", "tau [Nm]", "default", "kp", "kd"
+        "joint",
+        "id",
+        "limits [rad]",
+        "v [r/s]",
+        "a [r/s2]",
+        "tau [Nm]",
+        "default",
+        "kp",
+        "kd"
     );
     for j in &robot.joints {
-        println!(
+        out!(
             "  {:<14} {:>3} {:>8.3} .. {:>6.3} {:>9.2} {:>9.1} {:>8.2} {:>8.3} {:>7.2} {:>6.2}{}",
             j.name,
             j.driver_id,
@@ -577,7 +594,7 @@ fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &O
         );
     }
     let tool = robot.chain.tool_position(&robot.default_pose());
-    println!(
+    out!(
         "kinematics {} chain joints; tool at the default pose: [{:.3}, {:.3}, {:.3}] m",
         robot.chain.links.len(),
         tool.x,
@@ -585,35 +602,37 @@ fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &O
         tool.z
     );
     let t = &robot.topics;
-    println!("topics     state {}  command {}  estop {}  status {}", t.joint_state, t.joint_command, t.estop, t.status);
+    out!("topics     state {}  command {}  estop {}  status {}", t.joint_state, t.joint_command, t.estop, t.status);
     for (name, (key, kind)) in &t.sensors {
-        println!("           sensor {name}: {key} ({kind:?})");
+        out!("           sensor {name}: {key} ({kind:?})");
     }
     match &robot.zenoh_config {
-        Some(z) => println!("zenoh      {}", z.display()),
-        None => println!("zenoh      built-in defaults (peer, no scouting)"),
+        Some(z) => out!("zenoh      {}", z.display()),
+        None => out!("zenoh      built-in defaults (peer, no scouting)"),
     }
-    println!(
+    out!(
         "stop       stale state after {} ms, on chunk starvation {:?}, category {:?}",
-        robot.stop.stale_state_timeout_ms, robot.stop.on_chunk_starvation, robot.stop.category
+        robot.stop.stale_state_timeout_ms,
+        robot.stop.on_chunk_starvation,
+        robot.stop.category
     );
     if let Some((bus, baud, protocol)) = &robot.firmware {
-        println!("firmware   {protocol} on {bus} at {baud} baud");
+        out!("firmware   {protocol} on {bus} at {baud} baud");
     }
     if let Some(path) = policy {
         let (_, policy) = ort.load(path, 0)?;
         let map = coxswain::policy::robot::bind(policy.manifest(), &robot)?;
         let m = policy.manifest();
-        println!("policy     {} ({}) drives:", m.name, m.kind.name());
+        out!("policy     {} ({}) drives:", m.name, m.kind.name());
         for (i, j) in map.robot_index.iter().enumerate() {
-            println!("  policy joint {i} {} -> robot joint {j} {}", m.action.joints[i], robot.joints[*j].name);
+            out!("  policy joint {i} {} -> robot joint {j} {}", m.action.joints[i], robot.joints[*j].name);
         }
         for j in &map.undriven {
-            println!("  robot joint {j} {} is not driven: holds its default pose", robot.joints[*j].name);
+            out!("  robot joint {j} {} is not driven: holds its default pose", robot.joints[*j].name);
         }
-        println!("ok: {} and {} fit together", robot.path.display(), m.path.display());
+        out!("ok: {} and {} fit together", robot.path.display(), m.path.display());
     } else {
-        println!("ok: {}", robot.path.display());
+        out!("ok: {}", robot.path.display());
     }
     Ok(())
 }
@@ -647,7 +666,7 @@ fn report(paths: &[PathBuf], out: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     let r = coxswain::report::build(&files, &out)?;
-    print!("{r}");
+    out!("{r}");
     Ok(())
 }
 
@@ -690,7 +709,7 @@ fn replay(
     let rt = OrtRuntime::load(ort_lib)?;
     let options = PolicyOptions { session, candidates: info.candidates, seed: info.seed };
     let policy = Policy::load(rt, &policy_path, &options)?;
-    println!(
+    out!(
         "replaying {} file(s): {} run, seed {}, {} on {}",
         files.len(),
         info.clock,
@@ -699,7 +718,7 @@ fn replay(
         robot_path.display()
     );
     let r = coxswain::replay::replay(&recording, &robot, policy, info, with_policy)?;
-    println!("{r}");
+    out!("{r}");
     if r.identical() {
         Ok(())
     } else {

@@ -132,3 +132,95 @@ fn check_refuses_an_invalid_description_naming_the_field() {
     assert!(e.contains("robot.toml") && e.contains("joints[0].velocity_limit_rad_s"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("coxswain-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `coxswain run --clock sim` on the reaching demo, recorded into `dir`.
+fn record_sim(dir: &std::path::Path, seed: &str) -> Output {
+    let dir = dir.to_str().unwrap();
+    coxswain(
+        &[
+            "run",
+            "--robot",
+            "firmware-configs/sim-arm.toml",
+            "--policy",
+            "models/reach-dp",
+            "--clock",
+            "sim",
+            "--episodes",
+            "1",
+            "--episode-s",
+            "2",
+            "--seed",
+            seed,
+            "--record",
+            dir,
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn two_simulated_runs_with_one_seed_record_identical_files_that_replay_and_report() {
+    let (a, b) = (temp_dir("sim-a"), temp_dir("sim-b"));
+    for d in [&a, &b] {
+        let o = record_sim(d, "11");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("recording "), "{}", stdout(&o));
+    }
+    let file = a.join("sim-seed11-00000.mcap");
+    let (fa, fb) = (std::fs::read(&file).unwrap(), std::fs::read(b.join("sim-seed11-00000.mcap")).unwrap());
+    assert!(fa.len() > 10_000);
+    assert!(fa == fb, "two runs with seed 11 recorded different bytes");
+
+    let o = coxswain(&["replay", a.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("replay: identical, bit for bit"), "{}", stdout(&o));
+
+    let out = a.join("plots");
+    let o = coxswain(&["report", file.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("chunks: ") && stdout(&o).contains("spliced by RTC"), "{}", stdout(&o));
+    for svg in ["lateness.svg", "joints.svg", "interventions.svg"] {
+        assert!(out.join(svg).is_file(), "{svg} written");
+    }
+    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+}
+
+#[test]
+fn a_different_seed_records_a_different_run() {
+    let (a, b) = (temp_dir("seed-a"), temp_dir("seed-b"));
+    assert!(record_sim(&a, "1").status.success());
+    assert!(record_sim(&b, "2").status.success());
+    let fa = std::fs::read(a.join("sim-seed1-00000.mcap")).unwrap();
+    let fb = std::fs::read(b.join("sim-seed2-00000.mcap")).unwrap();
+    assert!(fa != fb);
+    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+}
+
+#[test]
+fn replay_and_report_of_a_missing_recording_name_it_and_fail() {
+    for cmd in ["replay", "report"] {
+        let o = coxswain(&[cmd, "/nonexistent/run.mcap"], &[]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        assert!(stderr(&o).contains("/nonexistent/run.mcap"), "{cmd}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn recording_into_a_folder_that_already_holds_the_run_is_refused() {
+    let d = temp_dir("exists");
+    assert!(record_sim(&d, "4").status.success());
+    let o = record_sim(&d, "4");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("sim-seed4-00000.mcap"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -13,33 +13,22 @@ pub enum RecordError {
     #[error("recording option `{field}`: {message}")]
     Options { field: &'static str, message: String },
 
-    /// A file or folder could not be created, written, renamed, listed or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file or folder could not be created, written, renamed, listed or read. (The causes are part of
+    /// the message and not a `source()`, so that an error chain prints each once.)
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
 
     /// The recorder will not overwrite a recording that is already there.
     #[error("{}: already exists (choose another prefix or folder)", path.display())]
     Exists { path: PathBuf },
 
     /// The MCAP library refused to write or read a file (truncated file, bad CRC, bad record).
-    #[error("{}: MCAP: {source}", path.display())]
-    Mcap {
-        path: PathBuf,
-        #[source]
-        source: mcap::McapError,
-    },
+    #[error("{}: MCAP: {cause}", path.display())]
+    Mcap { path: PathBuf, cause: mcap::McapError },
 
     /// A message could not be encoded as JSON for its topic.
-    #[error("topic `{topic}`: cannot encode the message as JSON: {source}")]
-    Encode {
-        topic: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("topic `{topic}`: cannot encode the message as JSON: {cause}")]
+    Encode { topic: String, cause: serde_json::Error },
 
     /// The recorder has no file open (an earlier roll-over failed).
     #[error("{}: the recorder has no file open", dir.display())]

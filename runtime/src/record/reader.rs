@@ -78,7 +78,7 @@ pub fn read_dir(dir: &Path) -> RecordResult<Recording> {
 
 /// The `.mcap` files in `dir`, in name order.
 pub fn list_dir(dir: &Path) -> RecordResult<Vec<PathBuf>> {
-    let io_err = |source| RecordError::Io { path: dir.to_path_buf(), source };
+    let io_err = |source| RecordError::Io { path: dir.to_path_buf(), cause: source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         let path = entry.map_err(io_err)?.path();
@@ -105,8 +105,8 @@ pub fn read_files(files: &[PathBuf]) -> RecordResult<Recording> {
 }
 
 fn read_one(path: &Path, file_index: usize, out: &mut Recording) -> RecordResult<()> {
-    let bytes = std::fs::read(path).map_err(|source| RecordError::Io { path: path.to_path_buf(), source })?;
-    let mcap_err = |source| RecordError::Mcap { path: path.to_path_buf(), source };
+    let bytes = std::fs::read(path).map_err(|source| RecordError::Io { path: path.to_path_buf(), cause: source })?;
+    let mcap_err = |source| RecordError::Mcap { path: path.to_path_buf(), cause: source };
     // The footer and summary first: a truncated file fails here, before anything is taken from it.
     mcap::read::footer(&bytes).map_err(mcap_err)?;
     let summary = mcap::Summary::read(&bytes).map_err(mcap_err)?;

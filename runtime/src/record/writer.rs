@@ -224,7 +224,8 @@ impl McapRecorder {
         channels: &[ChannelSpec],
     ) -> RecordResult<McapRecorder> {
         opts.validate(channels)?;
-        std::fs::create_dir_all(&opts.dir).map_err(|source| RecordError::Io { path: opts.dir.clone(), source })?;
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|source| RecordError::Io { path: opts.dir.clone(), cause: source })?;
         let mut recorder = McapRecorder {
             opts: opts.clone(),
             max_file_ns: (opts.max_file_s * 1e9).min(u64::MAX as f64) as u64,
@@ -272,7 +273,7 @@ impl McapRecorder {
         };
         self.buf.clear();
         json::to_writer(&mut self.buf, msg)
-            .map_err(|source| RecordError::Encode { topic: spec.topic.clone(), source })?;
+            .map_err(|source| RecordError::Encode { topic: spec.topic.clone(), cause: source })?;
 
         if self.should_roll(log_time_ns) {
             self.close_current()?;
@@ -291,7 +292,7 @@ impl McapRecorder {
         };
         file.writer
             .write_to_known_channel(&header, &self.buf)
-            .map_err(|source| RecordError::Mcap { path: file.part_path.clone(), source })?;
+            .map_err(|source| RecordError::Mcap { path: file.part_path.clone(), cause: source })?;
         self.sequences[index] = sequence.wrapping_add(1);
         self.messages[index] += 1;
         file.messages += 1;
@@ -303,7 +304,7 @@ impl McapRecorder {
     /// written before it. Costs compression ratio if called often (every second or so is fine).
     pub fn flush(&mut self) -> RecordResult<()> {
         if let Some(file) = self.current.as_mut() {
-            file.writer.flush().map_err(|source| RecordError::Mcap { path: file.part_path.clone(), source })?;
+            file.writer.flush().map_err(|source| RecordError::Mcap { path: file.part_path.clone(), cause: source })?;
         }
         Ok(())
     }
@@ -362,12 +363,12 @@ impl McapRecorder {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 RecordError::Exists { path: part_path.clone() }
             } else {
-                RecordError::Io { path: part_path.clone(), source }
+                RecordError::Io { path: part_path.clone(), cause: source }
             }
         })?;
         let written_bytes = Arc::new(AtomicU64::new(0));
         let sink = CountingFile { inner: BufWriter::with_capacity(64 << 10, file), pos: 0, len: written_bytes.clone() };
-        let mcap_err = |source| RecordError::Mcap { path: part_path.clone(), source };
+        let mcap_err = |source| RecordError::Mcap { path: part_path.clone(), cause: source };
 
         let mut options = mcap::WriteOptions::new()
             .library(concat!("coxswain/", env!("CARGO_PKG_VERSION"), " mcap-rust/0.26"))
@@ -408,7 +409,7 @@ impl McapRecorder {
     fn close_current(&mut self) -> RecordResult<()> {
         let Some(mut file) = self.current.take() else { return Ok(()) };
         let part = file.part_path.clone();
-        let mcap_err = |source| RecordError::Mcap { path: part.clone(), source };
+        let mcap_err = |source| RecordError::Mcap { path: part.clone(), cause: source };
         let mut entries = BTreeMap::new();
         entries.insert("file_index".to_string(), file.index.to_string());
         entries.insert("messages_in_file".to_string(), file.messages.to_string());
@@ -422,12 +423,12 @@ impl McapRecorder {
         file.writer.finish().map_err(mcap_err)?;
         let sink = file.writer.into_inner();
         let bytes = sink.pos.max(sink.len.load(Ordering::Relaxed));
-        let io_err = |source| RecordError::Io { path: part.clone(), source };
+        let io_err = |source| RecordError::Io { path: part.clone(), cause: source };
         let handle = sink.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
         handle.sync_all().map_err(io_err)?;
         drop(handle);
         std::fs::rename(&file.part_path, &file.final_path)
-            .map_err(|source| RecordError::Io { path: file.final_path.clone(), source })?;
+            .map_err(|source| RecordError::Io { path: file.final_path.clone(), cause: source })?;
         self.bytes += bytes;
         self.files.push(file.final_path);
         Ok(())

@@ -82,6 +82,8 @@ pub struct PlotCounts {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
     pub files: Vec<PathBuf>,
+    /// The run's clock (`real`, `sim`) from its `coxswain.run` metadata, when it has one.
+    pub clock: Option<String>,
     /// From the first to the last tick's `t_s` (or the log times when there are no ticks).
     pub duration_s: f64,
     pub ticks: u64,
@@ -129,7 +131,8 @@ pub(crate) struct Series {
 pub fn build(files: &[PathBuf], out_dir: &Path) -> RecordResult<Report> {
     let recording = record::read_files(files)?;
     let (mut report, series) = summarise(&recording)?;
-    std::fs::create_dir_all(out_dir).map_err(|source| RecordError::Io { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|source| RecordError::Io { path: out_dir.to_path_buf(), cause: source })?;
     report.plot_counts = plot::write_all(&series, &report.interventions_by_reason, out_dir, &mut report.plots)?;
     Ok(report)
 }
@@ -211,7 +214,11 @@ fn decode<'a>(recording: &'a Recording, message: &'a RecordedMessage) -> RecordR
 }
 
 fn summarise(recording: &Recording) -> RecordResult<(Report, Series)> {
-    let mut report = Report { files: recording.files.clone(), ..Report::default() };
+    let mut report = Report {
+        files: recording.files.clone(),
+        clock: recording.last_metadata(crate::record::RUN_METADATA).and_then(|m| m.get("clock").cloned()),
+        ..Report::default()
+    };
     let mut series = Series::default();
     let mut work_ns = Vec::new();
     let mut latency_ns = Vec::new();
@@ -337,7 +344,9 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "recording: {} file(s)", self.files.len())?;
         writeln!(f, "duration: {:.3} s, {} ticks", self.duration_s, self.ticks)?;
+        let simulated = self.clock.as_deref() == Some("sim");
         match self.lateness {
+            _ if simulated => writeln!(f, "tick lateness: none measured (simulated clock)")?,
             Some(p) => writeln!(
                 f,
                 "tick lateness: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
@@ -347,7 +356,7 @@ impl fmt::Display for Report {
             )?,
             None => writeln!(f, "tick lateness: no ticks")?,
         }
-        if let Some(p) = self.work {
+        if let Some(p) = self.work.filter(|_| !simulated) {
             writeln!(
                 f,
                 "tick work: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
