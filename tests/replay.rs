@@ -266,3 +266,30 @@ fn a_changed_robot_description_is_named_before_anything_is_replayed() {
     assert!(meta.contains_key("manifest.toml") && meta.keys().any(|k| k.ends_with(".onnx")), "{meta:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pypi_mcap_reads_a_recorded_run_with_the_same_counts_and_its_run_metadata() {
+    let Some(py) = std::env::var_os("COXSWAIN_PYTHON").map(PathBuf::from) else {
+        let msg = "no $COXSWAIN_PYTHON with the mcap package (scripts/test.sh installs it)";
+        assert!(std::env::var("COXSWAIN_REQUIRE_PYTHON").as_deref() != Ok("1"), "{msg}");
+        eprintln!("SKIPPED PyPI mcap reader test: {msg}");
+        return;
+    };
+    let dir = temp_dir("pypi");
+    let (files, _) = record_faulty_run(&dir, 8);
+    let ours = record::read_files(&files).unwrap();
+    let out = std::process::Command::new(&py).arg(repo().join("tests/record/read_mcap.py")).args(&files).output().unwrap();
+    assert!(out.status.success(), "read_mcap.py: {}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for topic in [TICK_TOPIC, CHUNK_TOPIC, coxswain::record::EVENT_TOPIC, coxswain::record::LOG_TOPIC] {
+        let n = ours.topic(topic).count() as u64;
+        assert!(n > 0, "{topic} recorded");
+        assert_eq!(seen["topics"][topic]["count"].as_u64(), Some(n), "{topic}");
+    }
+    assert_eq!(seen["topics"][TICK_TOPIC]["count"].as_u64(), Some(3000));
+    assert!(seen["nonfinite_strings"].as_u64().unwrap() > 0);
+    for name in [coxswain::record::RUN_METADATA, coxswain::record::ROBOT_METADATA, coxswain::record::POLICY_METADATA] {
+        assert_eq!(seen["metadata"][name].as_array().map(Vec::len), Some(files.len()), "{name} in every file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
