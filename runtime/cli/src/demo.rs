@@ -239,10 +239,11 @@ impl std::fmt::Display for DemoSummary {
             .collect();
         writeln!(
             f,
-            "safety              {} intervening ticks ({}); final state {}; {} e-stops; {} commands published",
+            "safety              {} intervening ticks ({}); final state {} ({}); {} e-stops; {} commands published",
             s.safety_interventions,
             if by.is_empty() { "none".to_string() } else { by.join(", ") },
             self.final_state,
+            if self.stop_completed { "controlled stop completed" } else { "the final stop did NOT complete" },
             s.estops,
             s.commands
         )?;

@@ -224,3 +224,47 @@ fn recording_into_a_folder_that_already_holds_the_run_is_refused() {
     assert!(stderr(&o).contains("sim-seed4-00000.mcap"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Starts a real-time run, waits for its first progress line of an episode, sends `signal`, and returns the
+/// exit status and everything it printed.
+fn interrupted_run(signal: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args(["run", "--robot", "firmware-configs/sim-arm.toml", "--policy", "models/reach-dp", "--episodes", "3"])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("episode 1/3 t") {
+            break;
+        }
+    }
+    assert!(seen.contains("episode 1/3 t"), "the run got going: {seen}");
+    let kill = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    (status.code(), seen)
+}
+
+#[test]
+fn sigint_and_sigterm_stop_under_control_then_print_the_summary_and_exit_130() {
+    for signal in ["-INT", "-TERM"] {
+        let (code, out) = interrupted_run(signal);
+        assert_eq!(code, Some(130), "{signal}: {out}");
+        assert!(out.contains("ended early         interrupted"), "{signal}: {out}");
+        // The stop per the robot's stop category ends latched (fault) and complete, before the summary.
+        assert!(out.contains("final state fault (controlled stop completed)"), "{signal}: {out}");
+    }
+}
