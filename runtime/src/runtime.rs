@@ -293,7 +293,25 @@ impl Runtime {
         let estop_stats = estop.stats_handle();
         let foreign_stats = foreign.clone();
         let source = ZenohInput { state, estop, imu, vectors, foreign };
-        let command = QueuedPublisher::<JointCommand>::new(session, &keys.joint_command, Qos::Control, 4)?;
+        // The publisher thread does the control thread's `put`: one priority below it, on its CPU, so the
+        // command leaves as soon as the control thread sleeps, ahead of everything else.
+        let publisher_rt = RtOptions {
+            priority: opts.rt.priority.map(|p| (p - 1).max(1)),
+            cpu: opts.rt.cpu,
+            lock_memory: false,
+        };
+        let command = QueuedPublisher::<JointCommand>::with_thread_setup(
+            session,
+            &keys.joint_command,
+            Qos::Control,
+            4,
+            move || {
+                if let Some(w) = crate::rt::apply_to_current_thread(&publisher_rt).warning() {
+                    // The control thread's own warning already says why (the same limits apply).
+                    tracing::info!(target: "coxswain", "command publisher thread: {w}");
+                }
+            },
+        )?;
         let publish_health = command.health();
         let mut status_pub = ControlPublisher::<RuntimeStatus>::new(session, &keys.status, Qos::Telemetry)?;
 
