@@ -2,7 +2,8 @@
 # The main job (README): installs ONNX Runtime from PyPI if missing, builds coxswain, checks the simulated
 # arm's description against the committed diffusion policy, then runs the policy in closed loop on the
 # built-in simulated robot (over Zenoh, with the safety filter and real-time chunking) for a few episodes of
-# the reaching task and prints the summary.
+# the reaching task and prints the summary. The run is recorded (MCAP, target/demo-recording/<time>/), then
+# summarised and plotted (`coxswain report`) and replayed bit for bit (`coxswain replay`).
 #
 #   scripts/demo.sh            # 3 episodes of reach-dp
 #   EPISODES=10 POLICY=models/reach-flow scripts/demo.sh
@@ -16,5 +17,12 @@ policy="${POLICY:-models/reach-dp}"
 echo "== coxswain check --robot firmware-configs/sim-arm.toml --policy $policy"
 "$bin" check --robot firmware-configs/sim-arm.toml --policy "$policy"
 echo
-echo "== coxswain run --robot firmware-configs/sim-arm.toml --policy $policy --episodes ${EPISODES:-3}"
-"$bin" run --robot firmware-configs/sim-arm.toml --policy "$policy" --episodes "${EPISODES:-3}"
+rec="target/demo-recording/$(date -u +%Y%m%dT%H%M%SZ)"
+echo "== coxswain run --robot firmware-configs/sim-arm.toml --policy $policy --episodes ${EPISODES:-3} --record $rec"
+"$bin" run --robot firmware-configs/sim-arm.toml --policy "$policy" --episodes "${EPISODES:-3}" --record "$rec"
+echo
+echo "== coxswain report $rec"
+"$bin" report "$rec"
+echo
+echo "== coxswain replay $rec"
+"$bin" replay "$rec"
