@@ -461,6 +461,8 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
         rt.source(),
         rt.available_providers().join(", ")
     );
+    let ep = policy.execution_provider();
+    out!("runs on    {} ({})", ep.config_name(), ep.ort_name());
     out!("kind       {}", m.kind.name());
     match &m.sampler {
         Some(s) => out!("sampler    {s:?}"),

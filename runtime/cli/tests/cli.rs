@@ -2,8 +2,10 @@
 //! hang, and `inspect` prints the signature next to the bindings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use coxswain::onnx::{choose_providers, ExecutionProvider};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_path_buf()
@@ -50,15 +52,66 @@ fn a_file_that_is_not_onnx_runtime_is_refused() {
     assert!(!e.contains("panicked"), "{e}");
 }
 
+/// The execution providers the loaded library has, as `coxswain inspect` prints them.
+fn available_providers() -> Vec<String> {
+    let o = coxswain(&["inspect", LITE3, "--runs", "1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = out.lines().find(|l| l.starts_with("runtime")).unwrap_or_else(|| panic!("no runtime line: {out}"));
+    let (_, list) = line.split_once("providers: ").unwrap_or_else(|| panic!("no providers: {line}"));
+    list.split(", ").map(str::to_string).collect()
+}
+
+/// The providers coxswain knows besides CPU: (command-line name, ONNX Runtime's name).
+const ACCELERATORS: [(&str, &str); 2] = [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")];
+
 #[test]
 fn an_execution_provider_the_library_lacks_is_named() {
-    let o = coxswain(&["inspect", LITE3, "--ep", "tensorrt,cpu"], &[]);
-    if o.status.success() {
-        // An ONNX Runtime build with TensorRT is installed here; nothing to check.
-        return;
+    let available = available_providers();
+    assert!(available.iter().any(|a| a == "CPUExecutionProvider"), "{available:?}");
+    let lacking: Vec<&str> =
+        ACCELERATORS.iter().filter(|(_, ort)| !available.iter().any(|a| a == ort)).map(|(name, _)| *name).collect();
+    let e = if lacking.is_empty() {
+        // This library has every provider coxswain knows; check the same rule on a library that has only CPU.
+        let requested = [ExecutionProvider::Cuda { device_id: 0 }, ExecutionProvider::TensorRt { device_id: 0 }];
+        let only_cpu = ["CPUExecutionProvider".to_string()];
+        match choose_providers(&requested, &only_cpu, Path::new("libonnxruntime.so")) {
+            Err(e) => e.to_string(),
+            Ok(chosen) => panic!("a library with only CPU was given {chosen:?}"),
+        }
+    } else {
+        let o = coxswain(&["inspect", LITE3, "--runs", "1", "--ep", &lacking.join(",")], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let asked: Vec<&str> = if lacking.is_empty() { vec!["cuda", "tensorrt"] } else { lacking };
+    for name in asked {
+        assert!(e.contains(&format!("`{name}:0`")), "{name} is not named: {e}");
     }
-    let e = stderr(&o);
-    assert!(e.contains("tensorrt") && e.contains("TensorrtExecutionProvider"), "{e}");
+    assert!(e.contains("CPUExecutionProvider"), "what the library has is not listed: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn an_execution_provider_list_runs_on_the_first_one_the_library_has() {
+    let available = available_providers();
+    let has = |ort: &str| available.iter().any(|a| a == ort);
+    let first_available = |list: &[(&str, &str)]| {
+        list.iter().find(|(_, ort)| has(ort)).map_or("cpu".to_string(), |(name, _)| format!("{name}:0"))
+    };
+    for (list, expected) in [
+        ("cuda,cpu", first_available(&ACCELERATORS[..1])),
+        ("tensorrt,cuda,cpu", first_available(&[ACCELERATORS[1], ACCELERATORS[0]])),
+        ("cpu,cuda", "cpu".to_string()),
+    ] {
+        let o = coxswain(&["inspect", LITE3, "--runs", "1", "--ep", list], &[]);
+        assert!(o.status.success(), "--ep {list}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(&format!("runs on    {expected} (")), "--ep {list} should run on {expected}: {out}");
+    }
+    // The newcomer's case: a preference for CUDA is not an error where the library has only CPU.
+    let o = coxswain(&["sample", "models/reach-dp", "--ep", "cuda,cpu"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use ort::memory::Allocator;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{DynTensor, TensorElementType, ValueType};
 
-use super::{OrtRuntime, SessionConfig};
+use super::{ExecutionProvider, OrtRuntime, SessionConfig};
 use crate::error::{Error, Result};
 
 /// Name, element type and shape of one graph input or output, as the ONNX file declares them.
@@ -95,6 +95,8 @@ pub fn dtype_name(t: TensorElementType) -> &'static str {
 pub struct Graph {
     path: PathBuf,
     session: Session,
+    /// The execution providers registered for the session, best first (the first runs the graph).
+    providers: Vec<ExecutionProvider>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     /// One value per graph input, in the graph's input order (positional binding), after [`Graph::plan`].
@@ -124,8 +126,8 @@ impl Graph {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "ONNX file not found"),
             });
         }
-        let session =
-            runtime.session_builder(config, path)?.commit_from_file(path).map_err(|e| Error::onnx(path, e))?;
+        let (mut builder, providers) = runtime.session_builder(config, path)?;
+        let session = builder.commit_from_file(path).map_err(|e| Error::onnx(path, e))?;
         let mut inputs = Vec::new();
         for o in session.inputs() {
             inputs.push(TensorSpec::from_outlet(o.name(), o.dtype()).ok_or_else(|| {
@@ -141,6 +143,7 @@ impl Graph {
         Ok(Graph {
             path: path.to_path_buf(),
             session,
+            providers,
             inputs,
             outputs,
             bound: Vec::new(),
@@ -152,6 +155,18 @@ impl Graph {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The execution provider that runs this graph: the first of the deployment's list that the loaded
+    /// library has.
+    pub fn execution_provider(&self) -> ExecutionProvider {
+        self.providers.first().copied().unwrap_or(ExecutionProvider::Cpu)
+    }
+
+    /// Every execution provider registered for this graph, best first; ONNX Runtime gives an operator the
+    /// first one that takes it (CPU, registered by ONNX Runtime itself, takes the rest).
+    pub fn execution_providers(&self) -> &[ExecutionProvider] {
+        &self.providers
     }
 
     pub fn inputs(&self) -> &[TensorSpec] {

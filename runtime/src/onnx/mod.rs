@@ -10,7 +10,9 @@
 //!
 //! [`SessionConfig`] holds what the robot integrator chooses per deployment: intra-op threads (default 1,
 //! so inference never competes with the control thread for cores it does not own), graph optimization
-//! level, and the execution providers to try. ONNX Runtime's thread spinning is always off.
+//! level, and the execution providers in order of preference: a session runs on the first one the loaded
+//! library has ([`choose_providers`]; [`Graph::execution_provider`] says which), and only a list of which it
+//! has none is an error. ONNX Runtime's thread spinning is always off.
 
 mod graph;
 
@@ -98,8 +100,37 @@ impl OrtRuntime {
         ExecutionProvider::ALL.iter().filter(|ep| ep.is_compiled_in()).map(|ep| ep.ort_name().to_string()).collect()
     }
 
-    /// Creates a session builder with the deployment's settings applied.
-    pub(crate) fn session_builder(&self, config: &SessionConfig, path: &Path) -> Result<SessionBuilder> {
+    /// The providers a session asked to use `config.execution_providers` registers, best first: the ones this
+    /// library has, in the order asked (see [`choose_providers`]). A preferred provider the library lacks is
+    /// skipped with a warning naming it; a list of which it has none is an error.
+    pub fn execution_providers(&self, config: &SessionConfig, path: &Path) -> Result<Vec<ExecutionProvider>> {
+        let available = self.available_providers();
+        let chosen = choose_providers(&config.execution_providers, &available, &self.library)?;
+        if let Some(first) = chosen.first() {
+            for ep in config.execution_providers.iter().take_while(|ep| *ep != first) {
+                tracing::warn!(
+                    target: "coxswain",
+                    "execution provider `{}` is not in {} (it has: {}); {} runs on `{}`",
+                    ep.config_name(),
+                    self.library.display(),
+                    available.join(", "),
+                    path.display(),
+                    first.config_name()
+                );
+            }
+            tracing::info!(target: "coxswain", "{} runs on `{}` ({})", path.display(), first.config_name(), first.ort_name());
+        }
+        Ok(chosen)
+    }
+
+    /// Creates a session builder with the deployment's settings applied, and says which execution providers
+    /// it registered (best first; see [`OrtRuntime::execution_providers`]).
+    pub(crate) fn session_builder(
+        &self,
+        config: &SessionConfig,
+        path: &Path,
+    ) -> Result<(SessionBuilder, Vec<ExecutionProvider>)> {
+        let providers = self.execution_providers(config, path)?;
         let onnx = |e: ort::Error<SessionBuilder>| Error::onnx(path, e);
         let mut b = ort::session::Session::builder(&self.env)
             .map_err(|e| Error::onnx(path, e))?
@@ -113,30 +144,53 @@ impl OrtRuntime {
             .map_err(onnx)?
             .with_optimization_level(config.optimization_level.to_ort())
             .map_err(onnx)?;
-        let mut dispatch = Vec::new();
-        for ep in &config.execution_providers {
-            if *ep == ExecutionProvider::Cpu {
-                continue;
-            }
-            if !ep.is_compiled_in() {
-                return Err(Error::OrtLibrary(format!(
-                    "execution provider `{}` was requested for {}, but the loaded library {} was built without \
-                     it (it has: {}); install an ONNX Runtime build with {} (e.g. the onnxruntime-gpu wheel) and \
-                     point --ort-lib or ORT_DYLIB_PATH at it, or remove it from execution_providers",
-                    ep.config_name(),
-                    path.display(),
-                    self.library.display(),
-                    self.available_providers().join(", "),
-                    ep.ort_name()
-                )));
-            }
-            dispatch.push(ep.dispatch());
-        }
+        // CPU is always registered by ONNX Runtime itself, after the others, for the operators they do not take.
+        let dispatch: Vec<_> =
+            providers.iter().filter(|ep| **ep != ExecutionProvider::Cpu).map(ExecutionProvider::dispatch).collect();
         if !dispatch.is_empty() {
             b = b.with_execution_providers(dispatch).map_err(onnx)?;
         }
-        Ok(b)
+        Ok((b, providers))
     }
+}
+
+/// The execution providers to register for a session, from those `requested` in order of preference and the
+/// ONNX Runtime names of those the library has (`available`, as [`OrtRuntime::available_providers`] gives
+/// them): every requested provider the library has, in the requested order, up to the first CPU (which takes
+/// any operator, so nothing after it would run). The first is the one that runs the graph; ONNX Runtime gives
+/// an operator it cannot take to the next one, and CPU takes what none of them does.
+///
+/// A list of which the library has none is an error naming every provider asked for, what the library has
+/// and `library`.
+pub fn choose_providers(
+    requested: &[ExecutionProvider],
+    available: &[String],
+    library: &Path,
+) -> Result<Vec<ExecutionProvider>> {
+    let mut chosen = Vec::new();
+    for ep in requested {
+        if !available.iter().any(|a| a == ep.ort_name()) || chosen.contains(ep) {
+            continue;
+        }
+        chosen.push(*ep);
+        if *ep == ExecutionProvider::Cpu {
+            break;
+        }
+    }
+    if chosen.is_empty() {
+        let asked: Vec<String> = requested.iter().map(|ep| format!("`{}`", ep.config_name())).collect();
+        let missing: Vec<&str> = requested.iter().map(|ep| ep.ort_name()).collect();
+        return Err(Error::OrtLibrary(format!(
+            "none of the execution providers asked for ({}) is in {} (it has: {}); install an ONNX Runtime build \
+             with {} (e.g. the onnxruntime-gpu wheel) and point --ort-lib or ORT_DYLIB_PATH at it, or add `cpu` to \
+             the list as the fallback",
+            asked.join(", "),
+            library.display(),
+            if available.is_empty() { "none".to_string() } else { available.join(", ") },
+            missing.join(" or ")
+        )));
+    }
+    Ok(chosen)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -346,7 +400,7 @@ impl std::str::FromStr for ExecutionProvider {
 /// library = "/opt/onnxruntime/lib/libonnxruntime.so.1.31.1"   # optional; else ORT_DYLIB_PATH, .ort/lib, system
 /// intra_op_threads = 1                                         # default 1
 /// optimization_level = "all"                                   # disable | basic | extended | all
-/// execution_providers = ["cuda:0", "cpu"]                      # tried in order; default ["cpu"]
+/// execution_providers = ["cuda:0", "cpu"]                      # in order of preference; default ["cpu"]
 /// ```
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -417,7 +471,8 @@ pub struct SessionConfig {
     /// Threads ONNX Runtime may use inside one operator. 1 keeps inference on its own core.
     pub intra_op_threads: usize,
     pub optimization_level: OptimizationLevel,
-    /// Tried in order; CPU is the fallback for operators a provider does not take.
+    /// In order of preference: a session runs on the first one the loaded library has, and those after it
+    /// that the library has take the operators it does not (CPU last of all). See [`choose_providers`].
     pub execution_providers: Vec<ExecutionProvider>,
 }
 
@@ -484,6 +539,50 @@ mod tests {
                 Err(Error::Field { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{text}: expected a field error, got {other:?}"),
             }
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn providers_are_an_order_of_preference_over_what_the_library_has() {
+        use ExecutionProvider::{Cpu, Cuda, TensorRt};
+        let lib = Path::new("libonnxruntime.so");
+        let cpu_only = names(&["CPUExecutionProvider"]);
+        let gpu = names(&["CPUExecutionProvider", "CUDAExecutionProvider"]);
+        let all = names(&["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]);
+        let cuda = Cuda { device_id: 0 };
+        let trt = TensorRt { device_id: 1 };
+        for (requested, available, expected) in [
+            (vec![cuda, Cpu], &cpu_only, vec![Cpu]),
+            (vec![cuda, Cpu], &gpu, vec![cuda, Cpu]),
+            (vec![trt, cuda, Cpu], &gpu, vec![cuda, Cpu]),
+            (vec![trt, cuda, Cpu], &all, vec![trt, cuda, Cpu]),
+            (vec![trt, Cpu], &cpu_only, vec![Cpu]),
+            // CPU takes every operator, so nothing after it is registered.
+            (vec![Cpu, cuda], &all, vec![Cpu]),
+            (vec![cuda], &gpu, vec![cuda]),
+        ] {
+            match choose_providers(&requested, available, lib) {
+                Ok(chosen) => assert_eq!(chosen, expected, "{requested:?} from {available:?}"),
+                Err(e) => panic!("{requested:?} from {available:?}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_list_the_library_has_none_of_names_every_provider_asked_for_and_what_it_has() {
+        let requested = [ExecutionProvider::Cuda { device_id: 1 }, ExecutionProvider::TensorRt { device_id: 0 }];
+        let available = names(&["CPUExecutionProvider"]);
+        match choose_providers(&requested, &available, Path::new("/opt/ort/libonnxruntime.so")) {
+            Err(Error::OrtLibrary(m)) => {
+                for part in ["`cuda:1`", "`tensorrt:0`", "CPUExecutionProvider", "/opt/ort/libonnxruntime.so"] {
+                    assert!(m.contains(part), "{part} is not in: {m}");
+                }
+            }
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 

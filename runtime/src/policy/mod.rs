@@ -235,6 +235,12 @@ impl Policy {
         &self.manifest
     }
 
+    /// The execution provider that runs the policy's head graph (the first of
+    /// [`SessionConfig::execution_providers`](crate::onnx::SessionConfig) that the loaded library has).
+    pub fn execution_provider(&self) -> crate::onnx::ExecutionProvider {
+        self.head.execution_provider()
+    }
+
     /// How every manifest role was bound to a tensor, with declared and planned shapes.
     pub fn bindings(&self) -> &[BindingInfo] {
         &self.bindings
