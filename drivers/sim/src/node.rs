@@ -116,7 +116,7 @@ impl SimNode {
             .map_err(|e| coxswain_zenoh::ZenohError::Declare {
                 key: keys.custom("sim/faults").map_or_else(|_| String::new(), |k| k.to_string()),
                 what: "subscriber",
-                message: e.to_string(),
+                message: coxswain_zenoh::error::message(e),
             })?;
         let mut state_pub = ControlPublisher::<JointState>::new(session, &keys.joint_state, Qos::Control)?;
         // The reaching task's target, as a perception module would publish it (10 Hz).

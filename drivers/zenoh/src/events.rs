@@ -234,7 +234,11 @@ where
             }
         })
         .wait()
-        .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "subscriber", message: e.to_string() })?;
+        .map_err(|e| ZenohError::Declare {
+            key: key.to_string(),
+            what: "subscriber",
+            message: crate::error::message(e),
+        })?;
     Ok((subscriber, reader))
 }
 

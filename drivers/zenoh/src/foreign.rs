@@ -93,7 +93,7 @@ pub fn watch_foreign(session: &Session, key: &KeyExpr<'static>) -> Result<(Subsc
         .map_err(|e| ZenohError::Declare {
             key: key.to_string(),
             what: "foreign-publisher watch",
-            message: e.to_string(),
+            message: crate::error::message(e),
         })?;
     Ok((subscriber, ForeignWatch { shared }))
 }

@@ -32,7 +32,7 @@ pub struct RobotKeys {
 /// A concrete (wildcard-free) key expression, or an error naming the topic.
 pub fn concrete(topic: &str) -> Result<KeyExpr<'static>> {
     let ke = KeyExpr::try_from(topic.to_string())
-        .map_err(|e| ZenohError::KeyExpr { topic: topic.to_string(), message: e.to_string() })?;
+        .map_err(|e| ZenohError::KeyExpr { topic: topic.to_string(), message: crate::error::message(e) })?;
     if topic.contains(['*', '$']) {
         return Err(ZenohError::KeyExpr {
             topic: topic.to_string(),

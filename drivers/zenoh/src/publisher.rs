@@ -36,7 +36,7 @@ pub(crate) fn declare(session: &Session, key: &KeyExpr<'static>, qos: Qos) -> Re
         .congestion_control(congestion)
         .priority(priority)
         .wait()
-        .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "publisher", message: e.to_string() })
+        .map_err(|e| ZenohError::Declare { key: key.to_string(), what: "publisher", message: crate::error::message(e) })
 }
 
 /// A publisher that encodes into a buffer allocated once, at creation, and puts on the calling thread.
@@ -66,12 +66,18 @@ impl<M: Message> ControlPublisher<M> {
         let bytes = msg
             .encode(&mut self.buf)
             .map_err(|e| ZenohError::Encode { key: self.key.clone(), message: format!("{e:?}") })?;
-        self.publisher.put(bytes).wait().map_err(|e| ZenohError::Put { key: self.key.clone(), message: e.to_string() })
+        self.publisher
+            .put(bytes)
+            .wait()
+            .map_err(|e| ZenohError::Put { key: self.key.clone(), message: crate::error::message(e) })
     }
 
     /// Puts bytes as they are, bypassing the encoder (the simulator uses this to inject garbage).
     pub fn publish_raw(&self, bytes: &[u8]) -> Result<()> {
-        self.publisher.put(bytes).wait().map_err(|e| ZenohError::Put { key: self.key.clone(), message: e.to_string() })
+        self.publisher
+            .put(bytes)
+            .wait()
+            .map_err(|e| ZenohError::Put { key: self.key.clone(), message: crate::error::message(e) })
     }
 
     pub fn key(&self) -> &str {

@@ -192,7 +192,10 @@ impl<M: Message> QueuedPublisher<M> {
                             Err(e) => {
                                 thread_shared.put_errors.fetch_add(1, Ordering::Relaxed);
                                 if let Ok(mut last) = thread_shared.last_put_error.lock() {
-                                    *last = Some(format!("topic `{thread_key}`: publishing failed: {e}"));
+                                    *last = Some(format!(
+                                        "topic `{thread_key}`: publishing failed: {}",
+                                        crate::error::message(e)
+                                    ));
                                 }
                             }
                         }

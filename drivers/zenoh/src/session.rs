@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use zenoh::{Config, Session, Wait};
 
-use crate::error::{Result, ZenohError};
+use crate::error::{message, Result, ZenohError};
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -53,7 +53,7 @@ pub fn config(opts: &SessionOptions) -> Result<Config> {
     let path = opts.config_file.clone();
     let err = |message: String| ZenohError::Config { path: path.clone(), message };
     let mut config = match &opts.config_file {
-        Some(p) => Config::from_file(p).map_err(|e| err(e.to_string()))?,
+        Some(p) => Config::from_file(p).map_err(|e| err(message(e)))?,
         None => {
             let mut c = Config::default();
             for (k, v) in [
@@ -62,7 +62,7 @@ pub fn config(opts: &SessionOptions) -> Result<Config> {
                 ("scouting/gossip/enabled", "false"),
                 ("listen/endpoints", "[]"),
             ] {
-                c.insert_json5(k, v).map_err(|e| err(format!("{k}: {e}")))?;
+                c.insert_json5(k, v).map_err(|e| err(format!("{k}: {}", message(e))))?;
             }
             c
         }
@@ -71,24 +71,26 @@ pub fn config(opts: &SessionOptions) -> Result<Config> {
         if !matches!(mode.as_str(), "peer" | "client" | "router") {
             return Err(err(format!("mode `{mode}` is not peer, client or router")));
         }
-        config.insert_json5("mode", &format!("{mode:?}")).map_err(|e| err(format!("mode: {e}")))?;
+        config.insert_json5("mode", &format!("{mode:?}")).map_err(|e| err(format!("mode: {}", message(e))))?;
     }
-    config.insert_json5("timestamping/enabled", "true").map_err(|e| err(format!("timestamping/enabled: {e}")))?;
+    config
+        .insert_json5("timestamping/enabled", "true")
+        .map_err(|e| err(format!("timestamping/enabled: {}", message(e))))?;
     if !opts.listen.is_empty() {
         config
             .insert_json5("listen/endpoints", &json_list(&opts.listen))
-            .map_err(|e| err(format!("listen endpoints {:?}: {e}", opts.listen)))?;
+            .map_err(|e| err(format!("listen endpoints {:?}: {}", opts.listen, message(e))))?;
     }
     if !opts.connect.is_empty() {
         config
             .insert_json5("connect/endpoints", &json_list(&opts.connect))
-            .map_err(|e| err(format!("connect endpoints {:?}: {e}", opts.connect)))?;
+            .map_err(|e| err(format!("connect endpoints {:?}: {}", opts.connect, message(e))))?;
     }
     if opts.connect_timeout_ms > 0 {
         config
             .insert_json5("connect/timeout_ms", &opts.connect_timeout_ms.to_string())
             .and_then(|_| config.insert_json5("connect/exit_on_failure", "true"))
-            .map_err(|e| err(format!("connect timeout: {e}")))?;
+            .map_err(|e| err(format!("connect timeout: {}", message(e))))?;
     }
     Ok(config)
 }
@@ -97,11 +99,11 @@ pub fn config(opts: &SessionOptions) -> Result<Config> {
 pub fn open(opts: &SessionOptions) -> Result<Session> {
     let config = config(opts)?;
     zenoh::open(config).wait().map_err(|e| {
-        let message = e.to_string();
+        let text = message(e);
         if !opts.connect.is_empty() && opts.connect_timeout_ms > 0 {
-            ZenohError::Unreachable { endpoints: opts.connect.clone(), message }
+            ZenohError::Unreachable { endpoints: opts.connect.clone(), message: text }
         } else {
-            ZenohError::Open { message }
+            ZenohError::Open { message: text }
         }
     })
 }

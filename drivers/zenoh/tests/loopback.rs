@@ -128,6 +128,26 @@ fn an_invalid_config_names_the_file() {
 }
 
 #[test]
+fn zenoh_errors_say_what_went_wrong_without_zenohs_source_locations() {
+    let mut unreachable = SessionOptions::connect_to(&format!("tcp/127.0.0.1:{}", free_port()));
+    unreachable.connect_timeout_ms = 300;
+    let cases = [
+        (open(&unreachable).err(), "Timeout"),
+        (
+            open(&SessionOptions { config_file: Some("/nonexistent/zenoh.json5".into()), ..Default::default() }).err(),
+            "No such file or directory",
+        ),
+        (open(&SessionOptions::listen_on("nonsense")).err(), "Endpoints must be of the form"),
+        (coxswain_zenoh::keys::concrete("a//b").err(), "empty chunks"),
+    ];
+    for (e, gist) in cases {
+        let m = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(m.contains(gist), "`{gist}` is not in: {m}");
+        assert!(!m.contains(".rs:") && !m.contains("registry/src") && !m.contains("Json5Err"), "{m}");
+    }
+}
+
+#[test]
 fn unknown_and_malformed_topics_are_named() {
     let robot = coxswain_config::Robot::load(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware-configs/sim-arm.toml"),
