@@ -13,13 +13,14 @@ pub enum Error {
     #[error("ONNX Runtime library: {0}")]
     OrtLibrary(String),
 
-    /// A file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read. The I/O error's text is part of this message and not also its
+    /// [`source`](std::error::Error::source), so that `{e}` and a printed chain (`{e:#}`) both say it once.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+
+    /// A path given as a model is not a model folder or a manifest file (an ONNX graph, say).
+    #[error("{}: {message}", path.display())]
+    NotAModel { path: PathBuf, message: String },
 
     /// A TOML file is not valid TOML or does not have the expected structure.
     #[error("{}: {message}", path.display())]

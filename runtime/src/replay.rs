@@ -64,7 +64,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |error| Error::Io { path: path.to_path_buf(), error }
 }
 
 /// The files of a model folder (regular files at its top level, by name) with their SHA-256.

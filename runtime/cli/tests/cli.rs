@@ -115,6 +115,28 @@ fn an_execution_provider_list_runs_on_the_first_one_the_library_has() {
 }
 
 #[test]
+fn a_missing_file_names_its_cause_once() {
+    for args in [&["inspect", "models/no-such-model"][..], &["check", "--robot", "firmware-configs/no-such-robot.toml"]]
+    {
+        let o = coxswain(args, &[]);
+        assert_eq!(o.status.code(), Some(1));
+        let e = stderr(&o);
+        assert_eq!(e.matches("No such file or directory").count(), 1, "{args:?}: {e}");
+        assert!(e.contains(args[args.len() - 1]), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn an_onnx_graph_given_as_a_model_says_what_a_model_is() {
+    let o = coxswain(&["inspect", "models/reach-dp/policy.onnx"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("models/reach-dp/policy.onnx") && e.contains("ONNX graph"), "{e}");
+    assert!(e.contains("a model is a folder holding manifest.toml") && e.contains("models/reach-dp)"), "{e}");
+    assert!(!e.contains("UTF-8"), "{e}");
+}
+
+#[test]
 fn inspect_prints_signature_and_bindings() {
     let o = coxswain(&["inspect", "tests/fixtures/bhl-video", "--runs", "3"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));

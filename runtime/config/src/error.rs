@@ -6,12 +6,10 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The description could not be read. The I/O error's text is part of this message and not also its
+    /// [`source`](std::error::Error::source), so that `{e}` and a printed chain (`{e:#}`) both say it once.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{}: `{field}`: {message}", path.display())]

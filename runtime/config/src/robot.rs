@@ -314,7 +314,7 @@ pub struct Robot {
 impl Robot {
     pub fn load(path: &Path) -> Result<Robot> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Io { path: path.to_path_buf(), error })?;
         Robot::parse(&text, path)
     }
 

@@ -123,7 +123,7 @@ impl Graph {
         if !path.is_file() {
             return Err(Error::Io {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "ONNX file not found"),
+                error: std::io::Error::new(std::io::ErrorKind::NotFound, "ONNX file not found"),
             });
         }
         let (mut builder, providers) = runtime.session_builder(config, path)?;

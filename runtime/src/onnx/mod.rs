@@ -422,7 +422,7 @@ impl OnnxConfig {
     /// Reads the `[onnx]` table of `path` (other tables of the file are left to their own readers). A file
     /// without the table gives the defaults.
     pub fn load(path: &Path) -> Result<OnnxConfig> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
         let doc: toml::Table =
             toml::from_str(&text).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let raw: RawOnnxConfig = match doc.get("onnx") {

@@ -420,10 +420,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads `<dir>/manifest.toml` (or a manifest file given directly).
+    /// Reads `<dir>/manifest.toml` (or a manifest file given directly). A path that is not a model (an ONNX
+    /// graph, a folder without a manifest, a binary file) is an error saying what a model is.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let file = if path.is_dir() { path.join("manifest.toml") } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
+        let not_a_model = |what: String| Error::NotAModel {
+            path: path.to_path_buf(),
+            message: format!("{what}; a model is a folder holding manifest.toml (or a manifest.toml file)"),
+        };
+        let file = if path.is_dir() {
+            let file = path.join("manifest.toml");
+            if !file.exists() {
+                return Err(not_a_model("this folder holds no manifest.toml".into()));
+            }
+            file
+        } else {
+            path.to_path_buf()
+        };
+        if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+            let folder = path.parent().filter(|d| d.join("manifest.toml").is_file());
+            return Err(not_a_model(match folder {
+                Some(d) => format!("this is an ONNX graph, not a model (pass its folder, {})", d.display()),
+                None => "this is an ONNX graph, not a model".into(),
+            }));
+        }
+        let text = std::fs::read_to_string(&file).map_err(|error| match error.kind() {
+            std::io::ErrorKind::InvalidData => not_a_model("this is not a text file".into()),
+            _ => Error::Io { path: file.clone(), error },
+        })?;
         Manifest::parse(&text, &file)
     }
 
