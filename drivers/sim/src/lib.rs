@@ -7,9 +7,11 @@
 //! [`node::SimNode`] runs both on a thread at the robot's state rate: it reads `cmd/joints` and
 //! `safety/estop`, publishes `state/joints` and the task target, and can misbehave on purpose
 //! ([`faults::Faults`]: drop, delay, freeze, NaN, garbage bytes, reorder), commanded in-process or over
-//! `robot/<id>/sim/faults`. The `coxswain-sim` binary runs a node on its own.
+//! `robot/<id>/sim/faults`. Messages are stamped on `CLOCK_MONOTONIC`, as WIRE.md asks ([`clock`]). The
+//! `coxswain-sim` binary runs a node on its own.
 
 pub mod arm;
+pub mod clock;
 pub mod faults;
 pub mod node;
 pub mod task;

@@ -16,6 +16,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::arm::ArmModel;
+use crate::clock::stamp_now_ns;
 use crate::faults::Faults;
 use crate::task::{Episode, Outcome, ReachTask};
 
@@ -152,7 +153,6 @@ impl SimNode {
                 let mut last_cmd_seq = None;
                 let mut last_estop_seq = None;
                 let mut effort = vec![0.0; n];
-                let epoch = Instant::now();
                 let mut next = Instant::now();
                 while !thread_stop.load(Ordering::Relaxed) {
                     let mut s = lock(&thread_shared);
@@ -195,7 +195,7 @@ impl SimNode {
                     let faults = s.faults.clone();
                     let mut msg = JointState::default();
                     msg.header.seq = seq;
-                    msg.header.stamp_ns = epoch.elapsed().as_nanos() as u64;
+                    msg.header.stamp_ns = stamp_now_ns();
                     for (i, tau) in effort.iter().enumerate() {
                         let measured = model.measure(s.q[i], &mut s.rng) as f32;
                         let _ = msg.position_rad.push(if faults.nan { f32::NAN } else { measured });
@@ -247,7 +247,7 @@ impl SimNode {
                     }
                     if let Some(p) = imu_pub.as_mut() {
                         let imu = ImuSample {
-                            header: coxswain_msg::Header::new(seq, epoch.elapsed().as_nanos() as u64),
+                            header: coxswain_msg::Header::new(seq, stamp_now_ns()),
                             orientation: Quaternion::IDENTITY,
                             angular_velocity_rad_s: [0.0; 3],
                             linear_acceleration_m_s2: [0.0, 0.0, 9.81],
@@ -257,7 +257,7 @@ impl SimNode {
                     if let (Some(p), Some(t)) = (target_pub.as_mut(), target) {
                         let mut v = VectorSample::default();
                         v.header.seq = seq;
-                        v.header.stamp_ns = epoch.elapsed().as_nanos() as u64;
+                        v.header.stamp_ns = stamp_now_ns();
                         let _ = v.values.push(t[0] as f32);
                         let _ = v.values.push(t[1] as f32);
                         let _ = p.publish(&v);

@@ -216,3 +216,38 @@ fn an_imu_is_published_when_the_description_declares_one() {
     assert_eq!(s.value.orientation, coxswain_msg::Quaternion::IDENTITY);
     assert_eq!(s.value.linear_acceleration_m_s2, [0.0, 0.0, 9.81]);
 }
+
+/// `CLOCK_MONOTONIC` read independently of the simulator.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid, writable timespec.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn messages_are_stamped_on_clock_monotonic_as_the_wire_spec_asks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware-configs/sim-arm.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap().replace("[topics.sensors]\n", "[topics.sensors]\nimu = \"imu\"\n");
+    let robot = Robot::parse(&text, &path).unwrap();
+    let session = open(&SessionOptions::default()).unwrap();
+    let keys = RobotKeys::from_robot(&robot).unwrap();
+    let (_state_sub, mut state) = subscribe_latest::<JointState>(&session, &keys.joint_state).unwrap();
+    let (_imu_sub, mut imu) =
+        subscribe_latest::<coxswain_msg::ImuSample>(&session, keys.sensor("imu").unwrap()).unwrap();
+    let before_ns = monotonic_ns();
+    let _sim = SimNode::spawn(&session, &robot, SimOptions::default()).unwrap();
+    assert!(eventually(|| state.latest().is_some() && imu.latest().is_some()));
+    let stamps = [
+        ("state/joints", state.latest().unwrap().value.header.stamp_ns),
+        ("imu", imu.latest().unwrap().value.header.stamp_ns),
+    ];
+    let after_ns = monotonic_ns();
+    for (topic, stamp_ns) in stamps {
+        assert!(
+            (before_ns..=after_ns).contains(&stamp_ns),
+            "{topic}: stamp {stamp_ns} ns is not CLOCK_MONOTONIC between {before_ns} and {after_ns} ns"
+        );
+    }
+}
