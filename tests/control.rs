@@ -86,7 +86,7 @@ fn rig(seed: u64) -> Rig {
     let target = controller.vector_fields().iter().position(|n| n == "target");
     let worker = InferenceWorker::new(policy, RtcMode::Inpaint, seed).unwrap();
     let ls = Lockstep::new(controller, worker, frame, robot.control_hz, Latency::Ticks(3)).unwrap();
-    let mut arm = ArmPlant::new(&robot, seed, target);
+    let mut arm = ArmPlant::new(&robot, seed, target).unwrap();
     arm.draw_episode();
     Rig {
         ls,
@@ -326,7 +326,7 @@ fn scripted(chunks: impl Fn(usize, &mut [f64]) -> bool) -> (Vec<SafetyState>, co
     let mut c = Controller::new(&manifest, map, &frame, safety, execution()).unwrap();
     let mut input = c.new_input();
     let mut out = c.new_output(frame);
-    let mut arm = ArmPlant::new(&robot, 9, c.vector_fields().iter().position(|n| n == "target"));
+    let mut arm = ArmPlant::new(&robot, 9, c.vector_fields().iter().position(|n| n == "target")).unwrap();
     arm.draw_episode();
     let dt = 1.0 / robot.control_hz;
     let mut states = vec![];

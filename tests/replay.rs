@@ -119,7 +119,7 @@ fn record_faulty_run(dir: &Path, seed: u64) -> (Vec<PathBuf>, Vec<SafetyState>) 
             Seen::Worker(e) => rec.worker_event(e).unwrap(),
         }
     }));
-    let mut arm = ArmPlant::new(&robot, seed, target);
+    let mut arm = ArmPlant::new(&robot, seed, target).unwrap();
     arm.draw_episode();
     let mut plant = Faulty { arm, tick: 0 };
     let mut states = Vec::new();
@@ -278,7 +278,8 @@ fn pypi_mcap_reads_a_recorded_run_with_the_same_counts_and_its_run_metadata() {
     let dir = temp_dir("pypi");
     let (files, _) = record_faulty_run(&dir, 8);
     let ours = record::read_files(&files).unwrap();
-    let out = std::process::Command::new(&py).arg(repo().join("tests/record/read_mcap.py")).args(&files).output().unwrap();
+    let out =
+        std::process::Command::new(&py).arg(repo().join("tests/record/read_mcap.py")).args(&files).output().unwrap();
     assert!(out.status.success(), "read_mcap.py: {}", String::from_utf8_lossy(&out.stderr));
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for topic in [TICK_TOPIC, CHUNK_TOPIC, coxswain::record::EVENT_TOPIC, coxswain::record::LOG_TOPIC] {

@@ -116,7 +116,7 @@ struct Driver {
 impl Driver {
     fn spawn(session: Session, robot: &Robot) -> Driver {
         let keys = RobotKeys::from_robot(robot).unwrap();
-        let model = ArmModel::from_robot(robot);
+        let model = ArmModel::from_robot(robot).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let restart = Arc::new(AtomicBool::new(false));
         let commands = Arc::new(Mutex::new(Vec::new()));

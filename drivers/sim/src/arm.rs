@@ -5,9 +5,11 @@
 //! limits. The published position carries Gaussian noise. This is exactly the model of
 //! `models/tools/arm.py`, which recorded the demonstrations the committed policies learned from.
 
-use coxswain_config::Robot;
+use coxswain_config::{ConfigError, Robot};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+
+use crate::config::SimConfig;
 
 #[derive(Debug, Clone)]
 pub struct ArmModel {
@@ -22,11 +24,12 @@ pub struct ArmModel {
 }
 
 impl ArmModel {
-    /// The motor model of a robot description; tau and noise from `[sim]` (defaults 0.05 s and none).
-    pub fn from_robot(robot: &Robot) -> ArmModel {
+    /// The motor model of a robot description; tau and noise from `[sim]` (defaults 0.05 s and none), which
+    /// is an error when it is invalid.
+    pub fn from_robot(robot: &Robot) -> Result<ArmModel, ConfigError> {
         let (tau_s, noise_std_rad) =
-            robot.sim.as_ref().map_or((0.05, 0.0), |s| (s.motor_time_constant_s, s.position_noise_std_rad));
-        ArmModel {
+            SimConfig::from_robot(robot)?.map_or((0.05, 0.0), |s| (s.motor_time_constant_s, s.position_noise_std_rad));
+        Ok(ArmModel {
             lower: robot.joints.iter().map(|j| j.position_limits_rad.0).collect(),
             upper: robot.joints.iter().map(|j| j.position_limits_rad.1).collect(),
             velocity_limit: robot.joints.iter().map(|j| j.velocity_limit_rad_s).collect(),
@@ -35,7 +38,7 @@ impl ArmModel {
             kd: robot.joints.iter().map(|j| j.kd).collect(),
             tau_s,
             noise_std_rad,
-        }
+        })
     }
 
     pub fn joints(&self) -> usize {

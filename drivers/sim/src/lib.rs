@@ -3,7 +3,8 @@
 //!
 //! [`arm::ArmModel`] is the physics: each joint follows its commanded position through a first-order lag
 //! with speed and position limits and measurement noise (the model the reaching demonstrations were recorded
-//! with, `firmware-configs/sim-arm.toml` `[sim]`). [`task::ReachTask`] poses and scores the reaching task.
+//! with, `firmware-configs/sim-arm.toml` `[sim]`). [`task::ReachTask`] poses and scores the reaching task
+//! (`[task.reach]`). Both tables belong to this crate, not to the core robot schema: [`config`] parses them.
 //! [`node::SimNode`] runs both on a thread at the robot's state rate: it reads `cmd/joints` and
 //! `safety/estop`, publishes `state/joints` and the task target, and can misbehave on purpose
 //! ([`faults::Faults`]: drop, delay, freeze, NaN, garbage bytes, reorder), commanded in-process or over
@@ -12,11 +13,15 @@
 
 pub mod arm;
 pub mod clock;
+pub mod config;
+pub mod error;
 pub mod faults;
 pub mod node;
 pub mod task;
 
 pub use arm::ArmModel;
+pub use config::{ReachConfig, SimConfig};
+pub use error::SimError;
 pub use faults::Faults;
 pub use node::{SimHandle, SimNode, SimOptions};
 pub use task::{Episode, ReachTask};

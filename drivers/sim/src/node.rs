@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::arm::ArmModel;
 use crate::clock::stamp_now_ns;
+use crate::error::SimError;
 use crate::faults::Faults;
 use crate::task::{Episode, Outcome, ReachTask};
 
@@ -81,9 +82,11 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 impl SimNode {
     /// Starts a simulated `robot` on `session`, at its default pose, publishing at its state rate.
-    pub fn spawn(session: &Session, robot: &Robot, options: SimOptions) -> coxswain_zenoh::Result<SimHandle> {
+    pub fn spawn(session: &Session, robot: &Robot, options: SimOptions) -> Result<SimHandle, SimError> {
         let keys = RobotKeys::from_robot(robot)?;
-        let model = ArmModel::from_robot(robot);
+        let model = ArmModel::from_robot(robot)?;
+        let task = ReachTask::from_robot(robot)?;
+        let has_task = task.is_some();
         let n = model.joints();
         let q0 = robot.default_pose();
         let shared = Arc::new(Mutex::new(Shared {
@@ -96,7 +99,7 @@ impl SimNode {
             accepted: 0,
             refused: 0,
             published: 0,
-            task: ReachTask::from_robot(robot),
+            task,
             episode: None,
             rng: ChaCha8Rng::seed_from_u64(options.seed),
         }));
@@ -121,8 +124,8 @@ impl SimNode {
             })?;
         let mut state_pub = ControlPublisher::<JointState>::new(session, &keys.joint_state, Qos::Control)?;
         // The reaching task's target, as a perception module would publish it (10 Hz).
-        let mut target_pub = match (&robot.reach, keys.sensor("target")) {
-            (Some(_), Ok(key)) => Some(ControlPublisher::<VectorSample>::new(session, key, Qos::Telemetry)?),
+        let mut target_pub = match (has_task, keys.sensor("target")) {
+            (true, Ok(key)) => Some(ControlPublisher::<VectorSample>::new(session, key, Qos::Telemetry)?),
             _ => None,
         };
         let target_every = ((robot.state_hz / 10.0).round() as u64).max(1);

@@ -2,9 +2,11 @@
 //! disc-shaped obstacle; success is the tool within `success_radius_m` of the target at the end of the
 //! episode and never inside the obstacle.
 
-use coxswain_config::{ReachTask as ReachConfig, Robot};
+use coxswain_config::{ConfigError, Robot};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
+
+use crate::config::ReachConfig;
 
 /// One episode's set-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,17 +35,18 @@ pub struct ReachTask {
 }
 
 impl ReachTask {
-    /// The task of a robot description, or `None` when it declares no `[task.reach]`.
-    pub fn from_robot(robot: &Robot) -> Option<ReachTask> {
-        let config = robot.reach.clone()?;
-        Some(ReachTask {
+    /// The task of a robot description, `None` when it declares no `[task.reach]`, an error when that table
+    /// is invalid.
+    pub fn from_robot(robot: &Robot) -> Result<Option<ReachTask>, ConfigError> {
+        let Some(config) = ReachConfig::from_robot(robot)? else { return Ok(None) };
+        Ok(Some(ReachTask {
             config,
             default_pose: robot.default_pose(),
             lower: robot.joints.iter().map(|j| j.position_limits_rad.0).collect(),
             upper: robot.joints.iter().map(|j| j.position_limits_rad.1).collect(),
             chain: robot.chain.clone(),
             min_clearance_m: f64::INFINITY,
-        })
+        }))
     }
 
     /// Draws an episode: the default pose plus uniform noise, a target uniform in the box.

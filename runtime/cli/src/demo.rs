@@ -279,8 +279,9 @@ fn validate(opts: &DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn episode_duration_s(opts: &DemoOptions, robot: &Robot) -> f64 {
-    opts.episode_s.or(robot.reach.as_ref().map(|r| r.episode_duration_s)).unwrap_or(10.0)
+fn episode_duration_s(opts: &DemoOptions, robot: &Robot) -> anyhow::Result<f64> {
+    let task_s = coxswain_sim::ReachConfig::from_robot(robot)?.map(|r| r.episode_duration_s);
+    Ok(opts.episode_s.or(task_s).unwrap_or(10.0))
 }
 
 fn joints(v: &[f64]) -> Joints {
@@ -299,7 +300,7 @@ pub fn run(
     interrupted: &AtomicBool,
 ) -> anyhow::Result<DemoSummary> {
     validate(opts)?;
-    let robot = Robot::load(&opts.robot)?;
+    let robot = crate::robot::load(&opts.robot)?;
     let policy = Policy::load(ort, &opts.policy, &opts.policy_options)?;
     let metadata = match &opts.record {
         Some(_) => run_metadata(&run_info(opts, &robot), &opts.robot, &policy)?,
@@ -451,7 +452,7 @@ fn run_real(
     metadata: Vec<(String, std::collections::BTreeMap<String, String>)>,
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
-    let episode_s = episode_duration_s(opts, &robot);
+    let episode_s = episode_duration_s(opts, &robot)?;
     // The runtime's session. In-process the simulator gets its own session and the two meet over a
     // loopback link, like separate processes would.
     let mut session_opts = SessionOptions {
@@ -672,7 +673,7 @@ pub fn run_sim(
     observer: Option<coxswain::control::lockstep::Observer>,
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
-    let episode_s = episode_duration_s(opts, &robot);
+    let episode_s = episode_duration_s(opts, &robot)?;
     let (controller, frame) = Controller::for_robot(&policy, &robot, opts.execution)?;
     let target_field = controller.vector_fields().iter().position(|n| n == "target");
     let worker = InferenceWorker::new(policy, opts.execution.rtc, opts.policy_options.seed)?;
@@ -680,7 +681,7 @@ pub fn run_sim(
     if let Some(o) = observer {
         ls.observe(o);
     }
-    let mut plant = ArmPlant::new(&robot, opts.seed, target_field);
+    let mut plant = ArmPlant::new(&robot, opts.seed, target_field)?;
     let ticks_per_episode = (episode_s * robot.control_hz).round() as u64;
     let mut events: Vec<Event> = Vec::new();
     let step = |ls: &mut Lockstep, plant: &mut ArmPlant, req: &[Request], events: &mut Vec<Event>| {

@@ -558,7 +558,7 @@ fn sample(model: &std::path::Path, ort: &OrtArgs, set: &[String], seed: u64) -> 
 }
 
 fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &OrtArgs) -> anyhow::Result<()> {
-    let robot = coxswain_config::Robot::load(robot_path)?;
+    let robot = coxswain_cli::robot::load(robot_path)?;
     out!("robot      {} ({})", robot.id, robot.path.display());
     if let Some(d) = &robot.description {
         out!("           {d}");

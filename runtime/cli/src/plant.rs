@@ -3,7 +3,7 @@
 
 use coxswain::control::io::ControlInput;
 use coxswain::control::lockstep::Plant;
-use coxswain_config::Robot;
+use coxswain_config::{ConfigError, Robot};
 use coxswain_sim::task::Outcome;
 use coxswain_sim::{ArmModel, Episode, ReachTask};
 use rand_chacha::rand_core::SeedableRng;
@@ -27,23 +27,24 @@ pub struct ArmPlant {
 
 impl ArmPlant {
     /// The arm of `robot` at its default pose; `seed` drives the measurement noise and the episodes, as in
-    /// the Zenoh simulator. `target_field` is where the policy reads the task's target.
-    pub fn new(robot: &Robot, seed: u64, target_field: Option<usize>) -> ArmPlant {
-        let model = ArmModel::from_robot(robot);
+    /// the Zenoh simulator. `target_field` is where the policy reads the task's target. An invalid `[sim]` or
+    /// `[task.reach]` table is an error naming the field.
+    pub fn new(robot: &Robot, seed: u64, target_field: Option<usize>) -> Result<ArmPlant, ConfigError> {
+        let model = ArmModel::from_robot(robot)?;
         let n = model.joints();
         let q0 = robot.default_pose();
-        ArmPlant {
+        Ok(ArmPlant {
             model,
             q: q0.clone(),
             qd: vec![0.0; n],
             cmd: q0,
             effort: vec![0.0; n],
             rng: ChaCha8Rng::seed_from_u64(seed),
-            task: ReachTask::from_robot(robot),
+            task: ReachTask::from_robot(robot)?,
             episode: None,
             target_field,
             seq: 0,
-        }
+        })
     }
 
     /// Draws the next episode of the reaching task (the arm stays where it is: the runtime homes it).

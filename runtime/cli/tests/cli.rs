@@ -343,3 +343,27 @@ fn sigint_and_sigterm_stop_under_control_then_print_the_summary_and_exit_130() {
         assert!(out.contains("final state fault (controlled stop completed)"), "{signal}: {out}");
     }
 }
+
+#[test]
+fn check_refuses_a_table_nobody_reads_and_names_fields_of_the_simulators_tables() {
+    let dir = std::env::temp_dir().join(format!("coxswain-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    let text = text.replace("config = \"zenoh/peer.json5\"\n", "");
+    for (from, to, words) in [
+        ("[stop]", "[stpo]", &["robot.toml", "`stpo`", "did you mean [stop]?"][..]),
+        ("motor_time_constant_s = 0.05", "motor_time_constant_s = 0.0", &["robot.toml", "`sim.motor_time_constant_s`"]),
+        ("episode_duration_s = 8.0", "episode_s = 8.0", &["robot.toml", "`task.reach`", "episode_s"]),
+    ] {
+        assert!(text.contains(from), "test setup: {from}");
+        let bad = dir.join("robot.toml");
+        std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let o = coxswain(&["check", "--robot", bad.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(1), "{to}");
+        let e = stderr(&o);
+        for w in words {
+            assert!(e.contains(w), "{to}: `{w}` is not in: {e}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

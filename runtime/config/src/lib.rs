@@ -8,7 +8,8 @@
 //! is in [`kinematics`].
 //!
 //! Parsing is two steps: serde reads the raw structs with unknown fields denied, then validation builds
-//! the typed [`Robot`]; every error names the file and the field.
+//! the typed [`Robot`]; every error names the file and the field. Tables that other programs read (`[onnx]`,
+//! the simulator's `[sim]` and `[task]`) are kept as written for them ([`Robot::table`]).
 
 pub mod error;
 pub mod kinematics;
@@ -16,4 +17,4 @@ pub mod robot;
 
 pub use error::{ConfigError, Result};
 pub use kinematics::Chain;
-pub use robot::{Joint, ReachTask, Robot, SimConfig, StopCategory, StopConfig, Topics};
+pub use robot::{Joint, Robot, StopCategory, StopConfig, Topics};

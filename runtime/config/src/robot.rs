@@ -46,8 +46,12 @@
 //! category = 1                        # 0: cut power, 1: controlled stop then cut, 2: controlled stop, hold
 //! ```
 //!
-//! `[onnx]` (ONNX Runtime settings, read by the runtime), `[sim]` (the simulated robot's motor model) and
-//! `[task.*]` (tasks the simulator can pose) may also appear.
+//! Those are the core tables. Other programs keep their own settings in tables of their own in the same file,
+//! e.g. `[onnx]` (ONNX Runtime, read by the runtime) and `[sim]` / `[task.reach]` (the simulated robot and its
+//! task, read by `coxswain-sim`). This crate does not know them: it keeps every other top-level table as it
+//! was written ([`Robot::table`]) for its reader to parse, and [`Robot::check_tables`] lets a program refuse
+//! tables that nobody it knows reads (a misspelt `[stpo]`). A key at the top level that is not a table is
+//! always an error, as is an unknown field inside a core table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,8 +62,8 @@ use serde::Deserialize;
 use crate::error::{ConfigError, Result};
 use crate::kinematics::{origin, Chain, Link};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The core tables of a description file, and the other top-level tables as written.
+#[derive(Debug)]
 pub struct RawRobotFile {
     pub robot: RawRobotMeta,
     pub rates: RawRates,
@@ -68,11 +72,75 @@ pub struct RawRobotFile {
     pub topics: Option<RawTopics>,
     pub zenoh: Option<RawZenoh>,
     pub stop: Option<RawStop>,
-    /// Read by the runtime (`coxswain::onnx::OnnxConfig`).
-    pub onnx: Option<toml::Value>,
     pub firmware: Option<RawFirmware>,
-    pub sim: Option<RawSim>,
-    pub task: Option<RawTasks>,
+    /// Every other top-level table (or array of tables), for the programs that read them.
+    pub extra: BTreeMap<String, toml::Value>,
+}
+
+/// The top-level tables this crate reads; [`RawRobotFile`] has a field for each.
+pub const CORE_TABLES: [&str; 8] = ["robot", "rates", "joints", "end_effector", "topics", "zenoh", "stop", "firmware"];
+
+// By hand rather than derived: `deny_unknown_fields` and a catch-all for the other tables do not mix in
+// serde, and `#[serde(flatten)]` would buffer the core tables and lose the line numbers of their errors.
+impl<'de> Deserialize<'de> for RawRobotFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawRobotFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a robot description")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawRobotFile, A::Error> {
+                use serde::de::Error as _;
+                let (mut robot, mut rates, mut joints) = (None, None, None);
+                let (mut end_effector, mut topics, mut zenoh, mut stop, mut firmware) = (None, None, None, None, None);
+                let mut extra = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "robot" => robot = Some(map.next_value()?),
+                        "rates" => rates = Some(map.next_value()?),
+                        "joints" => joints = Some(map.next_value()?),
+                        "end_effector" => end_effector = Some(map.next_value()?),
+                        "topics" => topics = Some(map.next_value()?),
+                        "zenoh" => zenoh = Some(map.next_value()?),
+                        "stop" => stop = Some(map.next_value()?),
+                        "firmware" => firmware = Some(map.next_value()?),
+                        _ => {
+                            let value: toml::Value = map.next_value()?;
+                            let is_table = match &value {
+                                toml::Value::Table(_) => true,
+                                toml::Value::Array(a) => !a.is_empty() && a.iter().all(toml::Value::is_table),
+                                _ => false,
+                            };
+                            if !is_table {
+                                return Err(A::Error::custom(format!(
+                                    "`{key}` at the top level is not a table (the core tables are {}; a value \
+                                     belongs in one of them)",
+                                    CORE_TABLES.join(", ")
+                                )));
+                            }
+                            extra.insert(key, value);
+                        }
+                    }
+                }
+                Ok(RawRobotFile {
+                    robot: robot.ok_or_else(|| A::Error::missing_field("robot"))?,
+                    rates: rates.ok_or_else(|| A::Error::missing_field("rates"))?,
+                    joints: joints.ok_or_else(|| A::Error::missing_field("joints"))?,
+                    end_effector,
+                    topics,
+                    zenoh,
+                    stop,
+                    firmware,
+                    extra,
+                })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,32 +248,6 @@ pub struct RawStop {
     pub category: Option<u8>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSim {
-    pub motor_time_constant_s: f64,
-    #[serde(default)]
-    pub position_noise_std_rad: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTasks {
-    pub reach: Option<RawReach>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawReach {
-    pub target_center_m: [f64; 2],
-    pub target_half_extent_m: [f64; 2],
-    pub start_noise_rad: f64,
-    pub obstacle_center_m: [f64; 2],
-    pub obstacle_radius_m: f64,
-    pub success_radius_m: f64,
-    pub episode_duration_s: f64,
-}
-
 /// A joint, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joint {
@@ -275,23 +317,6 @@ pub struct StopConfig {
     pub category: StopCategory,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimConfig {
-    pub motor_time_constant_s: f64,
-    pub position_noise_std_rad: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReachTask {
-    pub target_center_m: [f64; 2],
-    pub target_half_extent_m: [f64; 2],
-    pub start_noise_rad: f64,
-    pub obstacle_center_m: [f64; 2],
-    pub obstacle_radius_m: f64,
-    pub success_radius_m: f64,
-    pub episode_duration_s: f64,
-}
-
 /// A validated robot description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Robot {
@@ -307,8 +332,9 @@ pub struct Robot {
     pub zenoh_config: Option<PathBuf>,
     pub stop: StopConfig,
     pub firmware: Option<(String, u32, String)>,
-    pub sim: Option<SimConfig>,
-    pub reach: Option<ReachTask>,
+    /// The top-level tables other than the core ones, as written, for the programs that read them
+    /// ([`Robot::table`]).
+    pub extra: BTreeMap<String, toml::Value>,
 }
 
 impl Robot {
@@ -496,43 +522,6 @@ impl Robot {
             }
         };
 
-        let sim = match raw.sim {
-            None => None,
-            Some(s) => {
-                positive(path, "sim.motor_time_constant_s", s.motor_time_constant_s)?;
-                if !(s.position_noise_std_rad.is_finite() && s.position_noise_std_rad >= 0.0) {
-                    return Err(f("sim.position_noise_std_rad", "must be >= 0".into()));
-                }
-                Some(SimConfig {
-                    motor_time_constant_s: s.motor_time_constant_s,
-                    position_noise_std_rad: s.position_noise_std_rad,
-                })
-            }
-        };
-        let reach = match raw.task.and_then(|t| t.reach) {
-            None => None,
-            Some(r) => {
-                for (name, v) in [
-                    ("task.reach.obstacle_radius_m", r.obstacle_radius_m),
-                    ("task.reach.success_radius_m", r.success_radius_m),
-                    ("task.reach.episode_duration_s", r.episode_duration_s),
-                ] {
-                    positive(path, name, v)?;
-                }
-                if !(r.start_noise_rad.is_finite() && r.start_noise_rad >= 0.0) {
-                    return Err(f("task.reach.start_noise_rad", "must be >= 0".into()));
-                }
-                Some(ReachTask {
-                    target_center_m: r.target_center_m,
-                    target_half_extent_m: r.target_half_extent_m,
-                    start_noise_rad: r.start_noise_rad,
-                    obstacle_center_m: r.obstacle_center_m,
-                    obstacle_radius_m: r.obstacle_radius_m,
-                    success_radius_m: r.success_radius_m,
-                    episode_duration_s: r.episode_duration_s,
-                })
-            }
-        };
         let firmware = raw.firmware.map(|fw| (fw.bus, fw.baudrate, fw.protocol));
         if firmware.is_some() && joints.iter().any(|j| j.servo.is_none()) {
             return Err(f("firmware", "is set, so every joint needs a [joints.servo] table".into()));
@@ -550,10 +539,71 @@ impl Robot {
             zenoh_config,
             stop,
             firmware,
-            sim,
-            reach,
+            extra: raw.extra,
         })
     }
+
+    /// A top-level table other than the core ones (`[sim]`, `[onnx]`, ...), as written, for the program that
+    /// reads it to parse; `None` when the file has none.
+    pub fn table(&self, name: &str) -> Option<&toml::Value> {
+        self.extra.get(name)
+    }
+
+    /// Parses the top-level table `name` (one of [`Robot::table`]'s) into a reader's own raw struct, which
+    /// should deny unknown fields as the core ones do. An error names the file and the field
+    /// (`sim.motor_time_constant_s`; `sim` itself for an unknown or missing field, which the message names).
+    /// `None` when the file has no such table.
+    pub fn read_table<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let Some(value) = self.extra.get(name) else { return Ok(None) };
+        value.clone().try_into().map(Some).map_err(|e: toml::de::Error| {
+            // toml says where in the value the error is only in its Display, as a last line "in `a.b`".
+            let text = e.to_string();
+            let at = text.lines().rev().find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'));
+            let field = at.map_or_else(|| name.to_string(), |at| format!("{name}.{at}"));
+            ConfigError::field(&self.path, field, e.message().trim_end())
+        })
+    }
+
+    /// Refuses a top-level table that neither this crate nor any of the programs that read `read_elsewhere`
+    /// knows, naming it (and the closest known table, when it looks like a misspelling of one).
+    pub fn check_tables(&self, read_elsewhere: &[&str]) -> Result<()> {
+        let known: Vec<&str> = CORE_TABLES.iter().chain(read_elsewhere).copied().collect();
+        match self.extra.keys().find(|k| !read_elsewhere.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(name) => {
+                let closest = known
+                    .iter()
+                    .copied()
+                    .min_by_key(|k| edit_distance(k, name))
+                    .filter(|k| edit_distance(k, name) <= 2);
+                Err(ConfigError::field(
+                    &self.path,
+                    name.as_str(),
+                    format!(
+                        "no program here reads this table{} (the tables known are {})",
+                        closest.map_or_else(String::new, |k| format!("; did you mean [{k}]?")),
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Levenshtein distance, for suggesting the table a misspelt name meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn positive(path: &Path, field: &str, v: f64) -> Result<()> {

@@ -37,7 +37,8 @@ fn sim_arm_kinematics_match_the_planar_closed_form() {
     }
     assert!((p.x - x).abs() < 1e-12 && (p.y - y).abs() < 1e-12);
     assert_eq!(robot.topics.sensors["target"].0, "robot/sim-arm/sensor/target");
-    assert!(robot.reach.is_some() && robot.sim.is_some());
+    // The simulator's tables are kept for it, as written.
+    assert!(robot.table("sim").is_some() && robot.table("task").is_some() && robot.table("onnx").is_some());
 }
 
 #[test]
@@ -94,4 +95,56 @@ fn unknown_fields_and_bad_toml_are_parse_errors() {
     }
     assert!(matches!(Robot::parse("[robot", Path::new("x.toml")), Err(ConfigError::Parse { .. })));
     assert!(matches!(Robot::load(Path::new("/nonexistent.toml")), Err(ConfigError::Io { .. })));
+}
+
+#[test]
+fn tables_the_core_does_not_know_are_kept_for_their_readers() {
+    let t = sim_arm_text() + "\n[vendor]\ngain = 2.5\n[[vendor_list]]\nname = \"a\"\n";
+    let robot = Robot::parse(&t, &configs().join("sim-arm.toml")).unwrap();
+    assert_eq!(robot.table("vendor").and_then(|v| v.get("gain")).and_then(|v| v.as_float()), Some(2.5));
+    assert!(robot.table("vendor_list").is_some_and(|v| v.is_array()));
+    assert!(robot.table("robot").is_none(), "core tables are parsed by the core, not kept");
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Vendor {
+        #[allow(dead_code)]
+        gain: f64,
+    }
+    assert!(matches!(robot.read_table::<Vendor>("vendor"), Ok(Some(_))));
+    assert!(matches!(robot.read_table::<Vendor>("absent"), Ok(None)));
+    let bad = Robot::parse(&t.replace("gain = 2.5", "gain = \"high\""), &configs().join("sim-arm.toml")).unwrap();
+    match bad.read_table::<Vendor>("vendor") {
+        Err(ConfigError::Field { path, field, message }) => {
+            assert!(path.ends_with("sim-arm.toml"), "{path:?}");
+            assert_eq!(field, "vendor.gain");
+            assert!(message.contains("expected f64"), "{message}");
+        }
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_table_nobody_reads_is_refused_by_name_and_core_typos_stay_errors() {
+    let t = sim_arm_text();
+    // A misspelt optional core table parses (it might be another program's) but is refused by check_tables.
+    let typo = t.replacen("[stop]", "[stpo]", 1);
+    let robot = Robot::parse(&typo, &configs().join("sim-arm.toml")).unwrap();
+    match robot.check_tables(&["onnx", "sim", "task"]) {
+        Err(e @ ConfigError::Field { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("sim-arm.toml") && m.contains("`stpo`") && m.contains("did you mean [stop]?"), "{m}");
+        }
+        other => panic!("expected a field error, got {other:?}"),
+    }
+    assert!(Robot::parse(&t, &configs().join("sim-arm.toml")).unwrap().check_tables(&["onnx", "sim", "task"]).is_ok());
+    // A key at the top level is never a table of anyone's, and a missing core table is named.
+    for (text, word) in
+        [(format!("control_hz = 5.0\n{t}"), "control_hz"), (t.replacen("[rates]", "[ratez]", 1), "rates")]
+    {
+        match Robot::parse(&text, Path::new("x.toml")) {
+            Err(ConfigError::Parse { message, .. }) => assert!(message.contains(word), "{message}"),
+            other => panic!("{word}: expected a parse error, got {other:?}"),
+        }
+    }
 }

@@ -393,6 +393,9 @@ impl std::str::FromStr for ExecutionProvider {
     }
 }
 
+/// The name of the table [`OnnxConfig::load`] reads, in a deployment config or a robot description.
+pub const TABLE: &str = "onnx";
+
 /// The `[onnx]` table of a deployment config file, as written:
 ///
 /// ```toml
@@ -425,7 +428,7 @@ impl OnnxConfig {
         let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
         let doc: toml::Table =
             toml::from_str(&text).map_err(|e| Error::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-        let raw: RawOnnxConfig = match doc.get("onnx") {
+        let raw: RawOnnxConfig = match doc.get(TABLE) {
             None => RawOnnxConfig::default(),
             Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| Error::Parse {
                 path: path.to_path_buf(),
