@@ -295,11 +295,8 @@ impl Runtime {
         let source = ZenohInput { state, estop, imu, vectors, foreign };
         // The publisher thread does the control thread's `put`: one priority below it, on its CPU, so the
         // command leaves as soon as the control thread sleeps, ahead of everything else.
-        let publisher_rt = RtOptions {
-            priority: opts.rt.priority.map(|p| (p - 1).max(1)),
-            cpu: opts.rt.cpu,
-            lock_memory: false,
-        };
+        let publisher_rt =
+            RtOptions { priority: opts.rt.priority.map(|p| (p - 1).max(1)), cpu: opts.rt.cpu, lock_memory: false };
         let command = QueuedPublisher::<JointCommand>::with_thread_setup(
             session,
             &keys.joint_command,
