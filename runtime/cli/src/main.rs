@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use coxswain::control::executor::{Interpolation, Overlap};
+use coxswain::control::executor::Interpolation;
 use coxswain::control::lockstep::Latency;
-use coxswain::control::{ExecutionOptions, RtcMode};
+use coxswain::control::{ExecutionConfig, OverlapName, RtcMode};
 use coxswain::onnx::{ExecutionProvider, OnnxConfig, OptimizationLevel, OrtRuntime};
 use coxswain::policy::{Policy, PolicyOptions};
 use coxswain::record::RecordOptions;
@@ -102,17 +102,6 @@ enum Command {
     },
 }
 
-/// How overlapping chunks combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OverlapArg {
-    /// The newest chunk that has started wins (smooth with RTC).
-    Latest,
-    /// LeRobot: 0.3 old + 0.7 new while both cover the instant.
-    Blend,
-    /// ACT temporal ensembling, m = 0.01.
-    Ensemble,
-}
-
 /// `measured`, `ticks:N` or `uniform:MIN-MAX` (ticks; drawn from the run's seed).
 fn parse_latency(s: &str) -> Result<Latency, String> {
     let bad = || format!("`{s}`: expected measured, ticks:N or uniform:MIN-MAX (in control ticks)");
@@ -172,19 +161,20 @@ struct RunArgs {
     /// Zenoh endpoints to connect to, e.g. tcp/127.0.0.1:7447 where coxswain-sim listens.
     #[arg(long)]
     connect: Vec<String>,
-    /// Actions executed from each chunk before the next is requested (default: half the horizon).
+    /// Actions executed from each chunk before the next is requested (default: the robot description's
+    /// `[execution]` table, else half the horizon). The flags below also override that table.
     #[arg(long)]
     execute: Option<usize>,
-    /// Interpolation between actions.
-    #[arg(long, value_enum, default_value_t = Interpolation::Cubic)]
-    interpolation: Interpolation,
-    /// Overlapping chunks.
-    #[arg(long, value_enum, default_value_t = OverlapArg::Latest)]
-    overlap: OverlapArg,
+    /// Interpolation between actions (default: `[execution]`, else cubic).
+    #[arg(long, value_enum)]
+    interpolation: Option<Interpolation>,
+    /// Overlapping chunks (default: `[execution]`, else latest).
+    #[arg(long, value_enum)]
+    overlap: Option<OverlapName>,
     /// Real-time chunking: inpaint (any sampler), guided (flow models with a VJP graph), or off (naive
-    /// switching between chunks).
-    #[arg(long, value_enum, default_value_t = RtcMode::Inpaint)]
-    rtc: RtcMode,
+    /// switching between chunks) (default: `[execution]`, else inpaint).
+    #[arg(long, value_enum)]
+    rtc: Option<RtcMode>,
     /// SCHED_FIFO priority of the control thread (0: normal scheduling).
     #[arg(long, default_value_t = 80)]
     rt_priority: i32,
@@ -339,11 +329,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let overlap = match overlap {
-        OverlapArg::Latest => Overlap::Latest,
-        OverlapArg::Blend => Overlap::Blend { old_weight: 0.3 },
-        OverlapArg::Ensemble => Overlap::Ensemble { m: 0.01 },
-    };
+    if execute == Some(0) {
+        bail!("--execute 0: at least 1 action of each chunk must be executed");
+    }
+    let mut exec = ExecutionConfig::from_robot(&coxswain_cli::robot::load(&robot)?)?;
+    exec.execute_actions = execute.or(exec.execute_actions);
+    exec.interpolation = interpolation.or(exec.interpolation);
+    exec.overlap = overlap.or(exec.overlap);
+    exec.rtc = rtc.or(exec.rtc);
     if !(connect_wait_s.is_finite() && connect_wait_s > 0.0) {
         bail!("--connect-wait-s {connect_wait_s}: must be a positive number of seconds");
     }
@@ -365,12 +358,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         zenoh_config,
         listen,
         connect,
-        execution: ExecutionOptions {
-            execute_actions: execute.unwrap_or((horizon / 2).max(1)),
-            interpolation,
-            overlap,
-            rtc,
-        },
+        execution: exec.resolve(horizon),
         rt: RtOptions { priority: (rt_priority > 0).then_some(rt_priority), cpu, lock_memory: true },
         seed,
         clock,

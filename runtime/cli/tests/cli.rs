@@ -367,3 +367,52 @@ fn check_refuses_a_table_nobody_reads_and_names_fields_of_the_simulators_tables(
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_execution_table_sets_the_run_and_its_errors_name_the_field() {
+    let dir = temp_dir("execution");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    let text = text.replace("config = \"zenoh/peer.json5\"\n", "");
+    assert!(text.contains("rtc = \"inpaint\""), "test setup");
+    let robot = dir.join("robot.toml");
+    let run = |robot: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--robot",
+            robot.to_str().unwrap(),
+            "--policy",
+            "models/reach-dp",
+            "--clock",
+            "sim",
+            "--episodes",
+            "1",
+            "--episode-s",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        coxswain(&args, &[])
+    };
+    // RTC off in the table: no chunk is spliced; the flag turns it back on.
+    std::fs::write(&robot, text.replace("rtc = \"inpaint\"", "rtc = \"off\"")).unwrap();
+    let o = run(&robot, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(" accepted, 0 spliced by RTC"), "{}", stdout(&o));
+    let o = run(&robot, &["--rtc", "inpaint"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains(" accepted, 0 spliced by RTC"), "{}", stdout(&o));
+
+    for (from, to, words) in [
+        ("execute_actions = 8", "execute_actions = 0", &["robot.toml", "`execution.execute_actions`"][..]),
+        ("overlap = \"latest\"", "overlap = \"latest\"\nensemble_m = 0.02", &["`execution.ensemble_m`", "ensemble"]),
+        ("rtc = \"inpaint\"", "rtc = \"sometimes\"", &["robot.toml", "execution", "sometimes"]),
+    ] {
+        std::fs::write(&robot, text.replacen(from, to, 1)).unwrap();
+        let o = coxswain(&["check", "--robot", robot.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(1), "{to}");
+        for w in words {
+            assert!(stderr(&o).contains(w), "{to}: `{w}` is not in: {}", stderr(&o));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

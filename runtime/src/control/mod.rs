@@ -65,6 +65,85 @@ pub struct ExecutionOptions {
     pub rtc: RtcMode,
 }
 
+/// The robot description's table that sets the execution options ([`ExecutionConfig`]).
+pub const EXECUTION_TABLE: &str = "execution";
+
+/// How overlapping chunks combine, as a config names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapName {
+    /// The newest chunk that has started wins (smooth with RTC).
+    Latest,
+    /// `blend_old_weight` of the old chunk, the rest of the new, while both cover the instant (LeRobot: 0.3).
+    Blend,
+    /// ACT temporal ensembling with weights `exp(-ensemble_m * i)` (ACT: 0.01).
+    Ensemble,
+}
+
+/// The `[execution]` table of a robot description, every field optional (command-line flags override it):
+///
+/// ```toml
+/// [execution]
+/// execute_actions = 8        # default: half the policy's horizon
+/// interpolation = "cubic"    # or "linear"
+/// overlap = "latest"         # or "blend" (blend_old_weight = 0.3), "ensemble" (ensemble_m = 0.01)
+/// rtc = "inpaint"            # or "guided", "off"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionConfig {
+    pub execute_actions: Option<usize>,
+    pub interpolation: Option<Interpolation>,
+    pub overlap: Option<OverlapName>,
+    pub blend_old_weight: Option<f64>,
+    pub ensemble_m: Option<f64>,
+    pub rtc: Option<RtcMode>,
+}
+
+impl ExecutionConfig {
+    /// The robot description's `[execution]` table (all defaults when it has none); errors name the file
+    /// and the field.
+    pub fn from_robot(robot: &coxswain_config::Robot) -> crate::Result<ExecutionConfig> {
+        let c: ExecutionConfig = robot.read_table(EXECUTION_TABLE)?.unwrap_or_default();
+        let bad =
+            |field: &str, message: String| crate::Error::field(&robot.path, format!("execution.{field}"), message);
+        if c.execute_actions == Some(0) {
+            return Err(bad("execute_actions", "must be at least 1".into()));
+        }
+        if let Some(w) = c.blend_old_weight {
+            if !(0.0..=1.0).contains(&w) {
+                return Err(bad("blend_old_weight", format!("{w} is not a weight in [0, 1]")));
+            }
+            if c.overlap != Some(OverlapName::Blend) {
+                return Err(bad("blend_old_weight", "only applies with overlap = \"blend\"".into()));
+            }
+        }
+        if let Some(m) = c.ensemble_m {
+            if !(m.is_finite() && m >= 0.0) {
+                return Err(bad("ensemble_m", format!("{m} must be a finite number >= 0")));
+            }
+            if c.overlap != Some(OverlapName::Ensemble) {
+                return Err(bad("ensemble_m", "only applies with overlap = \"ensemble\"".into()));
+            }
+        }
+        Ok(c)
+    }
+
+    /// The options for a policy with `horizon` actions per chunk.
+    pub fn resolve(&self, horizon: usize) -> ExecutionOptions {
+        ExecutionOptions {
+            execute_actions: self.execute_actions.unwrap_or((horizon / 2).max(1)),
+            interpolation: self.interpolation.unwrap_or(Interpolation::Cubic),
+            overlap: match self.overlap.unwrap_or(OverlapName::Latest) {
+                OverlapName::Latest => Overlap::Latest,
+                OverlapName::Blend => Overlap::Blend { old_weight: self.blend_old_weight.unwrap_or(0.3) },
+                OverlapName::Ensemble => Overlap::Ensemble { m: self.ensemble_m.unwrap_or(0.01) },
+            },
+            rtc: self.rtc.unwrap_or(RtcMode::Inpaint),
+        }
+    }
+}
+
 /// Where a frame field's values come from.
 #[derive(Debug, Clone, Copy)]
 enum Source {

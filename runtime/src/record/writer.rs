@@ -441,7 +441,7 @@ impl Drop for McapRecorder {
         // where it can, and otherwise the `.part` file says what happened.
         if self.current.is_some() {
             if let Err(e) = self.close_current() {
-                eprintln!("coxswain recorder: closing the recording on drop failed: {e}");
+                tracing::error!(target: "coxswain", "closing the recording on drop failed: {e}");
             }
         }
     }
