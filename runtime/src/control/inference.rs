@@ -85,6 +85,9 @@ pub struct InferenceTrace {
     pub step_noise: Vec<f32>,
     pub candidates_norm: Vec<f32>,
     pub rtc_weights: Option<Vec<f64>>,
+    /// The RTC prefix the chunk was guided towards (normalized, `H * A`: the previous chunk's actions from
+    /// the first one not yet executed, padded with its last), when RTC guided it.
+    pub rtc_prefix: Option<Vec<f32>>,
 }
 
 /// Seeded Gaussian noise that keeps a copy of what it handed out (preallocated; no allocation per use).
@@ -267,6 +270,7 @@ impl InferenceWorker {
             step_noise: self.noise.steps[..self.noise.steps_len].to_vec(),
             candidates_norm: chunk.normalized.to_vec(),
             rtc_weights: self.trace_rtc.then(|| self.weights.clone()),
+            rtc_prefix: self.trace_rtc.then(|| self.prefix.clone()),
         }
     }
 

@@ -6,7 +6,7 @@
 //! | topic | one message per | holds |
 //! |-------|-----------------|-------|
 //! | [`TICK_TOPIC`] | control tick | `tick`, `t_s`, `lateness_ns`, `work_ns`, `state`, `enable`, `intervention` (reason), `measured_rad`, `command_rad`, and the whole `input` ([`ControlInput`], without the chunk's actions: those are on the chunk topic) and `output` ([`ControlOutput`], without the observation frame) |
-//! | [`CHUNK_TOPIC`] | chunk the inference thread made | [`ChunkRecord`]: its timing, what became of it (accepted, spliced, rejected with the reason), every action, the initial noise and DDPM step noise as the sampler drew them, every candidate (normalized), the RTC weights |
+//! | [`CHUNK_TOPIC`] | chunk the inference thread made | [`ChunkRecord`]: its timing, what became of it (accepted, spliced, rejected with the reason), every action, the initial noise and DDPM step noise as the sampler drew them, every candidate (normalized), the RTC prefix and its weights |
 //! | [`EVENT_TOPIC`] | event | `t_s`, `tick`, `kind`, `text`, `from`/`to`/`reason` for safety transitions, and the event itself in `detail` |
 //! | [`LOG_TOPIC`](super::LOG_TOPIC) | event worth a log line | `foxglove.Log` (Foxglove's Log panel shows it as is) |
 //!
@@ -54,7 +54,7 @@ pub const ROBOT_METADATA: &str = "coxswain.robot";
 pub const POLICY_METADATA: &str = "coxswain.policy";
 
 const TICK_SCHEMA: &str = r#"{"title":"coxswain.Tick","type":"object","properties":{"tick":{"type":"integer"},"t_s":{"type":"number"},"lateness_ns":{"type":"integer"},"work_ns":{"type":"integer"},"state":{"type":"string"},"enable":{"type":"boolean"},"intervention":{"type":["string","null"]},"measured_rad":{"type":["array","null"],"items":{"type":["number","string"]}},"command_rad":{"type":["array","null"],"items":{"type":"number"}},"input":{"type":"object","description":"ControlInput (the chunk's actions are on /coxswain/chunk)"},"output":{"type":"object","description":"ControlOutput (without the observation frame)"}}}"#;
-const CHUNK_SCHEMA: &str = r#"{"title":"coxswain.Chunk","type":"object","properties":{"seq":{"type":"integer"},"t0_s":{"type":"number"},"requested_t_s":{"type":"number"},"received_t_s":{"type":["number","null"]},"rtc":{"type":"boolean"},"inference_s":{"type":["number","null"]},"deliver_tick":{"type":["integer","null"]},"accepted":{"type":"boolean"},"spliced":{"type":"boolean"},"rejection":{"type":["string","null"]},"latency_s":{"type":["number","null"]},"horizon":{"type":"integer"},"joints":{"type":"integer"},"candidates":{"type":"integer"},"actions_rad":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"initial_noise":{"type":"array","items":{"type":"number"}},"step_noise":{"type":"array","items":{"type":"number"}},"candidates_norm":{"type":"array","items":{"type":"number"}},"rtc_weights":{"type":["array","null"],"items":{"type":"number"}}}}"#;
+const CHUNK_SCHEMA: &str = r#"{"title":"coxswain.Chunk","type":"object","properties":{"seq":{"type":"integer"},"t0_s":{"type":"number"},"requested_t_s":{"type":"number"},"received_t_s":{"type":["number","null"]},"rtc":{"type":"boolean"},"inference_s":{"type":["number","null"]},"deliver_tick":{"type":["integer","null"]},"accepted":{"type":"boolean"},"spliced":{"type":"boolean"},"rejection":{"type":["string","null"]},"latency_s":{"type":["number","null"]},"horizon":{"type":"integer"},"joints":{"type":"integer"},"candidates":{"type":"integer"},"actions_rad":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"initial_noise":{"type":"array","items":{"type":"number"}},"step_noise":{"type":"array","items":{"type":"number"}},"candidates_norm":{"type":"array","items":{"type":"number"}},"rtc_weights":{"type":["array","null"],"items":{"type":"number"}},"rtc_prefix":{"type":["array","null"],"items":{"type":"number"}}}}"#;
 const EVENT_SCHEMA: &str = r#"{"title":"coxswain.Event","type":"object","properties":{"t_s":{"type":"number"},"tick":{"type":["integer","null"]},"kind":{"type":"string"},"text":{"type":"string"},"from":{"type":["string","null"]},"to":{"type":["string","null"]},"reason":{"type":["string","null"]},"detail":{"type":["object","null"]}}}"#;
 
 /// The recorder's channels, in [`ChannelId`] order.
@@ -101,6 +101,9 @@ pub struct ChunkRecord {
     /// Every candidate in the model's normalized action space.
     pub candidates_norm: Vec<f32>,
     pub rtc_weights: Option<Vec<f64>>,
+    /// The previous chunk's remaining actions (normalized) the chunk was guided towards.
+    #[serde(default)]
+    pub rtc_prefix: Option<Vec<f32>>,
 }
 
 impl ChunkRecord {
@@ -130,6 +133,7 @@ impl ChunkRecord {
             step_noise: trace.step_noise,
             candidates_norm: trace.candidates_norm,
             rtc_weights: trace.rtc_weights,
+            rtc_prefix: trace.rtc_prefix,
         }
     }
 
