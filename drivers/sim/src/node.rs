@@ -104,7 +104,9 @@ impl SimNode {
             rng: ChaCha8Rng::seed_from_u64(options.seed),
         }));
         let (cmd_sub, mut cmd_reader) = subscribe_latest::<JointCommand>(session, &keys.joint_command)?;
-        let (estop_sub, mut estop_reader) = subscribe_latest::<EStop>(session, &keys.estop)?;
+        // E-stops are events, as the runtime takes them: an engage followed by a reset within one step still
+        // stops the drives (WIRE.md, receiver rules).
+        let (estop_sub, estop_reader) = coxswain_zenoh::events::subscribe_events::<EStop>(session, &keys.estop, 64)?;
         let fault_key = keys.custom("sim/faults")?;
         let fault_shared = shared.clone();
         let fault_sub = session
@@ -154,16 +156,27 @@ impl SimNode {
                 let mut held: Option<JointState> = None;
                 let mut delayed: VecDeque<(Instant, JointState)> = VecDeque::new();
                 let mut last_cmd_seq = None;
-                let mut last_estop_seq = None;
                 let mut effort = vec![0.0; n];
                 let mut next = Instant::now();
                 while !thread_stop.load(Ordering::Relaxed) {
                     let mut s = lock(&thread_shared);
-                    if let Some(e) = estop_reader.latest() {
-                        if last_estop_seq != Some(e.seq) {
-                            last_estop_seq = Some(e.seq);
-                            s.estop = e.value.action == EStopAction::Engage;
+                    while let Some(e) = estop_reader.pop() {
+                        match e.value.action {
+                            EStopAction::Engage => {
+                                // Hold where the joints are now: after the reset, too, until a new command.
+                                s.estop = true;
+                                let here = s.q.clone();
+                                s.cmd = here;
+                            }
+                            // A reset older than one already seen may predate an engage: ignored.
+                            EStopAction::Reset if e.verdict != coxswain_zenoh::order::Verdict::Stale => {
+                                s.estop = false;
+                            }
+                            EStopAction::Reset => {}
                         }
+                    }
+                    if estop_reader.take_overflow() > 0 {
+                        s.estop = true;
                     }
                     if let Some(c) = cmd_reader.latest() {
                         if last_cmd_seq != Some(c.seq) {

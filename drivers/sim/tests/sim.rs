@@ -112,6 +112,38 @@ fn the_estop_stops_the_arm_until_reset() {
 }
 
 #[test]
+fn an_engage_and_a_reset_back_to_back_still_stop_the_drives_where_they_are() {
+    let mut rig = Rig::new();
+    let start = [0.0f32, 0.5, 0.5];
+    assert!(eventually(|| {
+        rig.command(&start);
+        rig.near(&start, 0.01)
+    }));
+    // One command far away, then an engage and a reset within one simulator step while the arm moves.
+    let target = [1.5f32, -0.5, 1.5];
+    rig.command(&target);
+    std::thread::sleep(Duration::from_millis(40));
+    let mut estop = ControlPublisher::<EStop>::new(&rig.session, &rig.keys.estop, Qos::Safety).unwrap();
+    let mut e = EStop { action: EStopAction::Engage, ..Default::default() };
+    e.header.seq = 10;
+    estop.publish(&e).unwrap();
+    e.action = EStopAction::Reset;
+    e.header.seq = 11;
+    estop.publish(&e).unwrap();
+    let at_engage = rig.sim.snapshot().q_rad;
+    std::thread::sleep(Duration::from_millis(600));
+    let q = rig.sim.snapshot().q_rad;
+    let to_target = q.iter().zip(&target).map(|(a, b)| (a - f64::from(*b)).abs()).fold(0.0, f64::max);
+    let since_engage = q.iter().zip(&at_engage).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    // Without the engage the arm reaches the target within this time (motor time constant 0.05 s), so
+    // it would have moved as far as it still had to go at the engage.
+    let left = at_engage.iter().zip(&target).map(|(a, b)| (a - f64::from(*b)).abs()).fold(0.0, f64::max);
+    assert!(left > 0.3, "test setup: the arm was still on its way at the engage ({left} rad to go)");
+    assert!(since_engage < 0.2, "the arm moved {since_engage} rad after the engage");
+    assert!(to_target > left - 0.2, "the arm went on towards the target ({to_target} rad from it)");
+}
+
+#[test]
 fn commands_for_the_wrong_number_of_joints_are_refused() {
     let mut rig = Rig::new();
     let before = rig.sim.snapshot().q_rad;
