@@ -380,13 +380,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    // Plain lines when stderr is not a terminal (journald, a log file): no colour escapes, and no timestamp
+    // under systemd, which stamps every line itself.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(terminal)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        );
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
