@@ -383,13 +383,10 @@ fn main() -> ExitCode {
     // Plain lines when stderr is not a terminal (journald, a log file): no colour escapes, and no timestamp
     // under systemd, which stamps every line itself.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        );
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(terminal).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    );
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().init();
     } else {

@@ -130,14 +130,17 @@ fn a_table_nobody_reads_is_refused_by_name_and_core_typos_stay_errors() {
     // A misspelt optional core table parses (it might be another program's) but is refused by check_tables.
     let typo = t.replacen("[stop]", "[stpo]", 1);
     let robot = Robot::parse(&typo, &configs().join("sim-arm.toml")).unwrap();
-    match robot.check_tables(&["onnx", "sim", "task"]) {
+    match robot.check_tables(&["onnx", "execution", "sim", "task"]) {
         Err(e @ ConfigError::Field { .. }) => {
             let m = e.to_string();
             assert!(m.contains("sim-arm.toml") && m.contains("`stpo`") && m.contains("did you mean [stop]?"), "{m}");
         }
         other => panic!("expected a field error, got {other:?}"),
     }
-    assert!(Robot::parse(&t, &configs().join("sim-arm.toml")).unwrap().check_tables(&["onnx", "sim", "task"]).is_ok());
+    assert!(Robot::parse(&t, &configs().join("sim-arm.toml"))
+        .unwrap()
+        .check_tables(&["onnx", "execution", "sim", "task"])
+        .is_ok());
     // A key at the top level is never a table of anyone's, and a missing core table is named.
     for (text, word) in
         [(format!("control_hz = 5.0\n{t}"), "control_hz"), (t.replacen("[rates]", "[ratez]", 1), "rates")]
