@@ -304,6 +304,44 @@ fn pipeline_encoder_output_is_cached_until_its_refresh_period() {
     assert!(max_abs_diff(&a, &c) > 1e-3, "encoder did not re-run after its refresh period");
 }
 
+/// A noise source that is a function of the observation (what a noise policy is), keeping what it saw.
+struct ObservationNoise {
+    seen: Vec<f32>,
+}
+
+impl coxswain::policy::NoiseSource for ObservationNoise {
+    fn initial(&mut self, observation: &[f32], noise: &mut [f32]) {
+        self.seen = observation.to_vec();
+        let level = observation.iter().sum::<f32>().tanh();
+        noise.fill(level);
+    }
+
+    fn step(&mut self, _step: usize, noise: &mut [f32]) {
+        noise.fill(0.0);
+    }
+}
+
+#[test]
+fn the_initial_noise_sees_the_observation_the_model_sees() {
+    let mut policy = Policy::load(ort(), &model("reach-dp"), &PolicyOptions::default()).unwrap();
+    let mut chunk_for = |q: [f32; 3]| {
+        let mut frame = policy.new_frame();
+        frame.set("joint_pos", &q).unwrap();
+        frame.set("target", &[0.25, 0.35]).unwrap();
+        policy.observe(&frame, 0.0).unwrap();
+        let mut noise = ObservationNoise { seen: Vec::new() };
+        policy.infer_with(&mut noise, None).unwrap();
+        assert_eq!(noise.seen, policy.observation_input(), "the noise source got the model's observation");
+        (noise.seen, policy.chunk().joint_rad.to_vec())
+    };
+    let (obs_a, a) = chunk_for([-1.2, 1.0, 0.6]);
+    let (_, a_again) = chunk_for([-1.2, 1.0, 0.6]);
+    let (obs_b, b) = chunk_for([0.3, -0.4, 1.1]);
+    assert_ne!(obs_a, obs_b);
+    assert_eq!(a, a_again, "a deterministic sampler from the same observation-made noise: the same chunk");
+    assert!(max_abs_diff(&a, &b) > 1e-3, "another observation, other noise, another chunk");
+}
+
 #[test]
 fn seeded_noise_makes_runs_reproducible() {
     let m = model("reach-dp");

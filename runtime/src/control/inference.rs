@@ -104,11 +104,11 @@ struct TapNoise {
 }
 
 impl NoiseSource for TapNoise {
-    fn initial(&mut self, noise: &mut [f32]) {
+    fn initial(&mut self, observation: &[f32], noise: &mut [f32]) {
         self.replaying = self.given.take();
         match &self.replaying {
-            Some((initial, steps)) => GivenNoise { initial, steps }.initial(noise),
-            None => self.inner.initial(noise),
+            Some((initial, steps)) => GivenNoise { initial, steps }.initial(observation, noise),
+            None => self.inner.initial(observation, noise),
         }
         let n = noise.len().min(self.initial.len());
         self.initial[..n].copy_from_slice(&noise[..n]);

@@ -559,7 +559,7 @@ impl Policy {
         noise: &mut dyn NoiseSource,
         trace: &mut Option<StepTrace<'_>>,
     ) -> Result<()> {
-        noise.initial(&mut self.x);
+        noise.initial(self.history.assembled(), &mut self.x);
         self.x_init.copy_from_slice(&self.x);
         if let Some(first) = steps.first() {
             self.inpaint(first.abar_t.sqrt(), (1.0 - first.abar_t).sqrt());
@@ -604,7 +604,7 @@ impl Policy {
         noise: &mut dyn NoiseSource,
         trace: &mut Option<StepTrace<'_>>,
     ) -> Result<()> {
-        noise.initial(&mut self.x);
+        noise.initial(self.history.assembled(), &mut self.x);
         self.x_init.copy_from_slice(&self.x);
         let rectified =
             matches!(self.manifest.sampler, Some(Sampler::Flow { convention: FlowConvention::Rectified, .. }));

@@ -12,7 +12,10 @@ use rand_distr::{Distribution, StandardNormal};
 /// Supplies the random values a sampler consumes.
 pub trait NoiseSource {
     /// Fills the initial noise `x_T` (diffusion) or `x` at the noise end (flow), `[N, H, A]` row-major.
-    fn initial(&mut self, noise: &mut [f32]);
+    /// `observation` is what the model sees this inference: the assembled, normalized observation vector
+    /// (every term with its history, [`Policy::observation_input`](super::Policy::observation_input)), so that
+    /// a noise policy can be a function of it.
+    fn initial(&mut self, observation: &[f32], noise: &mut [f32]);
     /// Fills the noise added after step `step` (DDPM only).
     fn step(&mut self, step: usize, noise: &mut [f32]);
 }
@@ -36,7 +39,7 @@ impl GaussianNoise {
 }
 
 impl NoiseSource for GaussianNoise {
-    fn initial(&mut self, noise: &mut [f32]) {
+    fn initial(&mut self, _observation: &[f32], noise: &mut [f32]) {
         self.fill(noise);
     }
 
@@ -55,7 +58,7 @@ pub struct GivenNoise<'a> {
 }
 
 impl NoiseSource for GivenNoise<'_> {
-    fn initial(&mut self, noise: &mut [f32]) {
+    fn initial(&mut self, _observation: &[f32], noise: &mut [f32]) {
         let n = noise.len().min(self.initial.len());
         noise[..n].copy_from_slice(&self.initial[..n]);
     }
