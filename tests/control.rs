@@ -428,3 +428,65 @@ fn homing_request_moves_the_arm_to_the_target_then_holds() {
     }
     r.assert_within_limits();
 }
+
+/// Scores candidate i as i: the last one wins.
+#[derive(Debug)]
+struct LastCandidate;
+
+impl coxswain::steering::select::Selector for LastCandidate {
+    fn select(&mut self, _chunk: &coxswain::policy::ChunkView<'_>, scores: &mut [f32]) -> usize {
+        for (i, s) in scores.iter_mut().enumerate() {
+            *s = i as f32;
+        }
+        coxswain::steering::select::argmax(scores)
+    }
+
+    fn name(&self) -> &'static str {
+        "last"
+    }
+}
+
+/// One inference through a worker on reach-dp with 4 candidates: the chunk it hands over, and the policy's
+/// candidates.
+fn one_chunk(worker: &mut InferenceWorker) -> (Vec<f64>, Vec<Vec<f64>>) {
+    use coxswain::control::inference::WorkerRequest;
+    use coxswain::control::io::ObservationRequest;
+    let mut frame = worker.policy().new_frame();
+    frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+    frame.set("target", &[0.25, 0.35]).unwrap();
+    let request = ObservationRequest { seq: 1, t_s: 0.0, sent_t_s: 0.0, infer: true, rtc: None };
+    let len = 16 * 3;
+    let msg = worker
+        .handle(
+            WorkerRequest::Observe { frame, request },
+            &mut |_| {},
+            &mut || Some(vec![0.0; len].into_boxed_slice()),
+            &mut |e| panic!("{e}"),
+        )
+        .expect("a chunk");
+    let chunk = worker.policy().chunk();
+    let candidates =
+        (0..chunk.candidates).map(|i| chunk.candidate(i).iter().map(|&v| f64::from(v)).collect()).collect();
+    (msg.actions_rad.to_vec(), candidates)
+}
+
+#[test]
+fn the_worker_executes_the_candidate_its_selector_chooses_and_keeps_the_scores() {
+    let options = PolicyOptions { candidates: 4, seed: 2, ..PolicyOptions::default() };
+    let load = || Policy::load(ort(), &model("reach-dp"), &options).unwrap();
+    let mut steered = InferenceWorker::new(load(), RtcMode::Inpaint, 2).unwrap().with_selector(Box::new(LastCandidate));
+    let (actions, candidates) = one_chunk(&mut steered);
+    assert_eq!(candidates.len(), 4);
+    assert_ne!(candidates[0], candidates[3], "the candidates differ");
+    assert_eq!(actions, candidates[3]);
+    let trace = steered.trace();
+    assert_eq!((trace.selected, trace.scores.as_slice()), (3, &[0.0, 1.0, 2.0, 3.0][..]));
+    assert_eq!(steered.selector(), "last");
+
+    // Unsteered, the same draw executes candidate 0, as before the seam.
+    let mut plain = InferenceWorker::new(load(), RtcMode::Inpaint, 2).unwrap();
+    let (actions, same) = one_chunk(&mut plain);
+    assert_eq!(same, candidates);
+    assert_eq!(actions, candidates[0]);
+    assert_eq!(plain.trace().selected, 0);
+}

@@ -16,6 +16,7 @@ pub mod report;
 pub mod rt;
 pub mod runtime;
 pub mod safety;
+pub mod steering;
 
 pub use error::{Error, Result};
 pub use runtime::{Runtime, RuntimeOptions};

@@ -369,6 +369,15 @@ pub fn replay(
         })?;
         chunks.insert(c.seq, c);
     }
+    if replay_policy {
+        if let Some(c) = chunks.values().find(|c| !c.selector.is_empty() && c.selector != "first") {
+            return Err(Error::Usage(format!(
+                "{files}: chunk {} was chosen by the `{}` selector, which the replay cannot rebuild yet \
+                 (replay the controller alone with --no-policy)",
+                c.seq, c.selector
+            )));
+        }
+    }
     let ticks: Vec<_> = recording.topic(TICK_TOPIC).collect();
     if ticks.is_empty() {
         return Err(Error::Usage(format!("{files}: no {TICK_TOPIC} messages to replay")));

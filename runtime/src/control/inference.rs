@@ -16,6 +16,7 @@ use crate::control::io::{ChunkIn, ObservationRequest};
 use crate::control::rtc::prefix_weights;
 use crate::control::RtcMode;
 use crate::policy::{Frame, GaussianNoise, GivenNoise, NoiseSource, Policy};
+use crate::steering::select::{FirstCandidate, Selector};
 
 /// What the control side sends.
 #[derive(Debug)]
@@ -74,6 +75,8 @@ pub struct InferenceStats {
     pub rtc_guided: u64,
     /// Worker events that could not be reported because their channel was full.
     pub events_lost: u64,
+    /// Times the selector named a candidate that does not exist (candidate 0 was executed).
+    pub selections_out_of_range: u64,
 }
 
 /// What the last inference drew and made, for the recorder: the initial noise (and DDPM step noise) as the
@@ -88,6 +91,9 @@ pub struct InferenceTrace {
     /// The RTC prefix the chunk was guided towards (normalized, `H * A`: the previous chunk's actions from
     /// the first one not yet executed, padded with its last), when RTC guided it.
     pub rtc_prefix: Option<Vec<f32>>,
+    /// The candidate executed, and every candidate's score from the selector.
+    pub selected: usize,
+    pub scores: Vec<f32>,
 }
 
 /// Seeded Gaussian noise that keeps a copy of what it handed out (preallocated; no allocation per use).
@@ -143,6 +149,9 @@ pub struct InferenceWorker {
     weights: Vec<f64>,
     stats: InferenceStats,
     trace_rtc: bool,
+    selector: Box<dyn Selector>,
+    scores: Vec<f32>,
+    selected: usize,
 }
 
 impl InferenceWorker {
@@ -154,7 +163,8 @@ impl InferenceWorker {
         let m = policy.manifest();
         let h = m.action.horizon;
         let a = m.action.dim();
-        let len = policy.candidates() * h * a;
+        let policy_candidates = policy.candidates();
+        let len = policy_candidates * h * a;
         let steps = m.sampler.as_ref().map_or(0, |s| s.steps());
         Ok(InferenceWorker {
             noise: TapNoise {
@@ -173,6 +183,9 @@ impl InferenceWorker {
             weights: vec![0.0; h],
             stats: InferenceStats::default(),
             trace_rtc: false,
+            selector: Box::new(FirstCandidate),
+            scores: vec![0.0; policy_candidates],
+            selected: 0,
         })
     }
 
@@ -181,6 +194,17 @@ impl InferenceWorker {
     /// path.
     pub fn give_noise(&mut self, initial: &[f32], steps: &[f32]) {
         self.noise.given = Some((initial.to_vec(), steps.to_vec()));
+    }
+
+    /// Chooses among the candidates with `selector` (default: [`FirstCandidate`]).
+    pub fn with_selector(mut self, selector: Box<dyn Selector>) -> Self {
+        self.selector = selector;
+        self
+    }
+
+    /// The selector's name.
+    pub fn selector(&self) -> &'static str {
+        self.selector.name()
     }
 
     pub fn policy(&self) -> &Policy {
@@ -237,10 +261,19 @@ impl InferenceWorker {
                 };
                 let chunk = self.policy.chunk();
                 let n = chunk.horizon * chunk.joints;
-                for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[..n]) {
+                let chosen = self.selector.select(&chunk, &mut self.scores);
+                if chosen >= chunk.candidates {
+                    self.stats.selections_out_of_range += 1;
+                }
+                let chosen = if chosen < chunk.candidates { chosen } else { 0 };
+                let range = chosen * n..(chosen + 1) * n;
+                for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[range.clone()]) {
                     *dst = *src as f64;
                 }
-                self.prev_norm.copy_from_slice(&chunk.normalized[..n]);
+                self.prev_norm.copy_from_slice(&chunk.normalized[range]);
+                self.selected = chosen;
+                // In range by construction.
+                let _ = self.policy.choose(chosen);
                 self.prev_seq = Some(request.seq);
                 self.trace_rtc = guided;
                 self.stats.inferences += 1;
@@ -271,6 +304,8 @@ impl InferenceWorker {
             candidates_norm: chunk.normalized.to_vec(),
             rtc_weights: self.trace_rtc.then(|| self.weights.clone()),
             rtc_prefix: self.trace_rtc.then(|| self.prefix.clone()),
+            selected: self.selected,
+            scores: self.scores.clone(),
         }
     }
 

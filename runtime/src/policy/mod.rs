@@ -283,8 +283,22 @@ impl Policy {
         Ok(())
     }
 
+    /// Says which candidate of the last inference is executed: a `last_action` term then reads its first
+    /// action (the policy assumes candidate 0 until told). An index beyond the candidates is an error.
+    pub fn choose(&mut self, candidate: usize) -> Result<()> {
+        if candidate >= self.n {
+            return Err(Error::Usage(format!("candidate {candidate} chosen, the policy made {}", self.n)));
+        }
+        let len = self.manifest.action.horizon * self.manifest.action.dim();
+        let a = self.manifest.action.dim();
+        let start = candidate * len;
+        self.history.set_last_action(&self.chunk_norm[start..start + a]);
+        Ok(())
+    }
+
     /// Overrides the last action that a `last_action` term reads (raw, before scale and offset). The policy
-    /// sets it itself after every inference, from the first action of candidate 0.
+    /// sets it itself after every inference, from the first action of candidate 0 (or the one
+    /// [`Policy::choose`] names).
     pub fn set_last_action(&mut self, action: &[f32]) {
         self.history.set_last_action(action);
     }

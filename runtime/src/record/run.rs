@@ -54,7 +54,7 @@ pub const ROBOT_METADATA: &str = "coxswain.robot";
 pub const POLICY_METADATA: &str = "coxswain.policy";
 
 const TICK_SCHEMA: &str = r#"{"title":"coxswain.Tick","type":"object","properties":{"tick":{"type":"integer"},"t_s":{"type":"number"},"lateness_ns":{"type":"integer"},"work_ns":{"type":"integer"},"state":{"type":"string"},"enable":{"type":"boolean"},"intervention":{"type":["string","null"]},"measured_rad":{"type":["array","null"],"items":{"type":["number","string"]}},"command_rad":{"type":["array","null"],"items":{"type":"number"}},"input":{"type":"object","description":"ControlInput (the chunk's actions are on /coxswain/chunk)"},"output":{"type":"object","description":"ControlOutput (without the observation frame)"}}}"#;
-const CHUNK_SCHEMA: &str = r#"{"title":"coxswain.Chunk","type":"object","properties":{"seq":{"type":"integer"},"t0_s":{"type":"number"},"requested_t_s":{"type":"number"},"received_t_s":{"type":["number","null"]},"rtc":{"type":"boolean"},"inference_s":{"type":["number","null"]},"deliver_tick":{"type":["integer","null"]},"accepted":{"type":"boolean"},"spliced":{"type":"boolean"},"rejection":{"type":["string","null"]},"latency_s":{"type":["number","null"]},"horizon":{"type":"integer"},"joints":{"type":"integer"},"candidates":{"type":"integer"},"actions_rad":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"initial_noise":{"type":"array","items":{"type":"number"}},"step_noise":{"type":"array","items":{"type":"number"}},"candidates_norm":{"type":"array","items":{"type":"number"}},"rtc_weights":{"type":["array","null"],"items":{"type":"number"}},"rtc_prefix":{"type":["array","null"],"items":{"type":"number"}}}}"#;
+const CHUNK_SCHEMA: &str = r#"{"title":"coxswain.Chunk","type":"object","properties":{"seq":{"type":"integer"},"t0_s":{"type":"number"},"requested_t_s":{"type":"number"},"received_t_s":{"type":["number","null"]},"rtc":{"type":"boolean"},"inference_s":{"type":["number","null"]},"deliver_tick":{"type":["integer","null"]},"accepted":{"type":"boolean"},"spliced":{"type":"boolean"},"rejection":{"type":["string","null"]},"latency_s":{"type":["number","null"]},"horizon":{"type":"integer"},"joints":{"type":"integer"},"candidates":{"type":"integer"},"actions_rad":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"initial_noise":{"type":"array","items":{"type":"number"}},"step_noise":{"type":"array","items":{"type":"number"}},"candidates_norm":{"type":"array","items":{"type":"number"}},"rtc_weights":{"type":["array","null"],"items":{"type":"number"}},"rtc_prefix":{"type":["array","null"],"items":{"type":"number"}},"selected":{"type":"integer"},"selector":{"type":"string"},"scores":{"type":"array","items":{"type":["number","string"]}}}}"#;
 const EVENT_SCHEMA: &str = r#"{"title":"coxswain.Event","type":"object","properties":{"t_s":{"type":"number"},"tick":{"type":["integer","null"]},"kind":{"type":"string"},"text":{"type":"string"},"from":{"type":["string","null"]},"to":{"type":["string","null"]},"reason":{"type":["string","null"]},"detail":{"type":["object","null"]}}}"#;
 
 /// The recorder's channels, in [`ChannelId`] order.
@@ -104,6 +104,14 @@ pub struct ChunkRecord {
     /// The previous chunk's remaining actions (normalized) the chunk was guided towards.
     #[serde(default)]
     pub rtc_prefix: Option<Vec<f32>>,
+    /// The candidate executed (its actions are `actions_rad`), the selector that chose it and every
+    /// candidate's score.
+    #[serde(default)]
+    pub selected: usize,
+    #[serde(default)]
+    pub selector: String,
+    #[serde(default)]
+    pub scores: Vec<f32>,
 }
 
 impl ChunkRecord {
@@ -134,6 +142,9 @@ impl ChunkRecord {
             candidates_norm: trace.candidates_norm,
             rtc_weights: trace.rtc_weights,
             rtc_prefix: trace.rtc_prefix,
+            selected: trace.selected,
+            selector: worker.selector().to_string(),
+            scores: trace.scores,
         }
     }
 
