@@ -25,52 +25,32 @@ pub const TABLES: [&str; 2] = ["sim", "task"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSim {
-    pub motor_time_constant_s: f64,
-    #[serde(default)]
-    pub position_noise_std_rad: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTasks {
-    pub reach: Option<RawReach>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawReach {
-    pub target_center_m: [f64; 2],
-    pub target_half_extent_m: [f64; 2],
-    pub start_noise_rad: f64,
-    pub obstacle_center_m: [f64; 2],
-    pub obstacle_radius_m: f64,
-    pub success_radius_m: f64,
-    pub episode_duration_s: f64,
+    pub reach: Option<ReachConfig>,
 }
 
 /// The simulated motors, from `[sim]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SimConfig {
     pub motor_time_constant_s: f64,
+    #[serde(default)]
     pub position_noise_std_rad: f64,
 }
 
 impl SimConfig {
     /// The description's `[sim]` table, validated; `None` when it has none.
     pub fn from_robot(robot: &Robot) -> Result<Option<SimConfig>, ConfigError> {
-        let Some(s) = robot.read_table::<RawSim>("sim")? else { return Ok(None) };
+        let Some(s) = robot.read_table::<SimConfig>("sim")? else { return Ok(None) };
         positive(robot, "sim.motor_time_constant_s", s.motor_time_constant_s)?;
         non_negative(robot, "sim.position_noise_std_rad", s.position_noise_std_rad)?;
-        Ok(Some(SimConfig {
-            motor_time_constant_s: s.motor_time_constant_s,
-            position_noise_std_rad: s.position_noise_std_rad,
-        }))
+        Ok(Some(s))
     }
 }
 
 /// The reaching task, from `[task.reach]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReachConfig {
     pub target_center_m: [f64; 2],
     pub target_half_extent_m: [f64; 2],
@@ -103,15 +83,7 @@ impl ReachConfig {
         if !r.target_half_extent_m.iter().all(|x| x.is_finite() && *x >= 0.0) {
             return Err(field_error(robot, "task.reach.target_half_extent_m", "must be >= 0".into()));
         }
-        Ok(Some(ReachConfig {
-            target_center_m: r.target_center_m,
-            target_half_extent_m: r.target_half_extent_m,
-            start_noise_rad: r.start_noise_rad,
-            obstacle_center_m: r.obstacle_center_m,
-            obstacle_radius_m: r.obstacle_radius_m,
-            success_radius_m: r.success_radius_m,
-            episode_duration_s: r.episode_duration_s,
-        }))
+        Ok(Some(r))
     }
 }
 
