@@ -218,29 +218,28 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `coxswain run --clock sim` on the reaching demo, recorded into `dir`.
+/// `coxswain run --clock sim`: one 2 s episode of reach-dp on the robot description `robot`, then `extra`.
+fn sim_run(robot: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        "--robot",
+        robot,
+        "--policy",
+        "models/reach-dp",
+        "--clock",
+        "sim",
+        "--episodes",
+        "1",
+        "--episode-s",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    coxswain(&args, &[])
+}
+
+/// [`sim_run`] on the simulated arm, recorded into `dir`.
 fn record_sim(dir: &std::path::Path, seed: &str) -> Output {
-    let dir = dir.to_str().unwrap();
-    coxswain(
-        &[
-            "run",
-            "--robot",
-            "firmware-configs/sim-arm.toml",
-            "--policy",
-            "models/reach-dp",
-            "--clock",
-            "sim",
-            "--episodes",
-            "1",
-            "--episode-s",
-            "2",
-            "--seed",
-            seed,
-            "--record",
-            dir,
-        ],
-        &[],
-    )
+    sim_run("firmware-configs/sim-arm.toml", &["--seed", seed, "--record", dir.to_str().unwrap()])
 }
 
 #[test]
@@ -376,23 +375,7 @@ fn the_execution_table_sets_the_run_and_its_errors_name_the_field() {
     let text = text.replace("config = \"zenoh/peer.json5\"\n", "");
     assert!(text.contains("rtc = \"inpaint\""), "test setup");
     let robot = dir.join("robot.toml");
-    let run = |robot: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--robot",
-            robot.to_str().unwrap(),
-            "--policy",
-            "models/reach-dp",
-            "--clock",
-            "sim",
-            "--episodes",
-            "1",
-            "--episode-s",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        coxswain(&args, &[])
-    };
+    let run = |robot: &std::path::Path, extra: &[&str]| sim_run(robot.to_str().unwrap(), extra);
     // RTC off in the table: no chunk is spliced; the flag turns it back on.
     std::fs::write(&robot, text.replace("rtc = \"inpaint\"", "rtc = \"off\"")).unwrap();
     let o = run(&robot, &[]);
