@@ -119,6 +119,11 @@ pub fn run_metadata(
     Ok(vec![(RUN_METADATA.into(), run), (ROBOT_METADATA.into(), robot), (POLICY_METADATA.into(), pol)])
 }
 
+/// The recording's files, for error messages.
+fn file_names(recording: &Recording) -> String {
+    recording.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
 /// What a recording says about its run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedRun {
@@ -133,7 +138,7 @@ pub struct RecordedRun {
 impl RecordedRun {
     /// Reads the run's metadata from `recording`.
     pub fn of(recording: &Recording) -> Result<RecordedRun> {
-        let files = recording.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+        let files = file_names(recording);
         let missing =
             |what: &str| Error::Usage(format!("{files}: no `{what}` metadata (not a coxswain run recording?)"));
         let run = recording.last_metadata(RUN_METADATA).ok_or_else(|| missing(RUN_METADATA))?;
@@ -345,7 +350,7 @@ pub fn replay(
     info: &RunInfo,
     replay_policy: bool,
 ) -> Result<ReplayReport> {
-    let files = recording.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+    let files = file_names(recording);
     let dropped = recording
         .metadata
         .iter()
