@@ -28,9 +28,9 @@ use coxswain_msg::{DecodeError, Message};
 use crossbeam::queue::ArrayQueue;
 use zenoh::key_expr::KeyExpr;
 use zenoh::pubsub::Subscriber;
-use zenoh::{Session, Wait};
+use zenoh::Session;
 
-use crate::error::{Result, ZenohError};
+use crate::error::Result;
 use crate::order::{OrderCounters, SourceId, SourceTable, Verdict};
 use crate::slot::Stamped;
 
@@ -217,29 +217,19 @@ where
     M: Message + Send + 'static,
 {
     let (writer, reader) = event_queue::<M>(capacity);
-    let writer = Mutex::new(writer);
-    let subscriber = session
-        .declare_subscriber(key.clone())
-        .callback(move |sample| {
-            let arrival = Instant::now();
-            let source = SourceId::of_sample(&sample);
-            let bytes = sample.payload().to_bytes();
-            let Ok(mut w) = writer.lock() else { return };
-            match M::decode(&bytes) {
-                Ok(m) => {
-                    let (seq, stamp) = (m.header().seq, m.header().stamp_ns);
-                    w.push(source, m, seq, stamp, arrival);
-                }
-                Err(e) => w.decode_error(e),
-            }
-        })
-        .wait()
-        .map_err(|e| ZenohError::Declare {
-            key: key.to_string(),
-            what: "subscriber",
-            message: crate::error::message(e),
-        })?;
+    let subscriber = crate::subscriber::declare_decoding(session, key, writer)?;
     Ok((subscriber, reader))
+}
+
+impl<M: Send + 'static> crate::subscriber::DecodedSink<M> for EventWriter<M> {
+    fn accept(&mut self, source: Option<SourceId>, value: M, seq: u64, stamp_ns: u64, arrival: Instant) {
+        // A full queue is counted as an overflow by `push`.
+        let _ = self.push(source, value, seq, stamp_ns, arrival);
+    }
+
+    fn decode_error(&mut self, e: DecodeError) {
+        EventWriter::decode_error(self, e);
+    }
 }
 
 #[cfg(test)]
