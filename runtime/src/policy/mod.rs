@@ -14,6 +14,8 @@
 //! Nothing on that path allocates on the Rust heap (a counting-allocator test holds this).
 
 pub mod binding;
+mod diffusion;
+mod flow;
 pub mod manifest;
 pub mod noise;
 pub mod observation;
@@ -30,7 +32,9 @@ pub use manifest::{Kind, Manifest};
 pub use noise::{GaussianNoise, GivenNoise, NoiseSource};
 pub use observation::{FieldId, Frame};
 
-use manifest::{DiffusionMethod, FlowConvention, Prediction, Sampler};
+use crate::steering::hook::{RtcState, Step, StepHook, StepInput};
+use crate::steering::rtc::{GuidedRtc, Inpainting};
+use manifest::{DiffusionMethod, Prediction, Sampler};
 use observation::History;
 use schedule::{DiffusionStep, FlowStep};
 
@@ -112,15 +116,16 @@ pub struct Policy {
     chunk_rad: Vec<f32>,
     /// The initial noise of the current inference, kept for RTC inpainting.
     x_init: Vec<f32>,
-    /// RTC inpainting prefix (normalized, `[H, A]`) and its weights `[H]`, used when `rtc_active`.
-    rtc_actions: Vec<f32>,
-    rtc_weights: Vec<f32>,
-    rtc_active: bool,
-    /// Guided RTC: the VJP graph, its input indices, the weight cap, and its output buffer.
-    vjp: Option<(Graph, binding::VjpPlan, f64)>,
-    vjp_out: Vec<f32>,
-    /// Follow RTC prefixes by guidance through the VJP graph rather than by inpainting.
-    rtc_guidance: bool,
+    /// The predicted clean chunk of the current step, `[N, H, A]`, for the step hooks.
+    x0: Vec<f64>,
+    /// The eps that goes with `x0` (diffusion).
+    eps: Vec<f64>,
+    /// The newest raw frame, for hooks that read named vectors.
+    latest: Frame,
+    rtc: RtcState,
+    inpaint: Inpainting,
+    guided_rtc: Option<GuidedRtc>,
+    hooks: Vec<Box<dyn StepHook>>,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -175,11 +180,12 @@ impl Policy {
         }
         let mut head = Graph::open(runtime, &options.session, &manifest.onnx)?;
         let plan = binding::plan_head(&manifest, &mut head, n, &widths, &mut bindings)?;
-        let vjp = match &manifest.rtc {
+        let len = n * manifest.action.horizon * manifest.action.dim();
+        let guided_rtc = match &manifest.rtc {
             Some(rtc) => {
                 let mut g = Graph::open(runtime, &options.session, &rtc.vjp_onnx)?;
                 let p = binding::plan_vjp(&manifest, &mut g, &head, &mut bindings)?;
-                Some((g, p, rtc.beta))
+                Some(GuidedRtc::new(g, p, rtc.beta, len, manifest.path.clone()))
             }
             None => None,
         };
@@ -197,9 +203,9 @@ impl Policy {
             Some(Sampler::Flow { steps, convention }) => Steps::Flow(schedule::flow_steps(*convention, *steps)),
         };
         let frame = Frame::for_terms(&manifest.terms);
+        let latest = frame.clone();
         let a = manifest.action.dim();
         let history = History::new(&manifest.terms, &frame, a);
-        let len = n * manifest.action.horizon * a;
         let state_out = plan.state_len.iter().map(|l| vec![0.0; *l]).collect();
         Ok(Policy {
             head,
@@ -219,12 +225,13 @@ impl Policy {
             chunk_norm: vec![0.0; len],
             chunk_rad: vec![0.0; len],
             x_init: vec![0.0; len],
-            rtc_actions: vec![0.0; manifest.action.horizon * a],
-            rtc_weights: vec![0.0; manifest.action.horizon],
-            rtc_active: false,
-            vjp,
-            vjp_out: vec![0.0; len],
-            rtc_guidance: false,
+            x0: vec![0.0; len],
+            eps: vec![0.0; len],
+            latest,
+            rtc: RtcState::new(manifest.action.horizon, a),
+            inpaint: Inpainting,
+            guided_rtc,
+            hooks: Vec::new(),
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -253,7 +260,7 @@ impl Policy {
 
     /// The guided-RTC VJP graph, when the manifest ships one.
     pub fn vjp_graph(&self) -> Option<&Graph> {
-        self.vjp.as_ref().map(|(g, _, _)| g)
+        self.guided_rtc.as_ref().map(GuidedRtc::graph)
     }
 
     /// The encoder graphs, in manifest order.
@@ -306,6 +313,7 @@ impl Policy {
     /// Stores an observation taken at `t_s` (seconds on any monotonic clock) and assembles the graph input.
     pub fn observe(&mut self, frame: &Frame, t_s: f64) -> Result<()> {
         self.history.push(frame)?;
+        self.latest.copy_from(frame);
         self.obs_time_s = t_s;
         Ok(())
     }
@@ -315,121 +323,116 @@ impl Policy {
         self.history.assembled()
     }
 
-    /// Real-time chunking by inpainting (gradient-free; ALGORITHMS.md section 5): the next inferences pull
-    /// the first actions of every candidate towards `actions_norm` (the previous chunk's remaining actions,
-    /// in the model's normalized space, `[H, A]`, right-padded) with per-action weights `weights` (`[H]`,
-    /// 1 = overwrite, 0 = free). At each sampler step the prefix is replaced by the previous chunk noised to
-    /// that step's level, blended by the weight; the last step leaves weight-1 actions equal to the prefix.
-    /// Direct and recurrent policies ignore it.
+    /// Real-time chunking (ALGORITHMS.md section 5): the next inferences pull the first actions of every
+    /// candidate towards `actions_norm` (the previous chunk's remaining actions, in the model's normalized
+    /// space, `[H, A]`, right-padded) with per-action weights `weights` (`[H]`, 1 = overwrite, 0 = free).
+    /// By inpainting ([`Inpainting`](crate::steering::rtc::Inpainting), every sampler) unless
+    /// [`Policy::use_guided_rtc`] chose guidance through the VJP graph. Direct and recurrent policies ignore it.
     pub fn set_rtc_prefix(&mut self, actions_norm: &[f32], weights: &[f64]) -> Result<()> {
-        if actions_norm.len() != self.rtc_actions.len() || weights.len() != self.rtc_weights.len() {
+        if actions_norm.len() != self.rtc.actions.len() || weights.len() != self.rtc.weights.len() {
             return Err(Error::Usage(format!(
                 "RTC prefix of {} actions values and {} weights; the policy needs {} and {}",
                 actions_norm.len(),
                 weights.len(),
-                self.rtc_actions.len(),
-                self.rtc_weights.len()
+                self.rtc.actions.len(),
+                self.rtc.weights.len()
             )));
         }
-        self.rtc_actions.copy_from_slice(actions_norm);
-        for (w, v) in self.rtc_weights.iter_mut().zip(weights) {
+        self.rtc.actions.copy_from_slice(actions_norm);
+        for (w, v) in self.rtc.weights.iter_mut().zip(weights) {
             *w = v.clamp(0.0, 1.0) as f32;
         }
-        self.rtc_active = true;
+        self.rtc.active = true;
         Ok(())
     }
 
-    /// Stops RTC guidance (the next chunk is sampled freely).
+    /// Stops RTC (the next chunk is sampled freely).
     pub fn clear_rtc_prefix(&mut self) {
-        self.rtc_active = false;
-    }
-
-    /// Blends the RTC prefix into `x` at a noise level where the sample is `data_weight * data +
-    /// noise_weight * noise`.
-    fn inpaint(&mut self, data_weight: f64, noise_weight: f64) {
-        if !self.rtc_active {
-            return;
-        }
-        let a = self.manifest.action.dim();
-        let per_candidate = self.rtc_actions.len();
-        for (i, x) in self.x.iter_mut().enumerate() {
-            let k = i % per_candidate;
-            let w = self.rtc_weights[k / a] as f64;
-            if w > 0.0 {
-                let target = data_weight * self.rtc_actions[k] as f64 + noise_weight * self.x_init[i] as f64;
-                *x = (w * target + (1.0 - w) * *x as f64) as f32;
-            }
-        }
-    }
-
-    /// Guided RTC (ALGORITHMS.md section 5; Black et al. 2025): adds the prefix's pull, through the model's
-    /// Jacobian, to the velocity in `pred` at flow time `t`. With tau the rectified-flow time (0 noise,
-    /// 1 data): x_hat = the predicted clean chunk, e = W (A_prev - x_hat), g = e^T d x_hat / d x (the VJP
-    /// graph), w = min(beta, (1 - tau) / tau (tau^2 + (1 - tau)^2) / (1 - tau)^2), v_rf += w g. In the openpi
-    /// convention v = -v_rf and t = 1 - tau, so v -= w g there.
-    fn guide(&mut self, t: f32, rectified: bool) -> Result<()> {
-        let Some((graph, plan, beta)) = self.vjp.as_mut() else { return Ok(()) };
-        let beta = *beta;
-        let a = self.manifest.action.dim();
-        let per_candidate = self.rtc_actions.len();
-        let t64 = t as f64;
-        {
-            let cot = graph.input_f32(plan.cotangent)?;
-            for (i, c) in cot.iter_mut().enumerate() {
-                let k = i % per_candidate;
-                let w = self.rtc_weights[k / a] as f64;
-                let (x, v) = (self.x[i] as f64, self.pred[i] as f64);
-                let x_hat = if rectified { x + (1.0 - t64) * v } else { x - t64 * v };
-                *c = (w * (self.rtc_actions[k] as f64 - x_hat)) as f32;
-            }
-        }
-        graph.input_f32(plan.sample)?.copy_from_slice(&self.x);
-        graph.fill_input(plan.timestep, t64)?;
-        {
-            let obs = self.history.assembled();
-            let dst = graph.input_f32(plan.observation)?;
-            for row in dst.chunks_exact_mut(obs.len()) {
-                row.copy_from_slice(obs);
-            }
-        }
-        let out = &mut self.vjp_out;
-        let path = self.manifest.path.as_path();
-        graph.run(&mut |_, data| {
-            check_finite(path, "rtc vjp", data)?;
-            out.copy_from_slice(data);
-            Ok(())
-        })?;
-        let tau = if rectified { t64 } else { 1.0 - t64 };
-        // The formula tends to infinity at both ends; the cap applies there.
-        let w = if tau <= 0.0 || tau >= 1.0 {
-            beta
-        } else {
-            beta.min((1.0 - tau) / tau * (tau * tau + (1.0 - tau) * (1.0 - tau)) / ((1.0 - tau) * (1.0 - tau)))
-        };
-        let sign = if rectified { 1.0 } else { -1.0 };
-        for (v, g) in self.pred.iter_mut().zip(&self.vjp_out) {
-            *v = (*v as f64 + sign * w * *g as f64) as f32;
-        }
-        Ok(())
+        self.rtc.active = false;
     }
 
     /// Follow RTC prefixes by guidance through the manifest's VJP graph (`true`) or by inpainting (`false`,
     /// the default, which works for every sampler).
     pub fn use_guided_rtc(&mut self, on: bool) -> Result<()> {
-        if on && self.vjp.is_none() {
+        if on && self.guided_rtc.is_none() {
             return Err(Error::field(
                 &self.manifest.path,
                 "rtc",
                 "guided RTC needs an [rtc] table naming a VJP graph; this model has none (inpainting works without)",
             ));
         }
-        self.rtc_guidance = on;
+        self.rtc.guided = on;
         Ok(())
     }
 
     /// Whether RTC prefixes are followed by guidance through a VJP graph (else by inpainting).
     pub fn rtc_guided(&self) -> bool {
-        self.rtc_guidance && self.vjp.is_some()
+        self.rtc.guided && self.guided_rtc.is_some()
+    }
+
+    /// Adds a per-step hook (cost guidance, for one), run after guided RTC and before inpainting, in the
+    /// order added. See [`crate::steering::hook`] for the contract.
+    pub fn add_step_hook(&mut self, hook: Box<dyn StepHook>) {
+        self.hooks.push(hook);
+    }
+
+    /// The names of the per-step hooks this policy runs, in order.
+    pub fn step_hooks(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if let Some(g) = &self.guided_rtc {
+            names.push(g.name());
+        }
+        names.extend(self.hooks.iter().map(|h| h.name()));
+        if self.manifest.kind.is_generative() {
+            names.push(self.inpaint.name());
+        }
+        names
+    }
+
+    /// Whether any hook guides this inference.
+    fn any_guide(&self) -> bool {
+        self.guided_rtc.as_ref().is_some_and(|g| g.guides(&self.rtc)) || self.hooks.iter().any(|h| h.guides(&self.rtc))
+    }
+
+    /// Runs every guiding hook on `x0` at `step`; returns whether any changed it.
+    fn guide(&mut self, step: Step) -> Result<bool> {
+        let a = self.manifest.action.dim();
+        let input = StepInput {
+            step,
+            candidates: self.n,
+            horizon: self.manifest.action.horizon,
+            joints: a,
+            observation: self.history.assembled(),
+            frame: &self.latest,
+            x: &self.x,
+            model_out: &self.pred,
+            rtc: &self.rtc,
+            action: &self.manifest.action,
+        };
+        let mut changed = false;
+        if let Some(g) = self.guided_rtc.as_mut() {
+            if g.guides(&self.rtc) {
+                changed |= g.guide(&input, &mut self.x0)?;
+            }
+        }
+        for h in self.hooks.iter_mut() {
+            if h.guides(&self.rtc) {
+                changed |= h.guide(&input, &mut self.x0)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Runs every projecting hook on `x` at a noise level where it is `data * x0 + noise * x_init`.
+    fn project(&mut self, data_share: f64, noise_share: f64) {
+        if self.inpaint.projects(&self.rtc) {
+            self.inpaint.project(&self.rtc, data_share, noise_share, &mut self.x, &self.x_init);
+        }
+        for h in self.hooks.iter_mut() {
+            if h.projects(&self.rtc) {
+                h.project(&self.rtc, data_share, noise_share, &mut self.x, &self.x_init);
+            }
+        }
     }
 
     /// Samples with the policy's own seeded Gaussian noise.
@@ -560,91 +563,6 @@ impl Policy {
         }
         if let Some(idx) = self.plan.timestep {
             self.head.fill_input(idx, t)?;
-        }
-        Ok(())
-    }
-
-    fn run_diffusion(
-        &mut self,
-        steps: &[DiffusionStep],
-        method: DiffusionMethod,
-        prediction: Prediction,
-        clip: Option<f32>,
-        noise: &mut dyn NoiseSource,
-        trace: &mut Option<StepTrace<'_>>,
-    ) -> Result<()> {
-        noise.initial(self.history.assembled(), &mut self.x);
-        self.x_init.copy_from_slice(&self.x);
-        if let Some(first) = steps.first() {
-            self.inpaint(first.abar_t.sqrt(), (1.0 - first.abar_t).sqrt());
-        }
-        for (k, st) in steps.iter().enumerate() {
-            self.write_sample_and_time(st.t as f64)?;
-            self.run_head()?;
-            if method == DiffusionMethod::Ddpm {
-                noise.step(k, &mut self.z);
-            }
-            let (s0, s1) = (st.abar_t.sqrt(), (1.0 - st.abar_t).sqrt());
-            let (p0, p1) = (st.abar_prev.sqrt(), (1.0 - st.abar_prev).sqrt());
-            for i in 0..self.x.len() {
-                let x = self.x[i] as f64;
-                let out = self.pred[i] as f64;
-                let (mut x0, eps) = match prediction {
-                    Prediction::Epsilon => ((x - s1 * out) / s0, out),
-                    Prediction::Sample => (out, (x - s0 * out) / s1),
-                };
-                if let Some(c) = clip {
-                    x0 = x0.clamp(-c as f64, c as f64);
-                }
-                let next = match method {
-                    DiffusionMethod::Ddim => p0 * x0 + p1 * eps,
-                    DiffusionMethod::Ddpm => {
-                        st.ddpm_coef_x0 * x0 + st.ddpm_coef_xt * x + st.ddpm_sigma * self.z[i] as f64
-                    }
-                };
-                self.x[i] = next as f32;
-            }
-            self.inpaint(p0, p1);
-            if let Some(t) = trace.as_mut() {
-                t(k, &self.x);
-            }
-        }
-        Ok(())
-    }
-
-    fn run_flow(
-        &mut self,
-        steps: &[FlowStep],
-        noise: &mut dyn NoiseSource,
-        trace: &mut Option<StepTrace<'_>>,
-    ) -> Result<()> {
-        noise.initial(self.history.assembled(), &mut self.x);
-        self.x_init.copy_from_slice(&self.x);
-        let rectified =
-            matches!(self.manifest.sampler, Some(Sampler::Flow { convention: FlowConvention::Rectified, .. }));
-        // The share of noise in x at flow time t: t (openpi, t = 1 is noise) or 1 - t (rectified).
-        let noise_share = |t: f64| if rectified { 1.0 - t } else { t };
-        if let Some(first) = steps.first() {
-            let n = noise_share(first.t);
-            self.inpaint(1.0 - n, n);
-        }
-        let guided = self.rtc_active && self.rtc_guidance && self.vjp.is_some();
-        for (k, st) in steps.iter().enumerate() {
-            self.write_sample_and_time(st.t)?;
-            self.run_head()?;
-            if guided {
-                self.guide(st.t as f32, rectified)?;
-            }
-            for i in 0..self.x.len() {
-                self.x[i] = (self.x[i] as f64 + st.dt * self.pred[i] as f64) as f32;
-            }
-            if !guided {
-                let n = noise_share(st.t + st.dt).clamp(0.0, 1.0);
-                self.inpaint(1.0 - n, n);
-            }
-            if let Some(t) = trace.as_mut() {
-                t(k, &self.x);
-            }
         }
         Ok(())
     }

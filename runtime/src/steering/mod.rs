@@ -12,4 +12,6 @@
 //!   [`FirstCandidate`](select::FirstCandidate) (what an unsteered policy does); critic, consistency and cost
 //!   selectors come with the models and costs that feed them.
 
+pub mod hook;
+pub mod rtc;
 pub mod select;
