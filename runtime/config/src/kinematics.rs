@@ -44,6 +44,25 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// The tool point in the base frame (metres) and its derivative by each link's joint angle:
+    /// `columns[i] = d p / d q_i = z_i x (p - o_i)` with `o_i` and `z_i` link i's joint origin and axis in
+    /// the base frame (the position rows of the geometric Jacobian). `joints` is the full joint vector
+    /// (robot order); `columns` has one entry per link. Allocates nothing.
+    pub fn tool_jacobian(&self, joints: &[f64], columns: &mut [Vector3<f64>]) -> Vector3<f64> {
+        let p = self.tool_position(joints);
+        let mut t = Isometry3::identity();
+        for ((link, j), col) in self.links.iter().zip(&self.joint_index).zip(columns.iter_mut()) {
+            t *= link.parent_from_joint;
+            let axis = t.rotation * link.axis.into_inner();
+            *col = axis.cross(&(p - t.translation.vector));
+            let qi = joints.get(*j).copied().unwrap_or(0.0);
+            t *= UnitQuaternion::from_axis_angle(&link.axis, qi);
+        }
+        p
+    }
+}
+
 /// The fixed transform of a URDF `<origin xyz rpy>`.
 pub fn origin(xyz: [f64; 3], rpy: [f64; 3]) -> Isometry3<f64> {
     Isometry3::from_parts(
@@ -78,6 +97,31 @@ mod tests {
             y += l * f64::sin(a);
         }
         assert!((p.x - x).abs() < 1e-12 && (p.y - y).abs() < 1e-12 && p.z.abs() < 1e-12);
+    }
+
+    #[test]
+    fn tool_jacobian_matches_finite_differences_on_a_spatial_chain() {
+        // A chain with tilted axes and rotated origins, so that every term of the geometric Jacobian matters.
+        let axes = [Vector3::z_axis(), Unit::new_normalize(Vector3::new(0.0, 1.0, 0.3)), Vector3::x_axis()];
+        let origins = [
+            origin([0.0, 0.0, 0.1], [0.0; 3]),
+            origin([0.2, 0.05, 0.0], [0.3, 0.0, 0.5]),
+            origin([0.15, 0.0, 0.02], [0.0, -0.4, 0.0]),
+        ];
+        let links = axes.iter().zip(origins).map(|(a, o)| Link { parent_from_joint: o, axis: *a }).collect();
+        let c = Chain { links, joint_index: vec![0, 1, 2], parent_from_tool: origin([0.1, 0.02, -0.03], [0.0; 3]) };
+        let q = [0.4, -0.7, 1.1];
+        let mut cols = [Vector3::zeros(); 3];
+        let p = c.tool_jacobian(&q, &mut cols);
+        assert!((p - c.tool_position(&q)).norm() < 1e-15);
+        let h = 1e-6;
+        for (i, col) in cols.iter().enumerate() {
+            let (mut plus, mut minus) = (q, q);
+            plus[i] += h;
+            minus[i] -= h;
+            let fd = (c.tool_position(&plus) - c.tool_position(&minus)) / (2.0 * h);
+            assert!((fd - col).norm() < 1e-8, "column {i}: analytic {col:?}, finite differences {fd:?}");
+        }
     }
 
     #[test]

@@ -288,8 +288,12 @@ impl Controller {
         let mut sources = Vec::new();
         let mut vector_fields: Vec<String> = Vec::new();
         let mut needs_imu = false;
-        for t in &manifest.terms {
-            let src = match &t.field {
+        // The terms' fields, then the named vectors the steering stages read.
+        let steering_fields: Vec<(Field, usize)> =
+            manifest.steering.fields.iter().map(|(n, s)| (Field::Named(n.clone()), *s)).collect();
+        let fields = manifest.terms.iter().map(|t| (t.field.clone(), t.size)).chain(steering_fields);
+        for (field, size) in fields {
+            let src = match &field {
                 Field::JointPos => Source::JointPos,
                 Field::JointVel => Source::JointVel,
                 Field::JointEffort => Source::JointEffort,
@@ -305,7 +309,7 @@ impl Controller {
                             vector_fields.len() - 1
                         }
                     };
-                    if t.size > io::MAX_VECTOR_LEN || vector_fields.len() > io::MAX_VECTORS {
+                    if size > io::MAX_VECTOR_LEN || vector_fields.len() > io::MAX_VECTORS {
                         return Err(crate::Error::Usage(format!(
                             "observation field `{name}`: at most {} named vectors of {} values are supported",
                             io::MAX_VECTORS,
@@ -316,7 +320,7 @@ impl Controller {
                 }
             };
             needs_imu |= matches!(src, Source::AngVel | Source::Gravity | Source::LinAcc);
-            if let Some(id) = frame.id(t.field.name()) {
+            if let Some(id) = frame.id(field.name()) {
                 if !sources.iter().any(|(i, _)| *i == id) {
                     sources.push((id, src));
                 }

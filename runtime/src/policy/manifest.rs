@@ -56,7 +56,7 @@ pub enum OneOrMany {
 
 impl OneOrMany {
     /// Expands to `n` values, or says why it cannot.
-    fn expand(&self, n: usize) -> std::result::Result<Vec<f32>, String> {
+    pub(crate) fn expand(&self, n: usize) -> std::result::Result<Vec<f32>, String> {
         match self {
             OneOrMany::One(v) => Ok(vec![*v as f32; n]),
             OneOrMany::Many(v) if v.len() == n => Ok(v.iter().map(|x| *x as f32).collect()),
@@ -77,6 +77,7 @@ pub struct RawManifest {
     #[serde(default)]
     pub encoders: Vec<RawEncoder>,
     pub rtc: Option<RawRtc>,
+    pub steering: Option<crate::steering::config::RawSteering>,
 }
 
 /// Guided real-time chunking: a second graph computing a vector-Jacobian product through the model.
@@ -417,6 +418,8 @@ pub struct Manifest {
     pub sampler: Option<Sampler>,
     pub encoders: Vec<Encoder>,
     pub rtc: Option<GuidedRtc>,
+    /// The steering stages (`[steering]`; empty when the manifest has none).
+    pub steering: crate::steering::config::SteeringSpec,
 }
 
 impl Manifest {
@@ -644,6 +647,20 @@ impl Manifest {
             }
         };
 
+        let deterministic = matches!(
+            sampler,
+            Some(Sampler::Flow { .. }) | Some(Sampler::Diffusion { method: DiffusionMethod::Ddim, .. })
+        );
+        let steering = match raw.steering {
+            Some(st) => crate::steering::config::SteeringSpec::from_raw(
+                st,
+                path,
+                kind.is_generative(),
+                deterministic,
+                action.joints.len(),
+            )?,
+            None => Default::default(),
+        };
         Ok(Manifest {
             path: path.to_path_buf(),
             name: raw
@@ -660,6 +677,7 @@ impl Manifest {
             sampler,
             encoders,
             rtc,
+            steering,
         })
     }
 }

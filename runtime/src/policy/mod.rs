@@ -202,7 +202,7 @@ impl Policy {
             }
             Some(Sampler::Flow { steps, convention }) => Steps::Flow(schedule::flow_steps(*convention, *steps)),
         };
-        let frame = Frame::for_terms(&manifest.terms);
+        let frame = Frame::for_manifest(&manifest);
         let latest = frame.clone();
         let a = manifest.action.dim();
         let history = History::new(&manifest.terms, &frame, a);

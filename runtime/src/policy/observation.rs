@@ -43,6 +43,30 @@ impl Frame {
         Frame { slots, values: vec![0.0; len] }
     }
 
+    /// A frame of the given named fields and sizes, in that order (for tools and tests; a policy makes its
+    /// own with [`Policy::new_frame`](crate::policy::Policy::new_frame)).
+    pub fn with_fields(fields: &[(&str, usize)]) -> Frame {
+        let mut slots = Vec::new();
+        let mut len = 0;
+        for (name, size) in fields {
+            slots.push(Slot { name: name.to_string(), offset: len, size: *size });
+            len += size;
+        }
+        Frame { slots, values: vec![0.0; len] }
+    }
+
+    /// The frame a manifest needs: its terms' fields, then the named vectors its `[steering]` part reads.
+    pub(crate) fn for_manifest(m: &crate::policy::Manifest) -> Frame {
+        let mut f = Frame::for_terms(&m.terms);
+        for (name, size) in &m.steering.fields {
+            if f.id(name).is_none() {
+                f.slots.push(Slot { name: name.to_string(), offset: f.values.len(), size: *size });
+                f.values.resize(f.values.len() + size, 0.0);
+            }
+        }
+        f
+    }
+
     /// Field names with their sizes, in frame order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, usize)> {
         self.slots.iter().map(|s| (s.name.as_str(), s.size))

@@ -12,6 +12,9 @@
 //!   [`FirstCandidate`](select::FirstCandidate) (what an unsteered policy does); critic, consistency and cost
 //!   selectors come with the models and costs that feed them.
 
+pub mod config;
+pub mod cost;
+pub mod guidance;
 pub mod hook;
 pub mod rtc;
 pub mod select;
