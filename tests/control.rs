@@ -86,7 +86,7 @@ fn rig(seed: u64) -> Rig {
     let target = controller.vector_fields().iter().position(|n| n == "target");
     let worker = InferenceWorker::new(policy, RtcMode::Inpaint, seed).unwrap();
     let ls = Lockstep::new(controller, worker, frame, robot.control_hz, Latency::Ticks(3)).unwrap();
-    let mut arm = ArmPlant::new(&robot, seed, target).unwrap();
+    let mut arm = ArmPlant::new(&robot, seed, target, None).unwrap();
     arm.draw_episode();
     Rig {
         ls,
@@ -326,7 +326,7 @@ fn scripted(chunks: impl Fn(usize, &mut [f64]) -> bool) -> (Vec<SafetyState>, co
     let mut c = Controller::new(&manifest, map, &frame, safety, execution()).unwrap();
     let mut input = c.new_input();
     let mut out = c.new_output(frame);
-    let mut arm = ArmPlant::new(&robot, 9, c.vector_fields().iter().position(|n| n == "target")).unwrap();
+    let mut arm = ArmPlant::new(&robot, 9, c.vector_fields().iter().position(|n| n == "target"), None).unwrap();
     arm.draw_episode();
     let dt = 1.0 / robot.control_hz;
     let mut states = vec![];
@@ -434,7 +434,7 @@ fn homing_request_moves_the_arm_to_the_target_then_holds() {
 struct LastCandidate;
 
 impl coxswain::steering::select::Selector for LastCandidate {
-    fn select(&mut self, _chunk: &coxswain::policy::ChunkView<'_>, scores: &mut [f32]) -> usize {
+    fn select(&mut self, _input: &coxswain::steering::select::SelectInput<'_>, scores: &mut [f32]) -> usize {
         for (i, s) in scores.iter_mut().enumerate() {
             *s = i as f32;
         }

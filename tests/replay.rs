@@ -119,7 +119,7 @@ fn record_faulty_run(dir: &Path, seed: u64) -> (Vec<PathBuf>, Vec<SafetyState>) 
             Seen::Worker(e) => rec.worker_event(e).unwrap(),
         }
     }));
-    let mut arm = ArmPlant::new(&robot, seed, target).unwrap();
+    let mut arm = ArmPlant::new(&robot, seed, target, None).unwrap();
     arm.draw_episode();
     let mut plant = Faulty { arm, tick: 0 };
     let mut states = Vec::new();

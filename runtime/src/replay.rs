@@ -389,8 +389,11 @@ pub fn replay(
     }
 
     let (mut controller, frame) = Controller::for_robot(&policy, robot, info.execution)?;
-    let mut worker =
-        if replay_policy { Some(InferenceWorker::new(policy, info.execution.rtc, info.seed)?) } else { None };
+    let mut worker = if replay_policy {
+        Some(InferenceWorker::steered(policy, robot, info.execution.rtc, info.seed)?)
+    } else {
+        None
+    };
     let mut spare_frame = Some(frame.clone());
     let mut input = controller.new_input();
     let mut output = controller.new_output(frame);

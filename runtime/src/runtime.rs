@@ -336,7 +336,7 @@ impl Runtime {
         let chunk_len = manifest.action.horizon * manifest.action.dim();
         let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
         let (worker_events_tx, worker_events_rx) = crossbeam::channel::bounded::<WorkerEvent>(256);
-        let worker = InferenceWorker::new(policy, opts.execution.rtc, opts.seed)?;
+        let worker = InferenceWorker::steered(policy, robot, opts.execution.rtc, opts.seed)?;
         let control_cpu = opts.rt.cpu;
         let inference = std::thread::Builder::new()
             .name("coxswain-inference".into())

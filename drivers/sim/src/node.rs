@@ -87,6 +87,7 @@ impl SimNode {
         let model = ArmModel::from_robot(robot)?;
         let task = ReachTask::from_robot(robot)?;
         let has_task = task.is_some();
+        let obstacle = task.as_ref().map(|t| t.config.obstacle_center_m);
         let n = model.joints();
         let q0 = robot.default_pose();
         let shared = Arc::new(Mutex::new(Shared {
@@ -128,6 +129,12 @@ impl SimNode {
         // The reaching task's target, as a perception module would publish it (10 Hz).
         let mut target_pub = match (has_task, keys.sensor("target")) {
             (true, Ok(key)) => Some(ControlPublisher::<VectorSample>::new(session, key, Qos::Telemetry)?),
+            _ => None,
+        };
+        // The task's obstacle, where the description declares an `obstacle` sensor (10 Hz, with the target):
+        // what a perception node would publish for cost guidance to read.
+        let mut obstacle_pub = match (obstacle, keys.sensor("obstacle")) {
+            (Some(c), Ok(key)) => Some((ControlPublisher::<VectorSample>::new(session, key, Qos::Telemetry)?, c)),
             _ => None,
         };
         let target_every = ((robot.state_hz / 10.0).round() as u64).max(1);
@@ -277,6 +284,14 @@ impl SimNode {
                         let _ = v.values.push(t[0] as f32);
                         let _ = v.values.push(t[1] as f32);
                         let _ = p.publish(&v);
+                        if let Some((p, c)) = obstacle_pub.as_mut() {
+                            let mut v = VectorSample::default();
+                            v.header.seq = seq;
+                            v.header.stamp_ns = stamp_now_ns();
+                            let _ = v.values.push(c[0] as f32);
+                            let _ = v.values.push(c[1] as f32);
+                            let _ = p.publish(&v);
+                        }
                     }
                     let now = Instant::now();
                     while delayed.front().is_some_and(|(due, _)| *due <= now) {

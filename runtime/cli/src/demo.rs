@@ -676,12 +676,13 @@ pub fn run_sim(
     let episode_s = episode_duration_s(opts, &robot)?;
     let (controller, frame) = Controller::for_robot(&policy, &robot, opts.execution)?;
     let target_field = controller.vector_fields().iter().position(|n| n == "target");
-    let worker = InferenceWorker::new(policy, opts.execution.rtc, opts.policy_options.seed)?;
+    let obstacle_field = controller.vector_fields().iter().position(|n| n == "obstacle");
+    let worker = InferenceWorker::steered(policy, &robot, opts.execution.rtc, opts.policy_options.seed)?;
     let mut ls = Lockstep::new(controller, worker, frame, robot.control_hz, opts.latency)?;
     if let Some(o) = observer {
         ls.observe(o);
     }
-    let mut plant = ArmPlant::new(&robot, opts.seed, target_field)?;
+    let mut plant = ArmPlant::new(&robot, opts.seed, target_field, obstacle_field)?;
     let ticks_per_episode = (episode_s * robot.control_hz).round() as u64;
     let mut events: Vec<Event> = Vec::new();
     let step = |ls: &mut Lockstep, plant: &mut ArmPlant, req: &[Request], events: &mut Vec<Event>| {

@@ -485,6 +485,16 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
             out!("  out  {:<24} {:<8} {}", s.name, s.dtype_name(), s.shape_string());
         }
     }
+    let stages = m.steering.stage_names();
+    if stages.is_empty() {
+        out!("steering   none (seeded Gaussian noise, candidate 0, no residual)");
+    } else {
+        out!("steering   in order: {}", stages.join(" -> "));
+    }
+    if let Some(fields) = (!m.steering.fields.is_empty()).then_some(&m.steering.fields) {
+        let f: Vec<String> = fields.iter().map(|(n, s)| format!("{n} ({s})")).collect();
+        out!("           reads named vectors: {}", f.join(", "));
+    }
     out!("bindings:");
     out!("  {:<8} {:<26} {:<20} {:<8} {:<16} planned", "graph", "manifest field", "tensor", "dtype", "declared");
     for b in policy.bindings() {
@@ -615,8 +625,10 @@ fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &O
         out!("firmware   {protocol} on {bus} at {baud} baud");
     }
     if let Some(path) = policy {
-        let (_, policy) = ort.load(path, 0)?;
+        let (_, mut policy) = ort.load(path, 0)?;
         let map = coxswain::policy::robot::bind(policy.manifest(), &robot)?;
+        // Binds the steering costs to this robot (joints, chain, named vectors): the errors come here.
+        coxswain::steering::Stages::build(&mut policy, &robot, 0)?;
         let m = policy.manifest();
         out!("policy     {} ({}) drives:", m.name, m.kind.name());
         for (i, j) in map.robot_index.iter().enumerate() {
@@ -624,6 +636,11 @@ fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &O
         }
         for j in &map.undriven {
             out!("  robot joint {j} {} is not driven: holds its default pose", robot.joints[*j].name);
+        }
+        let stages = m.steering.stage_names();
+        if !stages.is_empty() {
+            out!("steering   {}", stages.join(" -> "));
+            out!("           per-step hooks: {}", policy.step_hooks().join(", "));
         }
         out!("ok: {} and {} fit together", robot.path.display(), m.path.display());
     } else {

@@ -22,6 +22,8 @@ pub struct ArmPlant {
     episode: Option<Episode>,
     /// Index of the `target` field in the input's vectors, if the policy reads it.
     target_field: Option<usize>,
+    /// Index of the `obstacle` field (the task's obstacle centre, for steering that reads it).
+    obstacle_field: Option<usize>,
     seq: u64,
 }
 
@@ -29,7 +31,12 @@ impl ArmPlant {
     /// The arm of `robot` at its default pose; `seed` drives the measurement noise and the episodes, as in
     /// the Zenoh simulator. `target_field` is where the policy reads the task's target. An invalid `[sim]` or
     /// `[task.reach]` table is an error naming the field.
-    pub fn new(robot: &Robot, seed: u64, target_field: Option<usize>) -> Result<ArmPlant, ConfigError> {
+    pub fn new(
+        robot: &Robot,
+        seed: u64,
+        target_field: Option<usize>,
+        obstacle_field: Option<usize>,
+    ) -> Result<ArmPlant, ConfigError> {
         let model = ArmModel::from_robot(robot)?;
         let n = model.joints();
         let q0 = robot.default_pose();
@@ -43,6 +50,7 @@ impl ArmPlant {
             task: ReachTask::from_robot(robot)?,
             episode: None,
             target_field,
+            obstacle_field,
             seq: 0,
         })
     }
@@ -97,6 +105,14 @@ impl Plant for ArmPlant {
                 v.values.clear();
                 let _ = v.values.push(e.target_m[0] as f32);
                 let _ = v.values.push(e.target_m[1] as f32);
+            }
+        }
+        if let (Some(i), Some(t)) = (self.obstacle_field, &self.task) {
+            if let Some(v) = input.vectors.get_mut(i) {
+                v.present = true;
+                v.values.clear();
+                let _ = v.values.push(t.config.obstacle_center_m[0] as f32);
+                let _ = v.values.push(t.config.obstacle_center_m[1] as f32);
             }
         }
     }

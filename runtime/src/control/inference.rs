@@ -16,7 +16,8 @@ use crate::control::io::{ChunkIn, ObservationRequest};
 use crate::control::rtc::prefix_weights;
 use crate::control::RtcMode;
 use crate::policy::{Frame, GaussianNoise, GivenNoise, NoiseSource, Policy};
-use crate::steering::select::{FirstCandidate, Selector};
+use crate::steering::select::{SelectInput, Selector};
+use crate::steering::Stages;
 
 /// What the control side sends.
 #[derive(Debug)]
@@ -77,6 +78,16 @@ pub struct InferenceStats {
     pub events_lost: u64,
     /// Times the selector named a candidate that does not exist (candidate 0 was executed).
     pub selections_out_of_range: u64,
+    /// Inferences whose noise policy failed (seeded Gaussian noise was used instead).
+    pub noise_failures: u64,
+    /// Selections that could not score (candidate 0 was executed).
+    pub selection_failures: u64,
+    /// Chosen chunks that were an edited candidate, and edits that failed (the base candidates stood).
+    pub edits_chosen: u64,
+    pub edit_failures: u64,
+    /// Chunks corrected by the chunk residual, and chunks whose residual was dropped (base chunk executed).
+    pub residual_applied: u64,
+    pub residual_dropped: u64,
 }
 
 /// What the last inference drew and made, for the recorder: the initial noise (and DDPM step noise) as the
@@ -100,13 +111,19 @@ pub struct InferenceTrace {
 /// For a replay, [`InferenceWorker::give_noise`] makes the next inference use given noise instead.
 #[derive(Debug)]
 struct TapNoise {
-    inner: GaussianNoise,
+    inner: Box<dyn NoiseSource + Send>,
     initial: Vec<f32>,
     steps: Vec<f32>,
     steps_len: usize,
     /// Given noise for the next inference (initial, steps), taken by it.
     given: Option<(Vec<f32>, Vec<f32>)>,
     replaying: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl std::fmt::Debug for dyn NoiseSource + Send {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoiseSource")
+    }
 }
 
 impl NoiseSource for TapNoise {
@@ -150,6 +167,8 @@ pub struct InferenceWorker {
     stats: InferenceStats,
     trace_rtc: bool,
     selector: Box<dyn Selector>,
+    edit: Option<crate::steering::edit::Edit>,
+    residual: Option<crate::steering::residual::ChunkResidual>,
     scores: Vec<f32>,
     selected: usize,
 }
@@ -168,7 +187,7 @@ impl InferenceWorker {
         let steps = m.sampler.as_ref().map_or(0, |s| s.steps());
         Ok(InferenceWorker {
             noise: TapNoise {
-                inner: GaussianNoise::new(seed),
+                inner: Box::new(GaussianNoise::new(seed)),
                 initial: vec![0.0; len],
                 steps: vec![0.0; len * steps],
                 steps_len: 0,
@@ -183,7 +202,9 @@ impl InferenceWorker {
             weights: vec![0.0; h],
             stats: InferenceStats::default(),
             trace_rtc: false,
-            selector: Box::new(FirstCandidate),
+            selector: Box::new(crate::steering::select::FirstCandidate),
+            edit: None,
+            residual: None,
             scores: vec![0.0; policy_candidates],
             selected: 0,
         })
@@ -196,7 +217,28 @@ impl InferenceWorker {
         self.noise.given = Some((initial.to_vec(), steps.to_vec()));
     }
 
-    /// Chooses among the candidates with `selector` (default: [`FirstCandidate`]).
+    /// A worker with every stage of the manifest's `[steering]` part, bound to `robot`
+    /// ([`Stages::build`]).
+    pub fn steered(mut policy: Policy, robot: &coxswain_config::Robot, rtc: RtcMode, seed: u64) -> crate::Result<Self> {
+        let stages = Stages::build(&mut policy, robot, seed)?;
+        Ok(InferenceWorker::new(policy, rtc, seed)?.with_stages(stages))
+    }
+
+    /// Runs `stages` (noise policy, selector, edit, chunk residual) around the sampler.
+    pub fn with_stages(mut self, stages: Stages) -> Self {
+        if let Some(n) = stages.noise {
+            self.noise.inner = Box::new(n);
+        }
+        if stages.edit.is_some() {
+            self.scores = vec![0.0; 2 * self.policy.candidates()];
+        }
+        self.edit = stages.edit;
+        self.residual = stages.residual;
+        self.with_selector(stages.selector)
+    }
+
+    /// Chooses among the candidates with `selector` (default:
+    /// [`FirstCandidate`](crate::steering::select::FirstCandidate)).
     pub fn with_selector(mut self, selector: Box<dyn Selector>) -> Self {
         self.selector = selector;
         self
@@ -259,9 +301,20 @@ impl InferenceWorker {
                     events(WorkerEvent::NoBuffer { seq: request.seq });
                     return None;
                 };
-                let chunk = self.policy.chunk();
+                let policy_candidates = self.policy.candidates();
+                let observation = self.policy.observation_input();
+                let chunk = match self.edit.as_mut() {
+                    Some(edit) => {
+                        edit.apply(observation, &self.policy.chunk(), &self.policy.manifest().action);
+                        self.stats.edit_failures = edit.failures();
+                        edit.view()
+                    }
+                    None => self.policy.chunk(),
+                };
                 let n = chunk.horizon * chunk.joints;
-                let chosen = self.selector.select(&chunk, &mut self.scores);
+                let input = SelectInput { chunk, observation, frame: self.policy.latest_frame() };
+                let chosen = self.selector.select(&input, &mut self.scores);
+                self.stats.selection_failures = self.selector.failures();
                 if chosen >= chunk.candidates {
                     self.stats.selections_out_of_range += 1;
                 }
@@ -270,10 +323,24 @@ impl InferenceWorker {
                 for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[range.clone()]) {
                     *dst = *src as f64;
                 }
-                self.prev_norm.copy_from_slice(&chunk.normalized[range]);
+                self.prev_norm.copy_from_slice(&chunk.normalized[range.clone()]);
                 self.selected = chosen;
-                // In range by construction.
-                let _ = self.policy.choose(chosen);
+                if chosen < policy_candidates {
+                    // In range by construction.
+                    let _ = self.policy.choose(chosen);
+                } else {
+                    // An edited candidate: its first action is what a `last_action` term feeds back.
+                    self.stats.edits_chosen += 1;
+                    let a = chunk.joints;
+                    let first: &[f32] = &chunk.normalized[range.start..range.start + a];
+                    let first = heapless::Vec::<f32, 64>::from_slice(first).unwrap_or_default();
+                    self.policy.set_last_action(&first);
+                }
+                if let Some(r) = self.residual.as_mut() {
+                    r.apply(self.policy.latest_frame(), &mut buf);
+                    (self.stats.residual_applied, self.stats.residual_dropped) = r.counts();
+                }
+                self.stats.noise_failures = self.noise.inner.failures();
                 self.prev_seq = Some(request.seq);
                 self.trace_rtc = guided;
                 self.stats.inferences += 1;
@@ -296,7 +363,10 @@ impl InferenceWorker {
 
     /// What the last inference drew and produced (allocates: for the recorder, off the control thread).
     pub fn trace(&self) -> InferenceTrace {
-        let chunk = self.policy.chunk();
+        let chunk = match &self.edit {
+            Some(e) => e.view(),
+            None => self.policy.chunk(),
+        };
         InferenceTrace {
             seq: self.prev_seq.unwrap_or(0),
             initial_noise: self.noise.initial.clone(),

@@ -126,6 +126,8 @@ pub struct Policy {
     inpaint: Inpainting,
     guided_rtc: Option<GuidedRtc>,
     hooks: Vec<Box<dyn StepHook>>,
+    /// The `[steering]` graphs, until the inference worker takes them.
+    steering: crate::steering::SteeringModels,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -190,6 +192,7 @@ impl Policy {
             None => None,
         };
 
+        let steering = crate::steering::SteeringModels::open(runtime, &options.session, &manifest, n)?;
         let steps = match &manifest.sampler {
             None => Steps::None,
             Some(Sampler::Diffusion { method, steps, prediction, schedule, num_train_timesteps, clip_sample }) => {
@@ -232,6 +235,7 @@ impl Policy {
             inpaint: Inpainting,
             guided_rtc,
             hooks: Vec::new(),
+            steering,
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -318,6 +322,11 @@ impl Policy {
         Ok(())
     }
 
+    /// The newest raw frame (after the last [`Policy::observe`]).
+    pub fn latest_frame(&self) -> &Frame {
+        &self.latest
+    }
+
     /// The observation vector as the graph receives it (after the last [`Policy::observe`]).
     pub fn observation_input(&self) -> &[f32] {
         self.history.assembled()
@@ -374,6 +383,11 @@ impl Policy {
     /// order added. See [`crate::steering::hook`] for the contract.
     pub fn add_step_hook(&mut self, hook: Box<dyn StepHook>) {
         self.hooks.push(hook);
+    }
+
+    /// Hands over the `[steering]` graphs opened at load (once; later calls get none).
+    pub fn take_steering_models(&mut self) -> crate::steering::SteeringModels {
+        std::mem::take(&mut self.steering)
     }
 
     /// The names of the per-step hooks this policy runs, in order.

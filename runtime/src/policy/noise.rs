@@ -18,6 +18,11 @@ pub trait NoiseSource {
     fn initial(&mut self, observation: &[f32], noise: &mut [f32]);
     /// Fills the noise added after step `step` (DDPM only).
     fn step(&mut self, step: usize, noise: &mut [f32]);
+    /// Inferences for which this source could not make its noise and gave seeded Gaussian noise instead
+    /// (a failing noise policy).
+    fn failures(&self) -> u64 {
+        0
+    }
 }
 
 /// Standard normal noise from a seeded, portable stream.

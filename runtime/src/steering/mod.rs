@@ -1,20 +1,208 @@
 //! Inference-time steering: the stages that choose and shape what the frozen base policy proposes,
-//! without retraining it (ALGORITHMS.md sections 3 to 7).
+//! without retraining it (ALGORITHMS.md sections 3 to 7). All of them are configured in the manifest's
+//! `[steering]` part ([`config`]).
 //!
-//! The planned order of the stages, every one optional:
-//! noise (seeded, or a noise policy of the observation) -> sampler with guidance and RTC -> candidates ->
-//! edit -> **selection** -> chunk residual -> chunk validation -> tick residual -> safety filter.
+//! The order, every stage optional:
 //!
-//! What exists so far:
-//! - the noise seam: [`NoiseSource::initial`](crate::policy::NoiseSource::initial) sees the observation;
-//! - the selection seam ([`select`]): the inference worker asks a [`Selector`](select::Selector) which
-//!   candidate to execute, and records every candidate's score and the choice. Today's only selector is
-//!   [`FirstCandidate`](select::FirstCandidate) (what an unsteered policy does); critic, consistency and cost
-//!   selectors come with the models and costs that feed them.
+//! 1. **noise**: seeded Gaussian, or a noise policy of the observation ([`noise_policy`], DSRL);
+//! 2. **sampler with guidance and RTC**: per-step hooks in both samplers ([`hook`]): guided RTC or RTC
+//!    inpainting ([`rtc`]) and cost guidance ([`guidance`], costs in [`cost`]);
+//! 3. **candidates**: N chunks from one batched model call per step;
+//! 4. **edit**: EXPO's bounded edit of every candidate ([`edit`]);
+//! 5. **selection**: first, cost or critic ([`select`]) over the base and edited candidates;
+//! 6. **chunk residual**: a bounded correction of the chosen chunk ([`residual`]);
+//! 7. chunk validation by the controller, then the **safety filter** on every tick's command.
+//!
+//! The ONNX graphs (noise policy, critic, edit, residual) are opened and checked against the policy's
+//! shapes when the policy is loaded ([`SteeringModels`]), so `coxswain check` reports a graph that does
+//! not fit; the costs need the robot description and are bound when the inference worker is built
+//! ([`Stages::build`]).
 
 pub mod config;
 pub mod cost;
+pub mod edit;
 pub mod guidance;
 pub mod hook;
+pub mod model;
+pub mod noise_policy;
+pub mod residual;
 pub mod rtc;
 pub mod select;
+
+use crate::error::{Error, Result};
+use crate::onnx::{OrtRuntime, SessionConfig};
+use crate::policy::manifest::Field;
+use crate::policy::{Manifest, Policy};
+use config::{NoiseShape, SelectionSpec};
+use cost::Costs;
+use coxswain_config::Robot;
+use model::StageModel;
+
+/// The stage graphs of a manifest, opened and planned for a policy of `candidates` candidates.
+#[derive(Debug, Default)]
+pub struct SteeringModels {
+    pub noise: Option<(StageModel, Option<StageModel>)>,
+    pub critic: Option<StageModel>,
+    pub edit: Option<StageModel>,
+    pub residual: Option<StageModel>,
+}
+
+impl SteeringModels {
+    pub(crate) fn open(
+        runtime: &OrtRuntime,
+        session: &SessionConfig,
+        m: &Manifest,
+        candidates: usize,
+    ) -> Result<SteeringModels> {
+        let st = &m.steering;
+        let (n, h, a) = (candidates as i64, m.action.horizon as i64, m.action.dim() as i64);
+        let o = m.observation_dim() as i64;
+        let mut out = SteeringModels::default();
+        if let Some(spec) = &st.noise {
+            let shape = match spec.shape {
+                NoiseShape::Full => vec![n, h, a],
+                NoiseShape::Latent => vec![n, a],
+            };
+            let mean = StageModel::open(
+                runtime,
+                session,
+                &spec.graph,
+                &m.path,
+                "steering.noise",
+                &[vec![n, o]],
+                &[shape.clone()],
+            )?;
+            let log_std = match &spec.log_std {
+                Some(name) => {
+                    let mut g = spec.graph.clone();
+                    g.output = name.clone();
+                    Some(StageModel::open(
+                        runtime,
+                        session,
+                        &g,
+                        &m.path,
+                        "steering.noise.log_std",
+                        &[vec![n, o]],
+                        &[shape],
+                    )?)
+                }
+                None => None,
+            };
+            out.noise = Some((mean, log_std));
+        }
+        let scored = if st.edit.is_some() { 2 * n } else { n };
+        if let Some(SelectionSpec::Critic(g)) = &st.selection {
+            out.critic = Some(StageModel::open(
+                runtime,
+                session,
+                g,
+                &m.path,
+                "steering.selection",
+                &[vec![scored, o], vec![scored, h, a]],
+                &[vec![scored], vec![scored, 1]],
+            )?);
+        }
+        if let Some(e) = &st.edit {
+            out.edit = Some(StageModel::open(
+                runtime,
+                session,
+                &e.graph,
+                &m.path,
+                "steering.edit",
+                &[vec![n, o], vec![n, h, a]],
+                &[vec![n, h, a]],
+            )?);
+        }
+        if let Some(r) = &st.residual {
+            out.residual = Some(StageModel::open(
+                runtime,
+                session,
+                &r.graph,
+                &m.path,
+                "steering.residual",
+                &[vec![h, a], vec![h, a]],
+                &[vec![h, a]],
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// The stages an inference worker runs besides the sampler, built from the manifest and the robot.
+#[derive(Debug)]
+pub struct Stages {
+    pub noise: Option<noise_policy::NoisePolicy>,
+    pub selector: Box<dyn select::Selector>,
+    pub edit: Option<edit::Edit>,
+    pub residual: Option<residual::ChunkResidual>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages { noise: None, selector: Box::new(select::FirstCandidate), edit: None, residual: None }
+    }
+}
+
+impl Stages {
+    /// Takes the policy's stage graphs, adds cost guidance to its sampler, and binds the costs to `robot`.
+    pub fn build(policy: &mut Policy, robot: &Robot, seed: u64) -> Result<Stages> {
+        let models = policy.take_steering_models();
+        let m = policy.manifest().clone();
+        let st = &m.steering;
+        let (n, h, a) = (policy.candidates(), m.action.horizon, m.action.dim());
+        let frame = policy.new_frame();
+        let bind = |terms: &[cost::CostTerm], field: &str| {
+            Costs::new(terms.to_vec(), robot, &m.action.joints, h, &frame, &m.path, field)
+        };
+        if let Some(g) = &st.guidance {
+            let costs = bind(&g.costs, "steering.guidance.costs")?;
+            policy.add_step_hook(Box::new(guidance::CostGuidance::new(costs, g.scale, g.schedule, g.cap, h, a)));
+        }
+        let mut stages = Stages::default();
+        match (&st.selection, models.critic) {
+            (Some(SelectionSpec::Cost(terms)), _) => {
+                stages.selector = Box::new(select::CostSelector::new(bind(terms, "steering.selection.costs")?, h, a));
+            }
+            (Some(SelectionSpec::Critic(_)), Some(critic)) => {
+                stages.selector = Box::new(select::CriticSelector::new(critic));
+            }
+            _ => {}
+        }
+        if let (Some(spec), Some(model)) = (&st.edit, models.edit) {
+            stages.edit = Some(edit::Edit::new(model, spec.bound, n, h, a));
+        }
+        if let (Some(spec), Some((mean, log_std))) = (&st.noise, models.noise) {
+            let width = match spec.shape {
+                NoiseShape::Full => h * a,
+                NoiseShape::Latent => a,
+            };
+            stages.noise = Some(noise_policy::NoisePolicy::new(
+                mean,
+                log_std,
+                spec.shape,
+                spec.squash,
+                spec.bound,
+                n,
+                width,
+                seed,
+            ));
+        }
+        if let (Some(spec), Some(model)) = (&st.residual, models.residual) {
+            let state = m
+                .terms
+                .iter()
+                .find(|t| t.field == Field::JointPos && t.size == a)
+                .and_then(|_| frame.id(Field::JointPos.name()))
+                .ok_or_else(|| {
+                    Error::field(
+                        &m.path,
+                        "steering.residual",
+                        "the residual is fed the measured joint positions: the observation needs a joint_pos term of \
+                         the policy's joints",
+                    )
+                })?;
+            stages.residual = Some(residual::ChunkResidual::new(model, spec.alpha, spec.clip_rad.clone(), state));
+        }
+        Ok(stages)
+    }
+}
