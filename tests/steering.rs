@@ -6,7 +6,7 @@ use coxswain::policy::{Frame, GaussianNoise, Manifest, Policy, PolicyOptions};
 use coxswain::steering::cost::{CostContext, CostKind, CostTerm, Costs};
 use coxswain::steering::guidance::{CostGuidance, Schedule};
 use coxswain_config::Robot;
-use coxswain_tests::{model, ort, repo};
+use coxswain_tests::{model, ort, repo, steered_model};
 
 fn sim_arm() -> Robot {
     Robot::load(&repo().join("firmware-configs/sim-arm.toml")).unwrap()
@@ -214,4 +214,204 @@ fn guidance_follows_an_obstacle_published_as_a_named_vector() {
     let before = penetration(&base, [c.x, c.y], 0.06);
     let after = penetration(&chunk_of(&mut policy, 3), [c.x, c.y], 0.06);
     assert!(before > 0.01 && after < 0.1 * before, "penetration {before:.4} m unsteered, {after:.4} m guided");
+}
+
+// ---- Stages built from a manifest's [steering] part, with the test models of models/steering-test ----
+
+use coxswain::control::inference::{InferenceWorker, WorkerRequest};
+use coxswain::control::io::ObservationRequest;
+use coxswain::control::RtcMode;
+use coxswain::policy::GivenNoise;
+
+fn worker(dir: &std::path::Path, candidates: usize) -> InferenceWorker {
+    let options = PolicyOptions { candidates, seed: 4, ..PolicyOptions::default() };
+    let policy = Policy::load(ort(), dir, &options).unwrap();
+    InferenceWorker::steered(policy, &sim_arm(), RtcMode::Inpaint, 4).unwrap()
+}
+
+/// One inference at the default pose: the chunk handed over (radians, `[H, A]`).
+fn infer(worker: &mut InferenceWorker) -> Vec<f64> {
+    let mut frame = worker.policy().new_frame();
+    frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+    frame.set("target", &[0.22, 0.38]).unwrap();
+    let request = ObservationRequest { seq: 1, t_s: 0.0, sent_t_s: 0.0, infer: true, rtc: None };
+    worker
+        .handle(
+            WorkerRequest::Observe { frame, request },
+            &mut |_| {},
+            &mut || Some(vec![0.0; 48].into_boxed_slice()),
+            &mut |e| panic!("{e}"),
+        )
+        .expect("a chunk")
+        .actions_rad
+        .to_vec()
+}
+
+#[test]
+fn a_constant_noise_policy_gives_exactly_the_chunk_the_sampler_gives_for_that_noise() {
+    for (file, shape) in [("noise-constant.onnx", "full"), ("noise-latent.onnx", "latent")] {
+        let dir = steered_model(
+            &format!("noise-{shape}"),
+            "reach-dp",
+            &format!("[steering.noise]\nonnx = \"@{file}\"\nshape = \"{shape}\"\nbound = 1.5\n"),
+        );
+        let mut w = worker(&dir, 2);
+        let got = infer(&mut w);
+        // The reference: the policy alone, given w = 1.5 tanh(mean) as its initial noise.
+        let mean: Vec<f32> =
+            if shape == "full" { vec![0.3; 48] } else { (0..16).flat_map(|_| [0.3, -0.2, 0.1]).collect() };
+        let noise: Vec<f32> = mean.iter().chain(&mean).map(|m| (1.5 * (*m as f64).tanh()) as f32).collect();
+        let mut p = observed("reach-dp", 2, &[]);
+        p.infer_with(&mut GivenNoise { initial: &noise, steps: &[] }, None).unwrap();
+        let want = p.chunk().candidate(0).to_vec();
+        let err = got.iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+        assert!(err <= 1e-4, "{shape}: the noise policy's chunk differs from the sampler's by {err}");
+        assert_eq!(w.trace().initial_noise, noise, "{shape}: the recorded initial noise is w");
+        assert_eq!(w.stats().noise_failures, 0);
+    }
+}
+
+#[test]
+fn the_critic_selector_executes_the_argmax_of_the_critic() {
+    let dir = steered_model(
+        "critic",
+        "reach-dp",
+        "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\n",
+    );
+    let mut w = worker(&dir, 8);
+    let got = infer(&mut w);
+    let trace = w.trace();
+    // The critic scores the mean distance of the tool point from the obstacle centre: recompute it here.
+    let arm = sim_arm();
+    let chunk = w.policy().chunk();
+    let clearance: Vec<f64> = (0..8)
+        .map(|i| {
+            let c = chunk.candidate(i);
+            c.chunks_exact(3)
+                .map(|q| {
+                    let p = arm.chain.tool_position(&[q[0] as f64, q[1] as f64, q[2] as f64]);
+                    ((p.x - 0.38).powi(2) + (p.y - 0.03).powi(2)).sqrt()
+                })
+                .sum::<f64>()
+                / 16.0
+        })
+        .collect();
+    for (s, c) in trace.scores.iter().zip(&clearance) {
+        assert!((*s as f64 - c).abs() < 1e-4, "critic score {s}, clearance {c}");
+    }
+    let best = (0..8).max_by(|a, b| clearance[*a].total_cmp(&clearance[*b])).unwrap();
+    assert!(clearance[best] > clearance[0] + 1e-4, "the test needs the best candidate to beat candidate 0");
+    assert_eq!(trace.selected, best);
+    let executed: Vec<f64> = chunk.candidate(best).iter().map(|v| *v as f64).collect();
+    assert_eq!(got, executed);
+    assert_eq!(w.selector(), "critic");
+}
+
+#[test]
+fn the_expo_edit_is_executed_only_when_it_scores_higher() {
+    // The edit shifts the shoulder by +0.05 (normalized) everywhere. A cost selector that rewards a far
+    // goal on one side takes it; one that rewards the other side keeps the base candidate.
+    for (goal, edited_wins) in [([-0.6, 0.6], true), ([0.6, -0.6], false)] {
+        let dir = steered_model(
+            &format!("edit-{edited_wins}"),
+            "reach-dp",
+            &format!(
+                "[steering.selection]\nby = \"cost\"\n[[steering.selection.costs]]\nkind = \"goal\"\ntarget_m = [{}, {}]\nevery_action = true\n\n[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.03\n",
+                goal[0], goal[1]
+            ),
+        );
+        let mut w = worker(&dir, 4);
+        let got = infer(&mut w);
+        let trace = w.trace();
+        assert_eq!(trace.scores.len(), 8, "4 base candidates and 4 edited ones are scored");
+        let base_best = trace.scores[..4].iter().cloned().fold(f32::MIN, f32::max);
+        let edit_best = trace.scores[4..].iter().cloned().fold(f32::MIN, f32::max);
+        assert_eq!(trace.selected >= 4, edited_wins, "scores {:?}", trace.scores);
+        assert_eq!(edit_best > base_best, edited_wins);
+        // The edit is bounded: an edited candidate differs from its base by the bound, shoulder only.
+        let n = &trace.candidates_norm;
+        let (b, e) = (&n[..48], &n[4 * 48..5 * 48]);
+        for (i, (x, y)) in b.iter().zip(e).enumerate() {
+            let want = if i % 3 == 0 { 0.03 } else { 0.0 };
+            assert!(((y - x) - want).abs() < 1e-6, "value {i}: edited {y}, base {x}");
+        }
+        assert_eq!(w.stats().edits_chosen, u64::from(edited_wins));
+        let executed = &trace.candidates_norm[trace.selected * 48..][..48];
+        let m = w.policy().manifest();
+        for (i, (a, x)) in got.iter().zip(executed).enumerate() {
+            let j = i % 3;
+            let want = (x.clamp(-1.0, 1.0) * m.action.scale[j] + m.action.offset[j]) as f64;
+            assert!((a - want).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn a_residual_never_exceeds_its_bound_and_a_failing_one_leaves_the_base_chunk() {
+    let base = infer(&mut worker(&steered_model("residual-none", "reach-dp", ""), 1));
+    let residual = |name: &str, file: &str| {
+        let text = format!("[steering.residual]\nonnx = \"@{file}\"\nalpha = 0.5\nclip_rad = [0.02, 0.04, 0.01]\n");
+        let mut w = worker(&steered_model(name, "reach-dp", &text), 1);
+        let got = infer(&mut w);
+        (got, w.stats())
+    };
+    // Huge outputs are clipped: exactly alpha * clip, with the model's signs (+, -, +).
+    let (got, stats) = residual("residual-huge", "residual-huge.onnx");
+    for (i, (g, b)) in got.iter().zip(&base).enumerate() {
+        let want = 0.5 * [0.02, -0.04, 0.01][i % 3];
+        assert!(((g - b) - want).abs() < 1e-6, "value {i}: correction {} (bound {})", g - b, want);
+    }
+    assert_eq!((stats.residual_applied, stats.residual_dropped), (1, 0));
+    // NaN: dropped for the chunk, the base chunk goes through bit for bit, counted.
+    let (got, stats) = residual("residual-nan", "residual-nan.onnx");
+    assert_eq!(got, base);
+    assert_eq!((stats.residual_applied, stats.residual_dropped), (0, 1));
+    // A proportional pull stays within its bound too.
+    let (got, _) = residual("residual-pull", "residual-pull.onnx");
+    assert!(got
+        .iter()
+        .zip(&base)
+        .enumerate()
+        .all(|(i, (g, b))| (g - b).abs() <= 0.5 * [0.02, 0.04, 0.01][i % 3] + 1e-9));
+    assert_ne!(got, base);
+}
+
+#[test]
+fn impossible_steering_combinations_are_refused_naming_the_field_and_tensor() {
+    let refused = |name: &str, base: &str, text: &str| -> String {
+        let dir = steered_model(name, base, text);
+        let options = PolicyOptions { candidates: 2, ..PolicyOptions::default() };
+        match Policy::load(ort(), &dir, &options) {
+            Ok(p) => InferenceWorker::steered(p, &sim_arm(), RtcMode::Inpaint, 0).unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        }
+    };
+    // A noise policy with DDPM: the step noise decides the chunk.
+    let dir = steered_model("ddpm", "reach-dp", "");
+    let text =
+        std::fs::read_to_string(dir.join("manifest.toml")).unwrap().replace("method = \"ddim\"", "method = \"ddpm\"");
+    std::fs::write(dir.join("manifest.toml"), format!("{text}[steering.noise]\nonnx = \"x.onnx\"\n")).unwrap();
+    let e = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("steering.noise") && e.contains("deterministic"), "{e}");
+    // A critic fed the chunk where it wants the observation: shapes do not match.
+    let e = refused("critic-swap", "reach-dp", "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\nobservation = \"chunk\"\nchunk = \"obs\"\n");
+    assert!(e.contains("steering.selection.observation") && e.contains("`chunk`"), "{e}");
+    // A critic output that is not there.
+    let e = refused(
+        "critic-missing",
+        "reach-dp",
+        "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\noutput = \"value\"\n",
+    );
+    assert!(e.contains("steering.selection.output") && e.contains("value"), "{e}");
+    // A residual bound given for 2 joints of a 3-joint policy.
+    let e = refused(
+        "residual-wide",
+        "reach-dp",
+        "[steering.residual]\nonnx = \"@residual-zero.onnx\"\nalpha = 0.5\nclip_rad = [0.1, 0.1]\n",
+    );
+    assert!(e.contains("steering.residual.clip_rad"), "{e}");
+    let e = refused("edit-alone", "reach-dp", "[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.1\n");
+    assert!(e.contains("steering.edit") && e.contains("selection"), "{e}");
+    let e = refused("cost-field", "reach-dp", "[steering.guidance]\n[[steering.guidance.costs]]\nkind = \"keep_out\"\nradius_m = 0.1\ncenter_from = \"lidar\"\n");
+    assert!(e.contains("steering.guidance.costs[0].center_from") && e.contains("lidar"), "{e}");
 }

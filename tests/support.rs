@@ -20,6 +20,21 @@ pub fn model(name: &str) -> PathBuf {
     repo().join("models").join(name)
 }
 
+/// A model folder: reach-dp's manifest (its graph by absolute path) plus `steering` (TOML, where `@` stands
+/// for models/steering-test/), written under the temp dir as `name`.
+pub fn steered_model(name: &str, base: &str, steering: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("coxswain-steering-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base_dir = model(base);
+    let text = std::fs::read_to_string(base_dir.join("manifest.toml")).unwrap();
+    let onnx = base_dir.join("policy.onnx");
+    let text = text.replace("onnx = \"policy.onnx\"", &format!("onnx = {:?}", onnx.to_str().unwrap()));
+    let test_models = model("steering-test");
+    let steering = steering.replace('@', &format!("{}/", test_models.to_str().unwrap()));
+    std::fs::write(dir.join("manifest.toml"), format!("{text}\n{steering}")).unwrap();
+    dir
+}
+
 /// ONNX Runtime, from $ORT_DYLIB_PATH (set by .cargo/config.toml) or the usual search.
 pub fn ort() -> &'static OrtRuntime {
     OrtRuntime::load(None).expect("ONNX Runtime: run scripts/install-onnxruntime.sh first")

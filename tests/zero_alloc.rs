@@ -86,3 +86,63 @@ fn rtc_inpainting_and_guidance_allocate_nothing() {
         assert_eq!(allocations_per_call(&mut policy, 100), 0, "guided = {guided}");
     }
 }
+
+#[test]
+fn an_inference_worker_with_every_steering_stage_allocates_nothing_at_8_candidates() {
+    use coxswain::control::inference::{InferenceWorker, WorkerRequest};
+    use coxswain::control::io::{ObservationRequest, RtcRequest};
+    use coxswain::control::RtcMode;
+    let guidance = "[steering.fields]\nobstacle = 2\n[steering.noise]\nonnx = \"@noise-constant.onnx\"\n\
+        [steering.guidance]\nscale = 4.0\n\
+        [[steering.guidance.costs]]\nkind = \"keep_out\"\nradius_m = 0.09\ncenter_from = \"obstacle\"\n\
+        [[steering.guidance.costs]]\nkind = \"joint_limits\"\n[[steering.guidance.costs]]\nkind = \"smoothness\"\n\
+        [[steering.guidance.costs]]\nkind = \"rtc_prefix\"\n\
+        [steering.residual]\nonnx = \"@residual-pull.onnx\"\nalpha = 0.5\nclip_rad = 0.05\n";
+    let selections = [
+        "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\n[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.05\n",
+        "[steering.selection]\nby = \"cost\"\n[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.05\n",
+    ];
+    let robot = coxswain_config::Robot::load(&coxswain_tests::repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    for (i, selection) in selections.iter().enumerate() {
+        let dir = coxswain_tests::steered_model(&format!("alloc-{i}"), "reach-dp", &format!("{guidance}{selection}"));
+        let options = PolicyOptions { candidates: 8, ..PolicyOptions::default() };
+        let policy = Policy::load(ort(), &dir, &options).unwrap();
+        let mut worker = InferenceWorker::steered(policy, &robot, RtcMode::Inpaint, 1).unwrap();
+        let mut frames: Vec<_> = (0..4).map(|_| worker.policy().new_frame()).collect();
+        for f in &mut frames {
+            f.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+            f.set("target", &[0.22, 0.38]).unwrap();
+            f.set("obstacle", &[0.38, 0.03]).unwrap();
+        }
+        let mut buffers: Vec<Box<[f64]>> = (0..4).map(|_| vec![0.0; 48].into_boxed_slice()).collect();
+        let mut serve = |worker: &mut InferenceWorker, seq: u64, frames: &mut Vec<_>, buffers: &mut Vec<Box<[f64]>>| {
+            let frame = frames.pop().unwrap();
+            // From the second chunk on, every request continues the previous one with RTC.
+            let rtc = (seq > 1).then_some(RtcRequest { prev_seq: seq - 1, executed: 8, delay: 2 });
+            let request = ObservationRequest { seq, t_s: seq as f64 * 0.8, sent_t_s: 0.0, infer: true, rtc };
+            let msg = worker.handle(
+                WorkerRequest::Observe { frame, request },
+                &mut |f| frames.push(f),
+                &mut || buffers.pop(),
+                &mut |e| panic!("{e}"),
+            );
+            let msg = msg.expect("a chunk");
+            buffers.push(msg.actions_rad);
+        };
+        for seq in 1..=3 {
+            serve(&mut worker, seq, &mut frames, &mut buffers);
+        }
+        let ((), n) = count_allocations(|| {
+            for seq in 4..=23 {
+                serve(&mut worker, seq, &mut frames, &mut buffers);
+            }
+        });
+        assert_eq!(n, 0, "selection {i}: {n} allocations in 20 steered inferences");
+        let stats = worker.stats();
+        assert_eq!(
+            (stats.noise_failures, stats.selection_failures, stats.edit_failures, stats.residual_dropped),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(stats.rtc_guided, 22, "RTC continued every chunk after the first");
+    }
+}

@@ -97,6 +97,9 @@ pub struct DemoSummary {
     pub inference: Histogram,
     pub inferences: u64,
     pub inference_failures: u64,
+    /// The steering stages the manifest built (empty: none), and the inference worker's counters.
+    pub steering: Vec<String>,
+    pub worker: coxswain::control::inference::InferenceStats,
     pub final_state: SafetyState,
     /// Why the run ended before its episodes were done (an interrupt, an e-stop).
     pub ended_early: Option<String>,
@@ -228,6 +231,20 @@ impl std::fmt::Display for DemoSummary {
             s.delay_steps,
             self.inference_failures
         )?;
+        if !self.steering.is_empty() {
+            let w = &self.worker;
+            writeln!(
+                f,
+                "steering            {}; edits chosen {}, residual applied {} dropped {}, failures: noise {} selection {} edit {}",
+                self.steering.join(" -> "),
+                w.edits_chosen,
+                w.residual_applied,
+                w.residual_dropped,
+                w.noise_failures,
+                w.selection_failures,
+                w.edit_failures
+            )?;
+        }
         writeln!(
             f,
             "chunks              {} accepted, {} spliced by RTC, {} rejected by validation, {} arrived after a stop, {} requests lost, {} starved ticks",
@@ -488,6 +505,7 @@ fn run_real(
         record: opts.record.clone().map(|options| RecordSetup { options, metadata }),
         ..Default::default()
     };
+    let steering_stages = policy.manifest().steering.stage_names();
     let runtime = Runtime::start(&session, &robot, policy, &ropts)?;
     if let Some(w) = runtime.rt_report().warning() {
         progress(&format!("warning: {w}"));
@@ -630,6 +648,8 @@ fn run_real(
         inference: c.inference,
         inferences: report.inference.inferences,
         inference_failures: report.inference.failures,
+        steering: steering_stages,
+        worker: report.inference,
         final_state: c.final_state,
         ended_early,
         stop_completed: c.stop_completed,
@@ -785,6 +805,8 @@ pub fn run_sim(
         inference: ls.controller().latencies().clone(),
         inferences: ws.inferences,
         inference_failures: ws.failures,
+        steering: ls.worker().policy().manifest().steering.stage_names(),
+        worker: ws,
         final_state: ls.controller().safety().state(),
         ended_early,
         stop_completed: matches!(ls.controller().safety().state(), SafetyState::Fault | SafetyState::Idle),

@@ -399,3 +399,67 @@ fn the_execution_table_sets_the_run_and_its_errors_name_the_field() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// reach-dp with `steering` appended to its manifest (`@` stands for models/steering-test/), in a temp dir.
+fn steered(name: &str, steering: &str) -> PathBuf {
+    let dir = temp_dir(&format!("steer-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+    let text = std::fs::read_to_string(root.join("models/reach-dp/manifest.toml")).unwrap();
+    let onnx = root.join("models/reach-dp/policy.onnx");
+    let text = text.replace("onnx = \"policy.onnx\"", &format!("onnx = {:?}", onnx.to_str().unwrap()));
+    let steering = steering.replace('@', &format!("{}/", root.join("models/steering-test").to_str().unwrap()));
+    std::fs::write(dir.join("manifest.toml"), format!("{text}\n{steering}")).unwrap();
+    dir
+}
+
+#[test]
+fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
+    let guidance = "[steering.fields]\nobstacle = 2\n[steering.guidance]\nscale = 4.0\n\
+        [[steering.guidance.costs]]\nkind = \"keep_out\"\nradius_m = 0.09\ncenter_m = [0.38, 0.03]\ncenter_from = \"obstacle\"\n";
+    let noise = "[steering.noise]\nonnx = \"@noise-latent.onnx\"\nshape = \"latent\"\nbound = 1.0\n";
+    let critic = "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\n";
+    let edit = "[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.02\n";
+    let residual = "[steering.residual]\nonnx = \"@residual-pull.onnx\"\nalpha = 0.5\nclip_rad = 0.02\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("guidance", guidance.to_string(), "guidance (keep_out"),
+        ("noise", noise.to_string(), "noise policy"),
+        ("critic", critic.to_string(), "selection by critic"),
+        ("edit", format!("{critic}{edit}"), "edit ("),
+        ("residual", residual.to_string(), "chunk residual"),
+        ("all", format!("{noise}{guidance}{critic}{edit}{residual}"), "noise policy"),
+    ];
+    for (name, text, shown) in cases {
+        let dir = steered(name, &text);
+        let o = coxswain(
+            &[
+                "run",
+                "--robot",
+                "firmware-configs/sim-arm.toml",
+                "--policy",
+                dir.to_str().unwrap(),
+                "--clock",
+                "sim",
+                "--episodes",
+                "1",
+                "--episode-s",
+                "3",
+                "--candidates",
+                "4",
+                "--seed",
+                "2",
+            ],
+            &[],
+        );
+        let out = stdout(&o);
+        assert!(o.status.success(), "{name}: {out}{}", stderr(&o));
+        let line = out.lines().find(|l| l.starts_with("steering ")).unwrap_or_else(|| panic!("{name}: {out}"));
+        assert!(line.contains(shown), "{name}: {line}");
+        assert!(line.contains("failures: noise 0 selection 0 edit 0"), "{name}: {line}");
+        assert!(out.contains("0 rejected by validation") || name == "guidance", "{name}: {out}");
+        if name == "residual" || name == "all" {
+            assert!(line.contains("dropped 0") && !line.contains("residual applied 0 "), "{name}: {line}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
