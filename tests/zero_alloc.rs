@@ -115,7 +115,7 @@ fn an_inference_worker_with_every_steering_stage_allocates_nothing_at_8_candidat
             f.set("obstacle", &[0.38, 0.03]).unwrap();
         }
         let mut buffers: Vec<Box<[f64]>> = (0..4).map(|_| vec![0.0; 48].into_boxed_slice()).collect();
-        let mut serve = |worker: &mut InferenceWorker, seq: u64, frames: &mut Vec<_>, buffers: &mut Vec<Box<[f64]>>| {
+        let serve = |worker: &mut InferenceWorker, seq: u64, frames: &mut Vec<_>, buffers: &mut Vec<Box<[f64]>>| {
             let frame = frames.pop().unwrap();
             // From the second chunk on, every request continues the previous one with RTC.
             let rtc = (seq > 1).then_some(RtcRequest { prev_seq: seq - 1, executed: 8, delay: 2 });

@@ -122,14 +122,14 @@ impl Costs {
         let mut fields = Vec::with_capacity(terms.len());
         for (i, t) in terms.iter().enumerate() {
             if !t.weight.is_finite() || t.weight < 0.0 {
-                return Err(Error::field(origin, &format!("{field}[{i}].weight"), "must be finite and >= 0"));
+                return Err(Error::field(origin, format!("{field}[{i}].weight"), "must be finite and >= 0"));
             }
             let id = match t.kind.field() {
                 Some(name) => {
                     let id = frame.id(name).ok_or_else(|| {
                         Error::field(
                             origin,
-                            &format!("{field}[{i}]"),
+                            format!("{field}[{i}]"),
                             format!("reads the named vector `{name}`, which is not in the observation frame"),
                         )
                     })?;
@@ -137,7 +137,7 @@ impl Costs {
                     if !(2..=3).contains(&size) {
                         return Err(Error::field(
                             origin,
-                            &format!("{field}[{i}]"),
+                            format!("{field}[{i}]"),
                             format!("`{name}` has {size} values; a point needs 2 (z = 0) or 3"),
                         ));
                     }
@@ -149,7 +149,7 @@ impl Costs {
             if t.kind.uses_tool() && robot.chain.links.is_empty() {
                 return Err(Error::field(
                     origin,
-                    &format!("{field}[{i}]"),
+                    format!("{field}[{i}]"),
                     format!("`{}` needs the tool point, and {} declares no chain", t.kind.name(), robot.path.display()),
                 ));
             }

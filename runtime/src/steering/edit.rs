@@ -52,7 +52,10 @@ impl Edit {
         }
         let a = self.joints;
         for i in 0..base {
-            let d = if ok { delta[i].clamp(-self.bound, self.bound) } else { 0.0 };
+            let d = match delta.get(i) {
+                Some(v) if ok => v.clamp(-self.bound, self.bound),
+                _ => 0.0,
+            };
             let x = chunk.normalized[i] + d;
             self.norm[base + i] = x;
             let j = i % a;

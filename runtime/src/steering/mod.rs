@@ -70,7 +70,7 @@ impl SteeringModels {
                 &m.path,
                 "steering.noise",
                 &[vec![n, o]],
-                &[shape.clone()],
+                std::slice::from_ref(&shape),
             )?;
             let log_std = match &spec.log_std {
                 Some(name) => {
