@@ -12,4 +12,5 @@ fi
 export COXSWAIN_BENCH_PYTHON="$PWD/.venv-bench/bin/python"
 cargo bench --locked -p coxswain --bench sampler
 cargo bench --locked -p coxswain --bench control_timing
+cargo bench --locked -p coxswain --bench steering
 cargo bench --locked -p coxswain-zenoh --bench roundtrip

@@ -415,3 +415,45 @@ fn impossible_steering_combinations_are_refused_naming_the_field_and_tensor() {
     let e = refused("cost-field", "reach-dp", "[steering.guidance]\n[[steering.guidance.costs]]\nkind = \"keep_out\"\nradius_m = 0.1\ncenter_from = \"lidar\"\n");
     assert!(e.contains("steering.guidance.costs[0].center_from") && e.contains("lidar"), "{e}");
 }
+
+fn tick_residual(name: &str, file: &str) -> coxswain::steering::residual::TickResidual {
+    let text = format!(
+        "[steering.residual]\nonnx = \"@{file}\"\nalpha = 0.5\nclip_rad = [0.02, 0.04, 0.01]\nrate = \"tick\"\n"
+    );
+    let dir = steered_model(name, "reach-dp", &text);
+    let mut policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
+    let stages = coxswain::steering::Stages::build(&mut policy, &sim_arm(), 0).unwrap();
+    assert!(stages.residual.is_none(), "a tick residual is not a chunk residual");
+    stages.tick_residual.expect("a tick residual")
+}
+
+#[test]
+fn a_tick_residual_stays_within_its_bound_and_a_failing_one_leaves_the_action() {
+    let measured = [-1.2, 1.0, 0.6];
+    let base = [-1.1, 1.05, 0.62];
+    let mut huge = tick_residual("tick-huge", "residual-huge.onnx");
+    let mut proposed = base;
+    assert!(huge.correct(&measured, &mut proposed));
+    for (i, (p, b)) in proposed.iter().zip(&base).enumerate() {
+        let want = 0.5 * [0.02, -0.04, 0.01][i];
+        assert!(((p - b) - want).abs() < 1e-9, "joint {i}: correction {}", p - b);
+    }
+    let mut nan = tick_residual("tick-nan", "residual-nan.onnx");
+    let mut proposed = base;
+    assert!(!nan.correct(&measured, &mut proposed));
+    assert_eq!(proposed, base, "a NaN residual leaves the base action bit for bit");
+    // No well-formed state this tick: no correction either.
+    assert!(!nan.correct(&[], &mut proposed));
+    let s = nan.stats();
+    assert_eq!((s.applied, s.dropped, s.late, s.calls), (0, 2, 0, 1));
+    assert_eq!(huge.stats().applied, 1);
+    // Built without a controller, a tick residual has nowhere to run: the worker says so.
+    let dir = steered_model(
+        "tick-worker",
+        "reach-dp",
+        "[steering.residual]\nonnx = \"@residual-zero.onnx\"\nalpha = 0.5\nclip_rad = 0.1\nrate = \"tick\"\n",
+    );
+    let policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
+    let e = InferenceWorker::steered(policy, &sim_arm(), RtcMode::Inpaint, 0).unwrap_err().to_string();
+    assert!(e.contains("tick-rate residual"), "{e}");
+}

@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::control::inference::{InferenceWorker, WorkerRequest};
+use crate::control::inference::WorkerRequest;
 use crate::control::io::ControlInput;
 use crate::control::lockstep::Latency;
 use crate::control::{Controller, ExecutionOptions};
@@ -388,12 +388,9 @@ pub fn replay(
         return Err(Error::Usage(format!("{files}: no {TICK_TOPIC} messages to replay")));
     }
 
-    let (mut controller, frame) = Controller::for_robot(&policy, robot, info.execution)?;
-    let mut worker = if replay_policy {
-        Some(InferenceWorker::steered(policy, robot, info.execution.rtc, info.seed)?)
-    } else {
-        None
-    };
+    // Simulated or not, a replay never drops a tick residual for lateness: it reproduces what was recorded.
+    let (mut controller, frame, worker) = Controller::with_worker(policy, robot, info.execution, info.seed, false)?;
+    let mut worker = if replay_policy { Some(worker) } else { None };
     let mut spare_frame = Some(frame.clone());
     let mut input = controller.new_input();
     let mut output = controller.new_output(frame);

@@ -249,7 +249,7 @@ impl Runtime {
     pub fn start(session: &Session, robot: &Robot, policy: Policy, opts: &RuntimeOptions) -> Result<Runtime> {
         let manifest = policy.manifest().clone();
         let keys = RobotKeys::from_robot(robot)?;
-        let (controller, frame) = Controller::for_robot(&policy, robot, opts.execution)?;
+        let (controller, frame, worker) = Controller::with_worker(policy, robot, opts.execution, opts.seed, true)?;
 
         let mut subscribers = Vec::new();
         let (sub, state) = subscribe_latest::<JointState>(session, &keys.joint_state)?;
@@ -336,7 +336,6 @@ impl Runtime {
         let chunk_len = manifest.action.horizon * manifest.action.dim();
         let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
         let (worker_events_tx, worker_events_rx) = crossbeam::channel::bounded::<WorkerEvent>(256);
-        let worker = InferenceWorker::steered(policy, robot, opts.execution.rtc, opts.seed)?;
         let control_cpu = opts.rt.cpu;
         let inference = std::thread::Builder::new()
             .name("coxswain-inference".into())

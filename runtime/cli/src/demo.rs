@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use coxswain::control::inference::InferenceWorker;
 use coxswain::control::io::{Joints, Request};
 use coxswain::control::lockstep::{Latency, Lockstep, Seen};
 use coxswain::control::runner::{ControlReport, TimedEvent};
@@ -244,6 +243,18 @@ impl std::fmt::Display for DemoSummary {
                 w.selection_failures,
                 w.edit_failures
             )?;
+            let t = &s.tick_residual;
+            if t.calls > 0 {
+                writeln!(
+                    f,
+                    "tick residual       applied {}, dropped {}, late {}; {:.1} us mean, {:.1} us max per call",
+                    t.applied,
+                    t.dropped,
+                    t.late,
+                    t.total_ns as f64 / t.calls as f64 / 1e3,
+                    t.max_ns as f64 / 1e3
+                )?;
+            }
         }
         writeln!(
             f,
@@ -694,10 +705,10 @@ pub fn run_sim(
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let episode_s = episode_duration_s(opts, &robot)?;
-    let (controller, frame) = Controller::for_robot(&policy, &robot, opts.execution)?;
+    let (controller, frame, worker) =
+        Controller::with_worker(policy, &robot, opts.execution, opts.policy_options.seed, false)?;
     let target_field = controller.vector_fields().iter().position(|n| n == "target");
     let obstacle_field = controller.vector_fields().iter().position(|n| n == "obstacle");
-    let worker = InferenceWorker::steered(policy, &robot, opts.execution.rtc, opts.policy_options.seed)?;
     let mut ls = Lockstep::new(controller, worker, frame, robot.control_hz, opts.latency)?;
     if let Some(o) = observer {
         ls.observe(o);

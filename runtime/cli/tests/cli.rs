@@ -427,6 +427,7 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         ("critic", critic.to_string(), "selection by critic"),
         ("edit", format!("{critic}{edit}"), "edit ("),
         ("residual", residual.to_string(), "chunk residual"),
+        ("tick", format!("{residual}rate = \"tick\"\n"), "tick residual"),
         ("all", format!("{noise}{guidance}{critic}{edit}{residual}"), "noise policy"),
     ];
     for (name, text, shown) in cases {
@@ -459,6 +460,11 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         assert!(out.contains("0 rejected by validation") || name == "guidance", "{name}: {out}");
         if name == "residual" || name == "all" {
             assert!(line.contains("dropped 0") && !line.contains("residual applied 0 "), "{name}: {line}");
+        }
+        if name == "tick" {
+            // Simulated time never drops a call for lateness; every tick with an action is corrected.
+            let t = out.lines().find(|l| l.starts_with("tick residual ")).unwrap_or_else(|| panic!("{out}"));
+            assert!(t.contains("dropped 0, late 0") && !t.contains("applied 0,"), "{t}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -221,6 +221,11 @@ impl InferenceWorker {
     /// ([`Stages::build`]).
     pub fn steered(mut policy: Policy, robot: &coxswain_config::Robot, rtc: RtcMode, seed: u64) -> crate::Result<Self> {
         let stages = Stages::build(&mut policy, robot, seed)?;
+        if stages.tick_residual.is_some() {
+            return Err(crate::Error::Usage(
+                "a tick-rate residual runs in the controller: build both with Controller::with_worker".into(),
+            ));
+        }
         Ok(InferenceWorker::new(policy, rtc, seed)?.with_stages(stages))
     }
 

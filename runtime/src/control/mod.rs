@@ -191,6 +191,8 @@ pub struct ControlStats {
     /// Inference latency (request to chunk in hand) percentiles so far, microseconds.
     pub inference_p50_us: u32,
     pub inference_p99_us: u32,
+    /// The tick-rate residual's counters and call times (all zero without one).
+    pub tick_residual: crate::steering::residual::TickResidualStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -244,9 +246,39 @@ pub struct Controller {
     foreign: ForeignTracker,
     seen_transitions: u64,
     stats: ControlStats,
+    /// The tick-rate residual, between the interpolated action and the safety filter.
+    tick_residual: Option<crate::steering::residual::TickResidual>,
 }
 
 impl Controller {
+    /// Runs `residual` on every tick that has an action, between the interpolated action and the safety
+    /// filter; `real_time` says whether a call over its budget is dropped (never in simulated time, so
+    /// that a seeded run stays the same run).
+    pub fn set_tick_residual(&mut self, residual: Option<crate::steering::residual::TickResidual>, real_time: bool) {
+        self.tick_residual = residual.map(|mut r| {
+            let joints = self.map.robot_index.clone();
+            r.bind(joints, real_time);
+            r
+        });
+    }
+
+    /// The controller, its observation frame and the inference worker for `policy` on `robot`, with every
+    /// stage of the manifest's `[steering]` part in its place: the tick residual in the controller, the
+    /// rest in the worker. The runtime, the lockstep run and the replay build them here.
+    pub fn with_worker(
+        mut policy: crate::policy::Policy,
+        robot: &coxswain_config::Robot,
+        opts: ExecutionOptions,
+        seed: u64,
+        real_time: bool,
+    ) -> crate::Result<(Controller, Frame, inference::InferenceWorker)> {
+        let (mut controller, frame) = Controller::for_robot(&policy, robot, opts)?;
+        let mut stages = crate::steering::Stages::build(&mut policy, robot, seed)?;
+        controller.set_tick_residual(stages.tick_residual.take(), real_time);
+        let worker = inference::InferenceWorker::new(policy, opts.rtc, seed)?.with_stages(stages);
+        Ok((controller, frame, worker))
+    }
+
     /// The controller (and an observation frame) for `policy` on `robot`: the joint map, the robot's safety
     /// filter, the execution options. The runtime, the lockstep driver and the replay all build it here, so
     /// a replay gets the controller the run had.
@@ -357,6 +389,7 @@ impl Controller {
             starving: false,
             malformed: false,
             foreign: ForeignTracker::default(),
+            tick_residual: None,
             seen_transitions: 0,
             stats: ControlStats::default(),
         })
@@ -395,6 +428,9 @@ impl Controller {
     pub fn stats(&self) -> ControlStats {
         let mut s = self.stats;
         s.safety_interventions = self.safety.interventions();
+        if let Some(r) = &self.tick_residual {
+            s.tick_residual = r.stats();
+        }
         s.state = Some(self.safety.state());
         s.armed = self.armed;
         s.delay_steps = self.delay.delay_steps(self.dt_s);
@@ -514,6 +550,11 @@ impl Controller {
                 out.emit(Event::Starved);
             }
             self.starving = true;
+        }
+        if have_action {
+            if let Some(r) = self.tick_residual.as_mut() {
+                r.correct(measured_pos, &mut self.proposed);
+            }
         }
         let input_tick = TickInput {
             now_s,

@@ -33,10 +33,12 @@
 //! tanh = "coxswain"              # coxswain (w = bound * tanh(mean)) | model (the output is w)
 //! bound = 1.5
 //!
-//! [steering.residual]            # a bounded correction of every action of the chosen chunk
+//! [steering.residual]            # a bounded correction: inputs state [rows, A] and action [rows, A], radians
 //! onnx = "residual.onnx"
 //! alpha = 0.5
 //! clip_rad = 0.05                # per joint, or one value per joint
+//! rate = "chunk"                 # chunk (every action of the chosen chunk) | tick (every control tick)
+//! budget_us = 200                # tick: a longer call drops the correction for that tick
 //! ```
 
 use std::collections::BTreeMap;
@@ -142,6 +144,10 @@ pub struct RawResidual {
     pub output: Option<String>,
     pub alpha: f64,
     pub clip_rad: OneOrMany,
+    /// `chunk` (each action of the chosen chunk) or `tick` (the interpolated action, every control tick).
+    pub rate: Option<String>,
+    /// Tick rate: a call longer than this drops the correction for the tick (real time).
+    pub budget_us: Option<f64>,
 }
 
 /// A graph a stage runs, with the tensor names of its roles.
@@ -204,12 +210,23 @@ pub struct NoiseSpec {
     pub bound: f64,
 }
 
+/// When the residual runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ResidualRate {
+    Chunk,
+    /// Every control tick, with its time budget in seconds.
+    Tick {
+        budget_s: f64,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResidualSpec {
     pub graph: StageGraph,
     pub alpha: f64,
     /// Per policy joint, radians.
     pub clip_rad: Vec<f32>,
+    pub rate: ResidualRate,
 }
 
 /// The validated `[steering]` part.
@@ -468,6 +485,20 @@ impl SteeringSpec {
                 if clip_rad.iter().any(|c| !c.is_finite() || *c < 0.0) {
                     return Err(err("steering.residual.clip_rad", "every value must be finite and >= 0".into()));
                 }
+                let rate = match (r.rate.as_deref().unwrap_or("chunk"), r.budget_us) {
+                    ("chunk", None) => ResidualRate::Chunk,
+                    ("chunk", Some(_)) => {
+                        return Err(err("steering.residual.budget_us", "is for rate = \"tick\" only".into()))
+                    }
+                    ("tick", b) => {
+                        let b = b.unwrap_or(200.0);
+                        if !b.is_finite() || b <= 0.0 {
+                            return Err(err("steering.residual.budget_us", format!("must be positive, got {b}")));
+                        }
+                        ResidualRate::Tick { budget_s: b * 1e-6 }
+                    }
+                    (other, _) => return Err(err("steering.residual.rate", format!("`{other}` is not chunk or tick"))),
+                };
                 Some(ResidualSpec {
                     graph: graph(
                         dir,
@@ -480,6 +511,7 @@ impl SteeringSpec {
                     ),
                     alpha: r.alpha,
                     clip_rad,
+                    rate,
                 })
             }
         };
@@ -509,7 +541,17 @@ impl SteeringSpec {
             v.push(format!("selection by {}", s.name()));
         }
         if let Some(r) = &self.residual {
-            v.push(format!("chunk residual ({}, alpha {})", r.graph.onnx.display(), r.alpha));
+            match r.rate {
+                ResidualRate::Chunk => {
+                    v.push(format!("chunk residual ({}, alpha {})", r.graph.onnx.display(), r.alpha))
+                }
+                ResidualRate::Tick { budget_s } => v.push(format!(
+                    "tick residual ({}, alpha {}, budget {:.0} us)",
+                    r.graph.onnx.display(),
+                    r.alpha,
+                    budget_s * 1e6
+                )),
+            }
         }
         v
     }

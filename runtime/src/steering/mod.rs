@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::onnx::{OrtRuntime, SessionConfig};
 use crate::policy::manifest::Field;
 use crate::policy::{Manifest, Policy};
-use config::{NoiseShape, SelectionSpec};
+use config::{NoiseShape, ResidualRate, SelectionSpec};
 use cost::Costs;
 use coxswain_config::Robot;
 use model::StageModel;
@@ -114,14 +114,16 @@ impl SteeringModels {
             )?);
         }
         if let Some(r) = &st.residual {
+            // A chunk residual corrects the H actions in one call; a tick residual one action per tick.
+            let rows = if r.rate == ResidualRate::Chunk { h } else { 1 };
             out.residual = Some(StageModel::open(
                 runtime,
                 session,
                 &r.graph,
                 &m.path,
                 "steering.residual",
-                &[vec![h, a], vec![h, a]],
-                &[vec![h, a]],
+                &[vec![rows, a], vec![rows, a]],
+                &[vec![rows, a]],
             )?);
         }
         Ok(out)
@@ -135,11 +137,19 @@ pub struct Stages {
     pub selector: Box<dyn select::Selector>,
     pub edit: Option<edit::Edit>,
     pub residual: Option<residual::ChunkResidual>,
+    /// The tick-rate residual, for the controller ([`Controller::set_tick_residual`](crate::control::Controller::set_tick_residual)).
+    pub tick_residual: Option<residual::TickResidual>,
 }
 
 impl Default for Stages {
     fn default() -> Self {
-        Stages { noise: None, selector: Box::new(select::FirstCandidate), edit: None, residual: None }
+        Stages {
+            noise: None,
+            selector: Box::new(select::FirstCandidate),
+            edit: None,
+            residual: None,
+            tick_residual: None,
+        }
     }
 }
 
@@ -188,6 +198,14 @@ impl Stages {
             ));
         }
         if let (Some(spec), Some(model)) = (&st.residual, models.residual) {
+            if let ResidualRate::Tick { budget_s } = spec.rate {
+                let budget = std::time::Duration::from_secs_f64(budget_s);
+                let mut r = residual::TickResidual::new(model, spec.alpha, spec.clip_rad.clone(), budget);
+                let map = crate::policy::robot::bind(&m, robot)?;
+                r.bind(map.robot_index.clone(), false);
+                stages.tick_residual = Some(r);
+                return Ok(stages);
+            }
             let state = m
                 .terms
                 .iter()
