@@ -218,7 +218,7 @@ fn guidance_follows_an_obstacle_published_as_a_named_vector() {
 
 // ---- Stages built from a manifest's [steering] part, with the test models of models/steering-test ----
 
-use coxswain::control::inference::{InferenceWorker, WorkerRequest};
+use coxswain::control::inference::{InferenceWorker, WorkerEvent, WorkerRequest};
 use coxswain::control::io::ObservationRequest;
 use coxswain::control::RtcMode;
 use coxswain::policy::GivenNoise;
@@ -240,7 +240,7 @@ fn infer(worker: &mut InferenceWorker) -> Vec<f64> {
             WorkerRequest::Observe { frame, request },
             &mut |_| {},
             &mut || Some(vec![0.0; 48].into_boxed_slice()),
-            &mut |e| panic!("{e}"),
+            &mut |e| assert!(matches!(e, WorkerEvent::OperatingPoint { .. }), "{e}"),
         )
         .expect("a chunk")
         .actions_rad
@@ -456,4 +456,79 @@ fn a_tick_residual_stays_within_its_bound_and_a_failing_one_leaves_the_action() 
     let policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
     let e = InferenceWorker::steered(policy, &sim_arm(), RtcMode::Inpaint, 0).unwrap_err().to_string();
     assert!(e.contains("tick-rate residual"), "{e}");
+}
+
+#[test]
+fn deadline_awareness_lowers_candidates_then_steps_to_the_floor_and_never_below() {
+    let stages = "[steering.noise]\nonnx = \"@noise-constant.onnx\"\n\
+        [steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\n[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.05\n";
+    // A budget no inference can meet: every inference lowers one point, down to the floor.
+    let dir = steered_model(
+        "deadline-cut",
+        "reach-dp",
+        &format!("{stages}[steering.deadline]\nbudget_ms = 0.001\nmin_candidates = 2\nmin_steps = 5\n"),
+    );
+    let mut w = worker(&dir, 8);
+    assert_eq!(w.policy().operating_points(), (vec![8, 4, 2], vec![10, 5]));
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        infer(&mut w);
+        let trace = w.trace();
+        seen.push((w.policy().candidates(), w.policy().sampler_steps(), trace.scores.len()));
+    }
+    // The point used by each inference (lowered after it), the scored rows being 2N with the edit.
+    assert_eq!(seen, vec![(8, 10, 16), (4, 10, 8), (2, 10, 4), (2, 5, 4), (2, 5, 4), (2, 5, 4)]);
+    let s = w.stats();
+    assert_eq!((s.deadline_lowered, s.candidates_now, s.steps_now), (3, 2, 5));
+    assert_eq!((s.failures, s.noise_failures, s.selection_failures, s.edit_failures), (0, 0, 0, 0));
+    // A budget every inference meets: the policy's own point throughout.
+    let dir = steered_model(
+        "deadline-room",
+        "reach-dp",
+        &format!("{stages}[steering.deadline]\nbudget_ms = 60000\nmin_candidates = 2\n"),
+    );
+    let mut w = worker(&dir, 8);
+    for _ in 0..4 {
+        infer(&mut w);
+    }
+    assert_eq!((w.stats().deadline_lowered, w.stats().candidates_now, w.stats().steps_now), (0, 8, 10));
+}
+
+#[test]
+fn a_lowered_operating_point_samples_what_a_policy_made_for_it_samples() {
+    // reach-dp at 8 candidates lowered to (2 candidates, 5 steps) against reach-dp loaded with 2 candidates
+    // and a 5-step DDIM schedule, from the same noise.
+    let dir = steered_model(
+        "deadline-point",
+        "reach-dp",
+        "[steering.deadline]\nbudget_ms = 50\nmin_candidates = 2\nmin_steps = 5\n",
+    );
+    let mut lowered = Policy::load(ort(), &dir, &PolicyOptions { candidates: 8, ..PolicyOptions::default() }).unwrap();
+    lowered.set_operating_point(2, 5).unwrap();
+    let five = steered_model("five-steps", "reach-dp", "");
+    let text = std::fs::read_to_string(five.join("manifest.toml")).unwrap().replace("\nsteps = 10\n", "\nsteps = 5\n");
+    std::fs::write(five.join("manifest.toml"), text).unwrap();
+    let mut direct = Policy::load(ort(), &five, &PolicyOptions { candidates: 2, ..PolicyOptions::default() }).unwrap();
+    let noise: Vec<f32> = (0..96).map(|i| ((i as f32) * 0.37).sin()).collect();
+    for p in [&mut lowered, &mut direct] {
+        let mut frame = p.new_frame();
+        frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+        frame.set("target", &[0.22, 0.38]).unwrap();
+        p.observe(&frame, 0.0).unwrap();
+        p.infer_with(&mut GivenNoise { initial: &noise, steps: &[] }, None).unwrap();
+    }
+    assert_eq!(lowered.chunk().candidates, 2);
+    assert_eq!(
+        lowered.chunk().joint_rad,
+        direct.chunk().joint_rad,
+        "the lowered point is the 5-step, 2-candidate sampler"
+    );
+    // Back up to the full point, and a point that was not prepared is refused.
+    lowered.set_operating_point(8, 10).unwrap();
+    assert_eq!(lowered.chunk().candidates, 8);
+    assert!(lowered.set_operating_point(3, 10).is_err());
+    // Only DDIM's steps are lowered: a flow model asked to lower them is refused, naming the field.
+    let flow = steered_model("deadline-flow", "reach-flow", "[steering.deadline]\nbudget_ms = 50\nmin_steps = 5\n");
+    let e = Policy::load(ort(), &flow, &PolicyOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("steering.deadline.min_steps"), "{e}");
 }

@@ -88,7 +88,7 @@ fn rtc_inpainting_and_guidance_allocate_nothing() {
 }
 
 #[test]
-fn an_inference_worker_with_every_steering_stage_allocates_nothing_at_8_candidates() {
+fn an_inference_worker_with_every_steering_stage_allocates_nothing_at_8_candidates_and_below() {
     use coxswain::control::inference::{InferenceWorker, WorkerRequest};
     use coxswain::control::io::{ObservationRequest, RtcRequest};
     use coxswain::control::RtcMode;
@@ -97,7 +97,8 @@ fn an_inference_worker_with_every_steering_stage_allocates_nothing_at_8_candidat
         [[steering.guidance.costs]]\nkind = \"keep_out\"\nradius_m = 0.09\ncenter_from = \"obstacle\"\n\
         [[steering.guidance.costs]]\nkind = \"joint_limits\"\n[[steering.guidance.costs]]\nkind = \"smoothness\"\n\
         [[steering.guidance.costs]]\nkind = \"rtc_prefix\"\n\
-        [steering.residual]\nonnx = \"@residual-pull.onnx\"\nalpha = 0.5\nclip_rad = 0.05\n";
+        [steering.residual]\nonnx = \"@residual-pull.onnx\"\nalpha = 0.5\nclip_rad = 0.05\n\
+        [steering.deadline]\nbudget_ms = 60000\nmin_candidates = 2\nmin_steps = 5\n";
     let selections = [
         "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\n[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.05\n",
         "[steering.selection]\nby = \"cost\"\n[steering.edit]\nonnx = \"@edit-shift.onnx\"\nbound = 0.05\n",
@@ -132,12 +133,16 @@ fn an_inference_worker_with_every_steering_stage_allocates_nothing_at_8_candidat
         for seq in 1..=3 {
             serve(&mut worker, seq, &mut frames, &mut buffers);
         }
+        let points = [(8, 10), (4, 10), (2, 10), (2, 5)];
         let ((), n) = count_allocations(|| {
             for seq in 4..=23 {
+                // Deadline awareness's operating points, switched while counting.
+                let (c, k) = points[seq as usize % points.len()];
+                worker.follow_operating_point(c, k).unwrap();
                 serve(&mut worker, seq, &mut frames, &mut buffers);
             }
         });
-        assert_eq!(n, 0, "selection {i}: {n} allocations in 20 steered inferences");
+        assert_eq!(n, 0, "selection {i}: {n} allocations in 20 steered inferences at changing operating points");
         let stats = worker.stats();
         assert_eq!(
             (stats.noise_failures, stats.selection_failures, stats.edit_failures, stats.residual_dropped),

@@ -456,6 +456,10 @@ pub fn replay(
         }
         let recorded = if request.infer { chunks.get(&request.seq) } else { None };
         if let Some(c) = recorded {
+            // The operating point the run had for this chunk (deadline awareness decided it by wall time).
+            if let Some(steps) = c.steps {
+                worker.follow_operating_point(c.candidates, steps)?;
+            }
             worker.give_noise(&c.initial_noise, &c.step_noise);
         }
         let mut f = spare_frame.take().unwrap_or_else(|| output.frame.clone());

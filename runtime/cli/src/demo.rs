@@ -243,6 +243,13 @@ impl std::fmt::Display for DemoSummary {
                 w.selection_failures,
                 w.edit_failures
             )?;
+            if w.deadline_lowered + w.deadline_raised > 0 || self.steering.iter().any(|s| s.starts_with("deadline")) {
+                writeln!(
+                    f,
+                    "deadline            lowered {} times, raised {}; now {} candidates, {} steps",
+                    w.deadline_lowered, w.deadline_raised, w.candidates_now, w.steps_now
+                )?;
+            }
             let t = &s.tick_residual;
             if t.calls > 0 {
                 writeln!(

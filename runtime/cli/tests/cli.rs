@@ -428,6 +428,11 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         ("edit", format!("{critic}{edit}"), "edit ("),
         ("residual", residual.to_string(), "chunk residual"),
         ("tick", format!("{residual}rate = \"tick\"\n"), "tick residual"),
+        (
+            "deadline",
+            format!("{critic}[steering.deadline]\nbudget_ms = 0.001\nmin_candidates = 2\nmin_steps = 5\n"),
+            "deadline 0.0 ms (candidates down to 2, steps down to 5)",
+        ),
         ("all", format!("{noise}{guidance}{critic}{edit}{residual}"), "noise policy"),
     ];
     for (name, text, shown) in cases {
@@ -460,6 +465,11 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         assert!(out.contains("0 rejected by validation") || name == "guidance", "{name}: {out}");
         if name == "residual" || name == "all" {
             assert!(line.contains("dropped 0") && !line.contains("residual applied 0 "), "{name}: {line}");
+        }
+        if name == "deadline" {
+            // No inference meets a 1 us budget: it went to the floor and stayed there.
+            let d = out.lines().find(|l| l.starts_with("deadline ")).unwrap_or_else(|| panic!("{out}"));
+            assert!(d.contains("lowered 2 times, raised 0; now 2 candidates, 5 steps"), "{d}");
         }
         if name == "tick" {
             // Simulated time never drops a call for lateness; every tick with an action is corrected.

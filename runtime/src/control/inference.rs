@@ -54,6 +54,15 @@ pub enum WorkerEvent {
     NoBuffer {
         seq: u64,
     },
+    /// Deadline awareness changed the operating point after inference `seq` took `took_ms` against its
+    /// budget: the next inferences sample `candidates` chunks with `steps` steps. Not a failure.
+    OperatingPoint {
+        seq: u64,
+        candidates: usize,
+        steps: usize,
+        took_ms: f64,
+        budget_ms: f64,
+    },
 }
 
 impl std::fmt::Display for WorkerEvent {
@@ -63,6 +72,11 @@ impl std::fmt::Display for WorkerEvent {
             WorkerEvent::ObserveFailed { seq, error } => write!(f, "observation {seq} refused: {error}"),
             WorkerEvent::InferFailed { seq, error } => write!(f, "inference {seq} failed: {error}"),
             WorkerEvent::NoBuffer { seq } => write!(f, "chunk {seq} dropped: every chunk buffer is in use"),
+            WorkerEvent::OperatingPoint { seq, candidates, steps, took_ms, budget_ms } => write!(
+                f,
+                "deadline: inference {seq} took {took_ms:.2} ms against a budget of {budget_ms:.2} ms; now {candidates} \
+                 candidate(s), {steps} step(s)"
+            ),
         }
     }
 }
@@ -88,6 +102,12 @@ pub struct InferenceStats {
     /// Chunks corrected by the chunk residual, and chunks whose residual was dropped (base chunk executed).
     pub residual_applied: u64,
     pub residual_dropped: u64,
+    /// Deadline awareness: times it lowered and raised the operating point, and the point now (candidates
+    /// and sampler steps per inference).
+    pub deadline_lowered: u64,
+    pub deadline_raised: u64,
+    pub candidates_now: u64,
+    pub steps_now: u64,
 }
 
 /// What the last inference drew and made, for the recorder: the initial noise (and DDPM step noise) as the
@@ -113,6 +133,7 @@ pub struct InferenceTrace {
 struct TapNoise {
     inner: Box<dyn NoiseSource + Send>,
     initial: Vec<f32>,
+    initial_len: usize,
     steps: Vec<f32>,
     steps_len: usize,
     /// Given noise for the next inference (initial, steps), taken by it.
@@ -135,7 +156,12 @@ impl NoiseSource for TapNoise {
         }
         let n = noise.len().min(self.initial.len());
         self.initial[..n].copy_from_slice(&noise[..n]);
+        self.initial_len = n;
         self.steps_len = 0;
+    }
+
+    fn use_batch(&mut self, candidates: usize) -> crate::Result<()> {
+        self.inner.use_batch(candidates)
     }
 
     fn step(&mut self, step: usize, noise: &mut [f32]) {
@@ -169,6 +195,7 @@ pub struct InferenceWorker {
     selector: Box<dyn Selector>,
     edit: Option<crate::steering::edit::Edit>,
     residual: Option<crate::steering::residual::ChunkResidual>,
+    deadline: Option<crate::steering::deadline::Deadline>,
     scores: Vec<f32>,
     selected: usize,
 }
@@ -189,6 +216,7 @@ impl InferenceWorker {
             noise: TapNoise {
                 inner: Box::new(GaussianNoise::new(seed)),
                 initial: vec![0.0; len],
+                initial_len: len,
                 steps: vec![0.0; len * steps],
                 steps_len: 0,
                 given: None,
@@ -205,6 +233,7 @@ impl InferenceWorker {
             selector: Box::new(crate::steering::select::FirstCandidate),
             edit: None,
             residual: None,
+            deadline: None,
             scores: vec![0.0; policy_candidates],
             selected: 0,
         })
@@ -239,6 +268,7 @@ impl InferenceWorker {
         }
         self.edit = stages.edit;
         self.residual = stages.residual;
+        self.deadline = stages.deadline;
         self.with_selector(stages.selector)
     }
 
@@ -294,6 +324,7 @@ impl InferenceWorker {
                     return None;
                 }
                 let guided = self.prepare_rtc(request.rtc);
+                self.apply_operating_point();
                 let started = Instant::now();
                 if let Err(e) = self.policy.infer_with(&mut self.noise, None) {
                     self.stats.failures += 1;
@@ -301,6 +332,19 @@ impl InferenceWorker {
                     return None;
                 }
                 let inference_s = started.elapsed().as_secs_f64();
+                if let Some(d) = self.deadline.as_mut() {
+                    if d.observe(inference_s) {
+                        let (candidates, steps) = d.point();
+                        events(WorkerEvent::OperatingPoint {
+                            seq: request.seq,
+                            candidates,
+                            steps,
+                            took_ms: inference_s * 1e3,
+                            budget_ms: d.budget_s() * 1e3,
+                        });
+                    }
+                    (self.stats.deadline_lowered, self.stats.deadline_raised) = (d.lowered, d.raised);
+                }
                 let Some(mut buf) = buffers() else {
                     self.stats.failures += 1;
                     events(WorkerEvent::NoBuffer { seq: request.seq });
@@ -374,7 +418,7 @@ impl InferenceWorker {
         };
         InferenceTrace {
             seq: self.prev_seq.unwrap_or(0),
-            initial_noise: self.noise.initial.clone(),
+            initial_noise: self.noise.initial[..self.noise.initial_len].to_vec(),
             step_noise: self.noise.steps[..self.noise.steps_len].to_vec(),
             candidates_norm: chunk.normalized.to_vec(),
             rtc_weights: self.trace_rtc.then(|| self.weights.clone()),
@@ -427,6 +471,48 @@ impl InferenceWorker {
         }
         self.stats.events_lost = lost;
         self.stats
+    }
+
+    /// Puts the policy and the stages at deadline awareness's operating point (when it changed).
+    fn apply_operating_point(&mut self) {
+        self.stats.candidates_now = self.policy.candidates() as u64;
+        self.stats.steps_now = self.policy.sampler_steps() as u64;
+        let Some(d) = self.deadline.as_ref() else { return };
+        let (n, k) = d.point();
+        if let Err(()) = self.switch_to(n, k) {
+            self.stats.failures += 1;
+        }
+    }
+
+    /// The next inferences sample `candidates` chunks with `steps` steps, whatever deadline awareness
+    /// would choose (which is switched off): a replay follows the operating point each chunk was recorded
+    /// with. The point must be one the manifest's `[steering.deadline]` prepared.
+    pub fn follow_operating_point(&mut self, candidates: usize, steps: usize) -> crate::Result<()> {
+        self.deadline = None;
+        self.switch_to(candidates, steps).map_err(|()| {
+            crate::Error::Usage(format!(
+                "{candidates} candidates with {steps} steps is not an operating point of {}",
+                self.policy.manifest().path.display()
+            ))
+        })
+    }
+
+    fn switch_to(&mut self, n: usize, k: usize) -> Result<(), ()> {
+        if (n, k) == (self.policy.candidates(), self.policy.sampler_steps()) {
+            return Ok(());
+        }
+        // Every point was planned at load, for the policy and for each stage; none of this can fail then.
+        let scored = if self.edit.is_some() { 2 * n } else { n };
+        let switched = self
+            .policy
+            .set_operating_point(n, k)
+            .and_then(|()| self.noise.use_batch(n))
+            .and_then(|()| self.selector.use_batch(scored))
+            .and_then(|()| self.edit.as_mut().map_or(Ok(()), |e| e.use_batch(n)));
+        self.scores.resize(scored, 0.0);
+        self.stats.candidates_now = self.policy.candidates() as u64;
+        self.stats.steps_now = self.policy.sampler_steps() as u64;
+        switched.map_err(|_| ())
     }
 
     /// Sets or clears the RTC prefix for a request; returns whether it is set.

@@ -105,6 +105,19 @@ pub struct Graph {
     run_options: Option<RunOptions<HasSelectedOutputs>>,
     fetched: Vec<String>,
     planned: Vec<Vec<i64>>,
+    fetched_shapes: Vec<Vec<i64>>,
+    /// Alternative plans (other batch sizes), by id; the active one's slot is empty (it is in the fields
+    /// above).
+    plans: Vec<Option<Plan>>,
+    active: usize,
+}
+
+/// One set of bound inputs and preallocated outputs.
+struct Plan {
+    bound: Vec<SessionInputValue<'static>>,
+    run_options: Option<RunOptions<HasSelectedOutputs>>,
+    planned: Vec<Vec<i64>>,
+    fetched_shapes: Vec<Vec<i64>>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -150,6 +163,9 @@ impl Graph {
             run_options: None,
             fetched: Vec::new(),
             planned: Vec::new(),
+            fetched_shapes: Vec::new(),
+            plans: vec![None],
+            active: 0,
         })
     }
 
@@ -229,6 +245,66 @@ impl Graph {
         self.planned = input_shapes.to_vec();
         self.run_options = Some(options);
         self.fetched = fetch.iter().map(|(n, _)| n.clone()).collect();
+        self.fetched_shapes = fetch.iter().map(|(_, s)| s.clone()).collect();
+        Ok(())
+    }
+
+    /// Adds a plan like the active one with the batch axis (the leading axis of every input and fetched
+    /// output whose leading size is `from`) set to `to`, and returns its id for [`Graph::use_plan`]. The
+    /// plan made by [`Graph::plan`] is id 0. Called at load, like `plan`.
+    pub fn add_batch_plan(&mut self, from: i64, to: i64) -> Result<usize> {
+        let swap = |s: &Vec<i64>| {
+            let mut s = s.clone();
+            if s.first() == Some(&from) {
+                s[0] = to;
+            }
+            s
+        };
+        let inputs: Vec<Vec<i64>> = self.planned.iter().map(swap).collect();
+        for (spec, shape) in self.inputs.iter().zip(&inputs) {
+            if !spec.accepts(shape) {
+                return Err(Error::onnx(
+                    &self.path,
+                    format!("input `{}` is declared {}, cannot take batch {to}", spec.name, spec.shape_string()),
+                ));
+            }
+        }
+        let fetch: Vec<(String, Vec<i64>)> =
+            self.fetched.iter().cloned().zip(self.fetched_shapes.iter().map(swap)).collect();
+        let keep = Plan {
+            bound: std::mem::take(&mut self.bound),
+            run_options: self.run_options.take(),
+            planned: std::mem::take(&mut self.planned),
+            fetched_shapes: std::mem::take(&mut self.fetched_shapes),
+        };
+        let made = self.plan(&inputs, &fetch);
+        let new = Plan {
+            bound: std::mem::replace(&mut self.bound, keep.bound),
+            run_options: std::mem::replace(&mut self.run_options, keep.run_options),
+            planned: std::mem::replace(&mut self.planned, keep.planned),
+            fetched_shapes: std::mem::replace(&mut self.fetched_shapes, keep.fetched_shapes),
+        };
+        made?;
+        self.plans.push(Some(new));
+        Ok(self.plans.len() - 1)
+    }
+
+    /// Makes plan `id` the active one (its inputs keep what was last written into them). Allocates nothing.
+    pub fn use_plan(&mut self, id: usize) -> Result<()> {
+        if id == self.active {
+            return Ok(());
+        }
+        let Some(next) = self.plans.get_mut(id).and_then(Option::take) else {
+            return Err(Error::onnx(&self.path, format!("no plan {id}")));
+        };
+        let current = Plan {
+            bound: std::mem::replace(&mut self.bound, next.bound),
+            run_options: std::mem::replace(&mut self.run_options, next.run_options),
+            planned: std::mem::replace(&mut self.planned, next.planned),
+            fetched_shapes: std::mem::replace(&mut self.fetched_shapes, next.fetched_shapes),
+        };
+        self.plans[self.active] = Some(current);
+        self.active = id;
         Ok(())
     }
 

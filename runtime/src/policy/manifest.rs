@@ -658,6 +658,8 @@ impl Manifest {
                 kind.is_generative(),
                 deterministic,
                 action.joints.len(),
+                sampler.as_ref().map_or(1, |s| s.steps()),
+                matches!(sampler, Some(Sampler::Diffusion { method: DiffusionMethod::Ddim, .. })),
             )?,
             None => Default::default(),
         };

@@ -128,6 +128,12 @@ pub struct Policy {
     hooks: Vec<Box<dyn StepHook>>,
     /// The `[steering]` graphs, until the inference worker takes them.
     steering: crate::steering::SteeringModels,
+    /// Deadline awareness's operating points: (candidates, head plan, VJP plan) for each candidate count
+    /// prepared at load, and (steps, schedule) for each DDIM step count (index 0: the manifest's own, whose
+    /// schedule is in `steps`).
+    batch_plans: Vec<(usize, usize, Option<usize>)>,
+    schedules: Vec<(usize, Vec<DiffusionStep>)>,
+    schedule: usize,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -193,6 +199,28 @@ impl Policy {
         };
 
         let steering = crate::steering::SteeringModels::open(runtime, &options.session, &manifest, n)?;
+        // Deadline awareness: every candidate count and DDIM step count it may go down to, planned now.
+        let mut guided_rtc = guided_rtc;
+        let mut batch_plans = vec![(n, 0, guided_rtc.as_ref().map(|_| 0))];
+        let full_steps = manifest.sampler.as_ref().map_or(1, |s| s.steps());
+        let mut schedules = vec![(full_steps, Vec::new())];
+        if let Some(d) = &manifest.steering.deadline {
+            for c in crate::steering::deadline::candidate_levels(n, d.min_candidates).into_iter().skip(1) {
+                let head_id = head.add_batch_plan(n as i64, c as i64)?;
+                let vjp_id = match guided_rtc.as_mut() {
+                    Some(g) => Some(g.add_batch_plan(n as i64, c as i64)?),
+                    None => None,
+                };
+                batch_plans.push((c, head_id, vjp_id));
+            }
+            if let Some(Sampler::Diffusion { method, schedule, num_train_timesteps, .. }) = &manifest.sampler {
+                let mut k = full_steps;
+                while k > d.min_steps {
+                    k = (k / 2).max(d.min_steps);
+                    schedules.push((k, schedule::diffusion_steps(*schedule, *num_train_timesteps, k, *method)));
+                }
+            }
+        }
         let steps = match &manifest.sampler {
             None => Steps::None,
             Some(Sampler::Diffusion { method, steps, prediction, schedule, num_train_timesteps, clip_sample }) => {
@@ -236,6 +264,9 @@ impl Policy {
             guided_rtc,
             hooks: Vec::new(),
             steering,
+            batch_plans,
+            schedules,
+            schedule: 0,
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -272,8 +303,59 @@ impl Policy {
         self.encoders.iter().map(|e| &e.graph)
     }
 
+    /// Candidates sampled per inference now (deadline awareness may have lowered it).
     pub fn candidates(&self) -> usize {
         self.n
+    }
+
+    /// Sampler steps per inference now (1 for direct and recurrent policies).
+    pub fn sampler_steps(&self) -> usize {
+        self.schedules[self.schedule].0
+    }
+
+    /// The candidate counts and step counts deadline awareness may choose (prepared at load from
+    /// `[steering.deadline]`; without one, only the policy's own), highest first.
+    pub fn operating_points(&self) -> (Vec<usize>, Vec<usize>) {
+        (self.batch_plans.iter().map(|p| p.0).collect(), self.schedules.iter().map(|s| s.0).collect())
+    }
+
+    /// Samples `candidates` chunks with `steps` sampler steps from the next inference on: one of the
+    /// [`Policy::operating_points`]. Allocates nothing (every plan and schedule was made at load).
+    pub fn set_operating_point(&mut self, candidates: usize, steps: usize) -> Result<()> {
+        let plan = self.batch_plans.iter().find(|p| p.0 == candidates).copied();
+        let schedule = self.schedules.iter().position(|s| s.0 == steps);
+        let (Some((_, head_id, vjp_id)), Some(schedule)) = (plan, schedule) else {
+            return Err(Error::Usage(format!(
+                "{candidates} candidates with {steps} steps is not an operating point of {} (see [steering.deadline])",
+                self.manifest.path.display()
+            )));
+        };
+        if candidates != self.n {
+            self.head.use_plan(head_id)?;
+            if let (Some(g), Some(v)) = (self.guided_rtc.as_mut(), vjp_id) {
+                g.use_plan(v)?;
+            }
+            let len = candidates * self.manifest.action.horizon * self.manifest.action.dim();
+            // Within the capacity made at load: no allocation.
+            for b in
+                [&mut self.x, &mut self.pred, &mut self.z, &mut self.chunk_norm, &mut self.chunk_rad, &mut self.x_init]
+            {
+                b.resize(len, 0.0);
+            }
+            self.x0.resize(len, 0.0);
+            self.eps.resize(len, 0.0);
+            self.n = candidates;
+            // The newly active plan's encoder inputs get the cached features.
+            for (enc, input) in &self.plan.feeds {
+                let cache = &self.encoders[*enc].cache;
+                let dst = self.head.input_f32(*input)?;
+                for row in dst.chunks_exact_mut(cache.len()) {
+                    row.copy_from_slice(cache);
+                }
+            }
+        }
+        self.schedule = schedule;
+        Ok(())
     }
 
     /// A zeroed frame with the fields this policy reads. Make one at start-up and reuse it.
@@ -474,7 +556,11 @@ impl Policy {
         match std::mem::replace(&mut self.steps, Steps::None) {
             Steps::None => self.run_direct()?,
             Steps::Diffusion { steps, method, prediction, clip } => {
-                let r = self.run_diffusion(&steps, method, prediction, clip, noise, &mut trace);
+                // A lowered step count (deadline awareness) runs its own schedule.
+                let lowered = std::mem::take(&mut self.schedules);
+                let schedule = if self.schedule == 0 { &steps[..] } else { &lowered[self.schedule].1[..] };
+                let r = self.run_diffusion(schedule, method, prediction, clip, noise, &mut trace);
+                self.schedules = lowered;
                 self.steps = Steps::Diffusion { steps, method, prediction, clip };
                 r?;
             }

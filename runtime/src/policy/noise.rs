@@ -23,6 +23,11 @@ pub trait NoiseSource {
     fn failures(&self) -> u64 {
         0
     }
+    /// Makes noise for `candidates` candidates from now on (deadline awareness changed N). Sources that
+    /// fill whatever buffer they are given need not do anything.
+    fn use_batch(&mut self, _candidates: usize) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 /// Standard normal noise from a seeded, portable stream.

@@ -91,7 +91,10 @@ pub struct ChunkRecord {
     pub latency_s: Option<f64>,
     pub horizon: usize,
     pub joints: usize,
+    /// Candidates sampled and sampler steps taken for this chunk (deadline awareness may lower both).
     pub candidates: usize,
+    #[serde(default)]
+    pub steps: Option<usize>,
     /// `[step][joint]`, joint radians in the policy's joint order.
     pub actions_rad: Vec<Vec<f64>>,
     /// The sampler's initial noise, every candidate (empty for one-shot policies).
@@ -136,6 +139,7 @@ impl ChunkRecord {
             horizon,
             joints,
             candidates: worker.policy().candidates(),
+            steps: m.kind.is_generative().then(|| worker.policy().sampler_steps()),
             actions_rad: msg.actions_rad.chunks(joints.max(1)).take(horizon).map(<[f64]>::to_vec).collect(),
             initial_noise: if m.kind.is_generative() { trace.initial_noise } else { Vec::new() },
             step_noise: trace.step_noise,
@@ -403,6 +407,7 @@ impl RunRecorder {
             WorkerEvent::ObserveFailed { .. } => "observe_failed",
             WorkerEvent::InferFailed { .. } => "inference_failed",
             WorkerEvent::NoBuffer { .. } => "chunk_no_buffer",
+            WorkerEvent::OperatingPoint { .. } => "deadline_operating_point",
         };
         self.note(kind, &e.to_string())
     }

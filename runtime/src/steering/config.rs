@@ -33,6 +33,11 @@
 //! tanh = "coxswain"              # coxswain (w = bound * tanh(mean)) | model (the output is w)
 //! bound = 1.5
 //!
+//! [steering.deadline]            # when inference would miss the budget: fewer candidates, then DDIM steps
+//! budget_ms = 40
+//! min_candidates = 2
+//! min_steps = 5
+//!
 //! [steering.residual]            # a bounded correction: inputs state [rows, A] and action [rows, A], radians
 //! onnx = "residual.onnx"
 //! alpha = 0.5
@@ -61,6 +66,15 @@ pub struct RawSteering {
     pub edit: Option<RawEdit>,
     pub noise: Option<RawNoise>,
     pub residual: Option<RawResidual>,
+    pub deadline: Option<RawDeadline>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadline {
+    pub budget_ms: f64,
+    pub min_candidates: Option<usize>,
+    pub min_steps: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +243,15 @@ pub struct ResidualSpec {
     pub rate: ResidualRate,
 }
 
+/// Deadline awareness: the inference budget and the floors below which it never goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeadlineSpec {
+    pub budget_s: f64,
+    pub min_candidates: usize,
+    /// DDIM steps floor (the manifest's steps: never lowered).
+    pub min_steps: usize,
+}
+
 /// The validated `[steering]` part.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SteeringSpec {
@@ -238,6 +261,7 @@ pub struct SteeringSpec {
     pub edit: Option<EditSpec>,
     pub noise: Option<NoiseSpec>,
     pub residual: Option<ResidualSpec>,
+    pub deadline: Option<DeadlineSpec>,
 }
 
 fn point(field: &str, v: &Option<Vec<f64>>, path: &Path) -> Result<Option<[f64; 3]>> {
@@ -326,13 +350,17 @@ fn graph(dir: &Path, onnx: &str, inputs: Vec<(&'static str, String)>, output: St
 
 impl SteeringSpec {
     /// Checks the raw part. `generative` and `deterministic` describe the policy's sampler (a noise policy
-    /// needs a deterministic one: DDIM or Euler flow); `joints` is the policy's joint count.
+    /// needs a deterministic one: DDIM or Euler flow); `joints` is the policy's joint count; `steps` the
+    /// sampler's step count and `ddim` whether it is DDIM (whose steps deadline awareness may lower).
+    #[allow(clippy::too_many_arguments)]
     pub fn from_raw(
         raw: RawSteering,
         path: &Path,
         generative: bool,
         deterministic: bool,
         joints: usize,
+        steps: usize,
+        ddim: bool,
     ) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let err = |field: &str, msg: String| Error::field(path, field, msg);
@@ -515,7 +543,40 @@ impl SteeringSpec {
                 })
             }
         };
-        Ok(SteeringSpec { fields, guidance, selection, edit, noise, residual })
+        let deadline = match &raw.deadline {
+            None => None,
+            Some(d) => {
+                if !generative {
+                    return Err(err(
+                        "steering.deadline",
+                        "deadline awareness needs a diffusion or flow sampler".into(),
+                    ));
+                }
+                if !d.budget_ms.is_finite() || d.budget_ms <= 0.0 {
+                    return Err(err("steering.deadline.budget_ms", format!("must be positive, got {}", d.budget_ms)));
+                }
+                let min_candidates = d.min_candidates.unwrap_or(1);
+                if min_candidates == 0 {
+                    return Err(err("steering.deadline.min_candidates", "must be at least 1".into()));
+                }
+                let min_steps = d.min_steps.unwrap_or(steps);
+                if min_steps == 0 || min_steps > steps {
+                    return Err(err(
+                        "steering.deadline.min_steps",
+                        format!("must be 1 to the sampler's {steps} steps, got {min_steps}"),
+                    ));
+                }
+                if min_steps < steps && !ddim {
+                    return Err(err(
+                        "steering.deadline.min_steps",
+                        "only DDIM's steps are lowered (its schedule is defined for any step count); leave it out"
+                            .into(),
+                    ));
+                }
+                Some(DeadlineSpec { budget_s: d.budget_ms * 1e-3, min_candidates, min_steps })
+            }
+        };
+        Ok(SteeringSpec { fields, guidance, selection, edit, noise, residual, deadline })
     }
 
     /// The stages in the documented order, for `coxswain inspect`.
@@ -539,6 +600,14 @@ impl SteeringSpec {
         }
         if let Some(s) = &self.selection {
             v.push(format!("selection by {}", s.name()));
+        }
+        if let Some(d) = &self.deadline {
+            v.push(format!(
+                "deadline {:.1} ms (candidates down to {}, steps down to {})",
+                d.budget_s * 1e3,
+                d.min_candidates,
+                d.min_steps
+            ));
         }
         if let Some(r) = &self.residual {
             match r.rate {

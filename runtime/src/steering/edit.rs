@@ -25,6 +25,15 @@ impl Edit {
         Edit { model, bound: bound as f32, norm: vec![0.0; len], rad: vec![0.0; len], failures: 0, horizon, joints }
     }
 
+    /// Edits `candidates` candidates per call from now on (deadline awareness). Allocates nothing.
+    pub(crate) fn use_batch(&mut self, candidates: usize) -> crate::Result<()> {
+        self.model.use_batch(candidates)?;
+        let len = 2 * candidates * self.horizon * self.joints;
+        self.norm.resize(len, 0.0);
+        self.rad.resize(len, 0.0);
+        Ok(())
+    }
+
     pub fn bound(&self) -> f64 {
         self.bound as f64
     }

@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod cost;
+pub mod deadline;
 pub mod edit;
 pub mod guidance;
 pub mod hook;
@@ -126,6 +127,23 @@ impl SteeringModels {
                 &[vec![rows, a]],
             )?);
         }
+        if let Some(d) = &st.deadline {
+            let edit = st.edit.is_some();
+            for c in deadline::candidate_levels(candidates, d.min_candidates).into_iter().skip(1) {
+                if let Some((mean, log_std)) = out.noise.as_mut() {
+                    mean.add_batch(c)?;
+                    if let Some(l) = log_std.as_mut() {
+                        l.add_batch(c)?;
+                    }
+                }
+                if let Some(m) = out.critic.as_mut() {
+                    m.add_batch(if edit { 2 * c } else { c })?;
+                }
+                if let Some(m) = out.edit.as_mut() {
+                    m.add_batch(c)?;
+                }
+            }
+        }
         Ok(out)
     }
 }
@@ -137,6 +155,8 @@ pub struct Stages {
     pub selector: Box<dyn select::Selector>,
     pub edit: Option<edit::Edit>,
     pub residual: Option<residual::ChunkResidual>,
+    /// Deadline awareness, when the manifest asks for it.
+    pub deadline: Option<deadline::Deadline>,
     /// The tick-rate residual, for the controller ([`Controller::set_tick_residual`](crate::control::Controller::set_tick_residual)).
     pub tick_residual: Option<residual::TickResidual>,
 }
@@ -148,6 +168,7 @@ impl Default for Stages {
             selector: Box::new(select::FirstCandidate),
             edit: None,
             residual: None,
+            deadline: None,
             tick_residual: None,
         }
     }
@@ -196,6 +217,10 @@ impl Stages {
                 width,
                 seed,
             ));
+        }
+        if let Some(d) = &st.deadline {
+            let (candidates, steps) = policy.operating_points();
+            stages.deadline = Some(deadline::Deadline::new(d.budget_s, &candidates, &steps));
         }
         if let (Some(spec), Some(model)) = (&st.residual, models.residual) {
             if let ResidualRate::Tick { budget_s } = spec.rate {

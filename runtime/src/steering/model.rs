@@ -17,6 +17,10 @@ pub struct StageModel {
     manifest: PathBuf,
     field: String,
     output: String,
+    /// (batch, plan id) of every batch size planned; the first is the one `open` planned.
+    batches: Vec<(usize, usize)>,
+    /// Output values per batch row.
+    per_row: usize,
 }
 
 impl StageModel {
@@ -92,6 +96,7 @@ impl StageModel {
             )
         })?;
         let len = out_shape.iter().product::<i64>().max(0) as usize;
+        let batch = out_shape.first().copied().unwrap_or(1).max(1) as usize;
         let shapes: Vec<Vec<i64>> = planned.into_iter().map(|s| s.unwrap_or_default()).collect();
         graph.plan(&shapes, &[(spec.output.clone(), out_shape)])?;
         Ok(StageModel {
@@ -101,7 +106,31 @@ impl StageModel {
             manifest: manifest.to_path_buf(),
             field: field.into(),
             output: spec.output.clone(),
+            batches: vec![(batch, 0)],
+            per_row: len / batch,
         })
+    }
+
+    /// Plans the graph for a batch of `to` rows too (for deadline awareness), at load.
+    pub(crate) fn add_batch(&mut self, to: usize) -> Result<()> {
+        let from = self.batches[0].0;
+        if self.batches.iter().any(|b| b.0 == to) {
+            return Ok(());
+        }
+        let id = self.graph.add_batch_plan(from as i64, to as i64)?;
+        self.batches.push((to, id));
+        Ok(())
+    }
+
+    /// Runs batches of `rows` from now on (a size planned by `open` or [`StageModel::add_batch`]); allocates
+    /// nothing.
+    pub(crate) fn use_batch(&mut self, rows: usize) -> Result<()> {
+        let Some(&(_, id)) = self.batches.iter().find(|b| b.0 == rows) else {
+            return Err(Error::Usage(format!("{}: no plan for a batch of {rows}", self.describe())));
+        };
+        self.graph.use_plan(id)?;
+        self.out.resize(rows * self.per_row, 0.0);
+        Ok(())
     }
 
     /// Role `role`'s input buffer, to fill before [`StageModel::run`].

@@ -155,4 +155,14 @@ impl NoiseSource for NoisePolicy {
     fn failures(&self) -> u64 {
         self.failures
     }
+
+    fn use_batch(&mut self, candidates: usize) -> crate::Result<()> {
+        self.model.use_batch(candidates)?;
+        if let Some(l) = self.log_std.as_mut() {
+            l.use_batch(candidates)?;
+        }
+        self.u.resize(candidates * self.width, 0.0);
+        self.log_prob.resize(candidates, 0.0);
+        Ok(())
+    }
 }

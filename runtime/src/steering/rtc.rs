@@ -56,6 +56,14 @@ impl GuidedRtc {
         GuidedRtc { graph, plan, beta, out: vec![0.0; len], path }
     }
 
+    pub(crate) fn add_batch_plan(&mut self, from: i64, to: i64) -> Result<usize> {
+        self.graph.add_batch_plan(from, to)
+    }
+
+    pub(crate) fn use_plan(&mut self, id: usize) -> Result<()> {
+        self.graph.use_plan(id)
+    }
+
     /// The VJP graph (its signature, for inspection).
     pub fn graph(&self) -> &Graph {
         &self.graph
@@ -100,7 +108,7 @@ impl StepHook for GuidedRtc {
             if !data.iter().all(|v| v.is_finite()) {
                 return Err(Error::NonFinite { path: path.to_path_buf(), tensor: "rtc vjp".into() });
             }
-            out.copy_from_slice(data);
+            out[..data.len()].copy_from_slice(data);
             Ok(())
         })?;
         let t = input.step.t as f32 as f64;

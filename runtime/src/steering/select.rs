@@ -39,6 +39,12 @@ pub trait Selector: Send + std::fmt::Debug {
     fn failures(&self) -> u64 {
         0
     }
+
+    /// Scores `rows` candidates per call from now on (deadline awareness lowered or raised N; with an edit
+    /// the rows are twice the candidates). Allocates nothing.
+    fn use_batch(&mut self, _rows: usize) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 /// Candidate 0, every score 0: what an unsteered policy executes.
@@ -142,6 +148,10 @@ impl Selector for CriticSelector {
 
     fn failures(&self) -> u64 {
         self.failures
+    }
+
+    fn use_batch(&mut self, rows: usize) -> crate::Result<()> {
+        self.model.use_batch(rows)
     }
 }
 
