@@ -56,7 +56,7 @@ fn every_cost_gradient_matches_central_finite_differences() {
     ];
     for kind in kinds {
         let name = kind.name();
-        let mut c = costs(vec![CostTerm { kind, weight: 1.7 }], 6, &frame);
+        let mut c = costs(vec![CostTerm { kind, weight: 1.7, weight_from: None }], 6, &frame);
         let ctx = CostContext { frame: Some(&frame), rtc: Some((&prev, &weights)) };
         let q = wandering_chunk();
         let mut grad = vec![0.0; q.len()];
@@ -83,6 +83,7 @@ fn a_cost_reads_its_centre_from_the_frame_as_it_changes() {
     let term = |from: Option<&str>| CostTerm {
         kind: CostKind::KeepOut { center_m: [5.0, 5.0, 0.0], radius_m: 0.2, center_from: from.map(String::from) },
         weight: 1.0,
+        weight_from: None,
     };
     let q = wandering_chunk();
     let mut g = vec![0.0; q.len()];
@@ -138,8 +139,9 @@ fn a_zero_weight_cost_changes_no_chunk_bit_for_bit_in_either_sampler() {
             CostTerm {
                 kind: CostKind::KeepOut { center_m: [0.38, 0.03, 0.0], radius_m: 0.3, center_from: None },
                 weight: 0.0,
+                weight_from: None,
             },
-            CostTerm { kind: CostKind::Smoothness, weight: 0.0 },
+            CostTerm { kind: CostKind::Smoothness, weight: 0.0, weight_from: None },
         ];
         let g = guidance(&guided, terms, 10.0);
         guided.add_step_hook(Box::new(g));
@@ -183,6 +185,7 @@ fn a_keep_out_sphere_moves_chunks_out_of_it_in_both_samplers() {
                 center_from: None,
             },
             weight: 1.0,
+            weight_from: None,
         };
         let g = guidance(&guided, vec![term], 20.0);
         guided.add_step_hook(Box::new(g));
@@ -199,6 +202,7 @@ fn guidance_follows_an_obstacle_published_as_a_named_vector() {
     let term = CostTerm {
         kind: CostKind::KeepOut { center_m: [9.0, 9.0, 0.0], radius_m: 0.08, center_from: Some("obstacle".into()) },
         weight: 1.0,
+        weight_from: None,
     };
     let g = guidance(&policy, vec![term], 20.0);
     policy.add_step_hook(Box::new(g));
@@ -531,4 +535,84 @@ fn a_lowered_operating_point_samples_what_a_policy_made_for_it_samples() {
     let flow = steered_model("deadline-flow", "reach-flow", "[steering.deadline]\nbudget_ms = 50\nmin_steps = 5\n");
     let e = Policy::load(ort(), &flow, &PolicyOptions::default()).unwrap_err().to_string();
     assert!(e.contains("steering.deadline.min_steps"), "{e}");
+}
+
+#[test]
+fn an_exploring_noise_policy_records_its_draw_and_the_log_probability_of_it() {
+    let text = "[steering.noise]\nonnx = \"@noise-constant.onnx\"\nlog_std = \"log_std\"\nbound = 1.5\n";
+    let dir = steered_model("explore", "reach-dp", text);
+    let options = PolicyOptions { candidates: 2, seed: 4, explore: true, ..PolicyOptions::default() };
+    let policy = Policy::load(ort(), &dir, &options).unwrap();
+    let mut w = InferenceWorker::steered(policy, &sim_arm(), RtcMode::Inpaint, 4).unwrap();
+    infer(&mut w);
+    let trace = w.trace();
+    let (u, log_prob) = trace.exploration.clone().expect("the draw is in the trace");
+    assert_eq!((u.len(), log_prob.len()), (96, 2));
+    // The noise the sampler got is 1.5 tanh(u); u is drawn around the mean 0.3 with std e^-1.
+    for (n, u) in trace.initial_noise.iter().zip(&u) {
+        assert!((*n as f64 - 1.5 * (*u as f64).tanh()).abs() < 1e-6);
+    }
+    let spread = u.iter().map(|v| (*v as f64 - 0.3).abs()).fold(0.0, f64::max);
+    assert!(spread > 0.05 && spread < 5.0 * (-1.0f64).exp(), "max |u - mean| = {spread}");
+    // log p(w) = sum log N(u; 0.3, e^-1) - log(1.5 (1 - tanh(u)^2)), per candidate.
+    let sigma = (-1.0f64).exp();
+    for (c, lp) in log_prob.iter().enumerate() {
+        let want: f64 = u[c * 48..(c + 1) * 48]
+            .iter()
+            .map(|u| {
+                let u = *u as f64;
+                let z = (u - 0.3) / sigma;
+                -0.5 * z * z
+                    - sigma.ln()
+                    - 0.5 * (2.0 * std::f64::consts::PI).ln()
+                    - (1.5 * (1.0 - u.tanh().powi(2))).ln()
+            })
+            .sum();
+        assert!((lp - want).abs() < 1e-3, "candidate {c}: log-probability {lp}, recomputed {want}");
+    }
+    // Not exploring: the mean itself, and no draw.
+    let mut w = worker(&dir, 2);
+    infer(&mut w);
+    assert!(w.trace().exploration.is_none());
+    assert!(w.trace().initial_noise.iter().all(|n| (*n as f64 - 1.5 * 0.3f64.tanh()).abs() < 1e-6));
+    // Exploring needs the log-std output.
+    let dir = steered_model("explore-no-std", "reach-dp", "[steering.noise]\nonnx = \"@noise-constant.onnx\"\n");
+    let policy = Policy::load(ort(), &dir, &options).unwrap();
+    let e = InferenceWorker::steered(policy, &sim_arm(), RtcMode::Inpaint, 4).unwrap_err().to_string();
+    assert!(e.contains("steering.noise.log_std"), "{e}");
+}
+
+#[test]
+fn a_cost_weight_published_while_running_switches_guidance_on_and_off() {
+    let arm = sim_arm();
+    let base = chunk_of(&mut observed("reach-dp", 4, &[]), 3);
+    let mid = &base[8 * 3..8 * 3 + 3];
+    let c = arm.chain.tool_position(&[mid[0] as f64, mid[1] as f64, mid[2] as f64]);
+    let mut policy = observed("reach-dp", 4, &[("keep_out_weight", 1)]);
+    let term = CostTerm {
+        kind: CostKind::KeepOut { center_m: [c.x, c.y, 0.0], radius_m: 0.08, center_from: None },
+        weight: 0.0,
+        weight_from: Some("keep_out_weight".into()),
+    };
+    let g = guidance(&policy, vec![term], 20.0);
+    policy.add_step_hook(Box::new(g));
+    let mut frame = policy.new_frame();
+    frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+    frame.set("target", &[0.22, 0.38]).unwrap();
+    let mut with_weight = |policy: &mut Policy, w: f32| {
+        frame.set("keep_out_weight", &[w]).unwrap();
+        policy.observe(&frame, 0.0).unwrap();
+        chunk_of(policy, 3)
+    };
+    let off = with_weight(&mut policy, 0.0);
+    assert!(off.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits()), "weight 0 changes nothing");
+    let on = with_weight(&mut policy, 1.0);
+    let (before, after) = (penetration(&base, [c.x, c.y], 0.06), penetration(&on, [c.x, c.y], 0.06));
+    assert!(before > 0.01 && after < 0.1 * before, "penetration {before:.4} m at weight 0, {after:.4} m at weight 1");
+    // A negative weight is not taken, nor NaN (what the controller writes while nothing has been
+    // published): the manifest's weight (0) applies.
+    for w in [-1.0, f32::NAN] {
+        let bad = with_weight(&mut policy, w);
+        assert!(bad.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits()), "weight {w}");
+    }
 }

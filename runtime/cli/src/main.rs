@@ -193,6 +193,10 @@ struct RunArgs {
     /// With --record: start a new file after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     record_max_s: f64,
+    /// The manifest's noise policy samples around its mean (data collection for training it); each chunk
+    /// records the draw and its log-probability. Needs `[steering.noise]` with a `log_std` output.
+    #[arg(long)]
+    explore: bool,
     #[command(flatten)]
     ort: OrtArgs,
 }
@@ -247,7 +251,7 @@ impl OrtArgs {
     fn load(&self, model: &std::path::Path, seed: u64) -> anyhow::Result<(&'static OrtRuntime, Policy)> {
         let config = self.onnx_config()?;
         let rt = OrtRuntime::load(config.library.as_deref())?;
-        let options = PolicyOptions { session: config.session, candidates: self.candidates, seed };
+        let options = PolicyOptions { session: config.session, candidates: self.candidates, seed, explore: false };
         let policy = Policy::load(rt, model, &options)?;
         Ok((rt, policy))
     }
@@ -305,6 +309,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         record,
         record_max_mib,
         record_max_s,
+        explore,
         ort,
     } = args;
     let record = match record {
@@ -351,7 +356,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let opts = DemoOptions {
         robot,
         policy,
-        policy_options: PolicyOptions { session: config.session, candidates: ort.candidates, seed },
+        policy_options: PolicyOptions { session: config.session, candidates: ort.candidates, seed, explore },
         episodes,
         episode_s,
         external,
@@ -719,7 +724,7 @@ fn replay(
             .map_err(anyhow::Error::msg)?,
     };
     let rt = OrtRuntime::load(ort_lib)?;
-    let options = PolicyOptions { session, candidates: info.candidates, seed: info.seed };
+    let options = PolicyOptions { session, candidates: info.candidates, seed: info.seed, explore: false };
     let policy = Policy::load(rt, &policy_path, &options)?;
     out!(
         "replaying {} file(s): {} run, seed {}, {} on {}",

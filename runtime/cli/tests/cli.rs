@@ -429,6 +429,12 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         ("residual", residual.to_string(), "chunk residual"),
         ("tick", format!("{residual}rate = \"tick\"\n"), "tick residual"),
         (
+            // A named vector nobody publishes does not hold the policy back: the manifest's weight applies.
+            "unpublished",
+            "[steering.fields]\nkeep_out_weight = 1\n[steering.guidance]\n[[steering.guidance.costs]]\nkind = \"smoothness\"\nweight = 0.01\nweight_from = \"keep_out_weight\"\n".to_string(),
+            "guidance (smoothness",
+        ),
+        (
             "deadline",
             format!("{critic}[steering.deadline]\nbudget_ms = 0.001\nmin_candidates = 2\nmin_steps = 5\n"),
             "deadline 0.0 ms (candidates down to 2, steps down to 5)",
@@ -466,6 +472,7 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         if name == "residual" || name == "all" {
             assert!(line.contains("dropped 0") && !line.contains("residual applied 0 "), "{name}: {line}");
         }
+        assert!(!out.contains("chunks              0 accepted"), "{name}: {out}");
         if name == "deadline" {
             // No inference meets a 1 us budget: it went to the floor and stayed there.
             let d = out.lines().find(|l| l.starts_with("deadline ")).unwrap_or_else(|| panic!("{out}"));
@@ -478,4 +485,11 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+#[test]
+fn explore_without_a_noise_policy_is_refused_naming_the_field() {
+    let o = sim_run("firmware-configs/sim-arm.toml", &["--explore"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("steering.noise"), "{}", stderr(&o));
 }

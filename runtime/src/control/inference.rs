@@ -125,6 +125,9 @@ pub struct InferenceTrace {
     /// The candidate executed, and every candidate's score from the selector.
     pub selected: usize,
     pub scores: Vec<f32>,
+    /// An exploring noise policy's draw: pre-squash values u (`[N, width]`) and each candidate's
+    /// log-probability.
+    pub exploration: Option<(Vec<f32>, Vec<f64>)>,
 }
 
 /// Seeded Gaussian noise that keeps a copy of what it handed out (preallocated; no allocation per use).
@@ -162,6 +165,14 @@ impl NoiseSource for TapNoise {
 
     fn use_batch(&mut self, candidates: usize) -> crate::Result<()> {
         self.inner.use_batch(candidates)
+    }
+
+    fn exploration(&self) -> Option<(&[f32], &[f64])> {
+        // A replayed inference drew nothing itself.
+        if self.replaying.is_some() {
+            return None;
+        }
+        self.inner.exploration()
     }
 
     fn step(&mut self, step: usize, noise: &mut [f32]) {
@@ -425,6 +436,7 @@ impl InferenceWorker {
             rtc_prefix: self.trace_rtc.then(|| self.prefix.clone()),
             selected: self.selected,
             scores: self.scores.clone(),
+            exploration: self.noise.exploration().map(|(u, lp)| (u.to_vec(), lp.to_vec())),
         }
     }
 

@@ -221,6 +221,9 @@ pub struct Controller {
     safety: SafetyFilter,
     exec: ChunkExecutor,
     sources: Vec<(FieldId, Source)>,
+    /// Named vectors only the steering stages read: a tick without one still sends its frame, with NaN
+    /// there (the stages then use the manifest's fixed values).
+    optional_vectors: Vec<usize>,
     vector_fields: Vec<String>,
     needs_imu: bool,
     delay: DelayEstimator,
@@ -358,6 +361,13 @@ impl Controller {
                 }
             }
         }
+        let optional_vectors = manifest
+            .steering
+            .fields
+            .iter()
+            .filter(|(n, _)| !manifest.terms.iter().any(|t| t.field.name() == n.as_str()))
+            .filter_map(|(n, _)| vector_fields.iter().position(|v| v == n))
+            .collect();
         Ok(Controller {
             opts,
             dt_s: manifest.action.dt_s,
@@ -367,6 +377,7 @@ impl Controller {
             safety,
             exec: ChunkExecutor::new(h, n_robot, manifest.action.dt_s, opts.interpolation, opts.overlap, 4),
             sources,
+            optional_vectors,
             vector_fields,
             needs_imu,
             delay: DelayEstimator::new(32),
@@ -849,10 +860,14 @@ impl Controller {
                     dst.copy_from_slice(&vals);
                 }
                 Source::Vector(i) => {
-                    let Some(v) = input.vectors.get(*i) else { return false };
-                    if !v.present || v.values.len() != dst.len() {
+                    let v = input.vectors.get(*i).filter(|v| v.present && v.values.len() == dst.len());
+                    let Some(v) = v else {
+                        if self.optional_vectors.contains(i) {
+                            dst.fill(f32::NAN);
+                            continue;
+                        }
                         return false;
-                    }
+                    };
                     dst.copy_from_slice(&v.values);
                 }
             }

@@ -49,11 +49,14 @@ pub struct PolicyOptions {
     pub candidates: usize,
     /// Seed of the built-in Gaussian noise.
     pub seed: u64,
+    /// A `[steering.noise]` policy samples around its mean instead of taking it (data collection; the
+    /// draw and its log-probability are recorded with each chunk).
+    pub explore: bool,
 }
 
 impl Default for PolicyOptions {
     fn default() -> Self {
-        PolicyOptions { session: SessionConfig::default(), candidates: 1, seed: 0 }
+        PolicyOptions { session: SessionConfig::default(), candidates: 1, seed: 0, explore: false }
     }
 }
 
@@ -134,6 +137,7 @@ pub struct Policy {
     batch_plans: Vec<(usize, usize, Option<usize>)>,
     schedules: Vec<(usize, Vec<DiffusionStep>)>,
     schedule: usize,
+    explore: bool,
     inferences: u64,
     last_latency_s: f64,
 }
@@ -267,6 +271,7 @@ impl Policy {
             batch_plans,
             schedules,
             schedule: 0,
+            explore: options.explore,
             inferences: 0,
             last_latency_s: 0.0,
             manifest,
@@ -306,6 +311,11 @@ impl Policy {
     /// Candidates sampled per inference now (deadline awareness may have lowered it).
     pub fn candidates(&self) -> usize {
         self.n
+    }
+
+    /// Whether the noise policy is to explore ([`PolicyOptions::explore`]).
+    pub fn exploring(&self) -> bool {
+        self.explore
     }
 
     /// Sampler steps per inference now (1 for direct and recurrent policies).

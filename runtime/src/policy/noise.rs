@@ -28,6 +28,11 @@ pub trait NoiseSource {
     fn use_batch(&mut self, _candidates: usize) -> crate::Result<()> {
         Ok(())
     }
+    /// An exploring noise policy's last draw: the pre-squash values u (`[N, width]`) and each candidate's
+    /// log-probability of the noise it gave. `None` for sources that do not explore.
+    fn exploration(&self) -> Option<(&[f32], &[f64])> {
+        None
+    }
 }
 
 /// Standard normal noise from a seeded, portable stream.

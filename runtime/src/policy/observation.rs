@@ -15,6 +15,8 @@ struct Slot {
     name: String,
     offset: usize,
     size: usize,
+    /// Read by steering stages only, never by the model: NaN there means "not received" and is allowed.
+    optional: bool,
 }
 
 /// Index of a field in a [`Frame`], resolved once so the hot path does no string compares.
@@ -37,7 +39,7 @@ impl Frame {
             if t.field == Field::LastAction || slots.iter().any(|s| s.name == t.field.name()) {
                 continue;
             }
-            slots.push(Slot { name: t.field.name().to_string(), offset: len, size: t.size });
+            slots.push(Slot { name: t.field.name().to_string(), offset: len, size: t.size, optional: false });
             len += t.size;
         }
         Frame { slots, values: vec![0.0; len] }
@@ -49,7 +51,7 @@ impl Frame {
         let mut slots = Vec::new();
         let mut len = 0;
         for (name, size) in fields {
-            slots.push(Slot { name: name.to_string(), offset: len, size: *size });
+            slots.push(Slot { name: name.to_string(), offset: len, size: *size, optional: false });
             len += size;
         }
         Frame { slots, values: vec![0.0; len] }
@@ -60,7 +62,7 @@ impl Frame {
         let mut f = Frame::for_terms(&m.terms);
         for (name, size) in &m.steering.fields {
             if f.id(name).is_none() {
-                f.slots.push(Slot { name: name.to_string(), offset: f.values.len(), size: *size });
+                f.slots.push(Slot { name: name.to_string(), offset: f.values.len(), size: *size, optional: true });
                 f.values.resize(f.values.len() + size, 0.0);
             }
         }
@@ -133,7 +135,7 @@ impl Frame {
     fn non_finite_field(&self) -> Option<&str> {
         self.slots
             .iter()
-            .find(|s| self.values[s.offset..s.offset + s.size].iter().any(|v| !v.is_finite()))
+            .find(|s| !s.optional && self.values[s.offset..s.offset + s.size].iter().any(|v| !v.is_finite()))
             .map(|s| s.name.as_str())
     }
 }

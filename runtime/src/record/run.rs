@@ -115,6 +115,12 @@ pub struct ChunkRecord {
     pub selector: String,
     #[serde(default)]
     pub scores: Vec<f32>,
+    /// With `--explore`: the noise policy's pre-squash draw u (`[N, width]`, back to back) and each
+    /// candidate's log-probability of its noise (what training a DSRL noise policy reads).
+    #[serde(default)]
+    pub noise_u: Option<Vec<f32>>,
+    #[serde(default)]
+    pub noise_log_prob: Option<Vec<f64>>,
 }
 
 impl ChunkRecord {
@@ -149,6 +155,8 @@ impl ChunkRecord {
             selected: trace.selected,
             selector: worker.selector().to_string(),
             scores: trace.scores,
+            noise_u: trace.exploration.as_ref().map(|(u, _)| u.clone()),
+            noise_log_prob: trace.exploration.map(|(_, lp)| lp),
         }
     }
 

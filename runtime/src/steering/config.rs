@@ -5,7 +5,8 @@
 //! ([`super::Steering::build`]), and the costs against the robot description.
 //!
 //! ```toml
-//! [steering.fields]              # named vectors the stages read, with their sizes (added to the frame)
+//! [steering.fields]              # named vectors the stages read, with their sizes (added to the frame;
+//!                                # a tick without one still infers, the stages use their fixed values)
 //! obstacle = 2
 //!
 //! [steering.guidance]            # cost guidance at every sampler step
@@ -17,7 +18,8 @@
 //! weight = 1.0
 //! center_m = [0.38, 0.03, 0.0]
 //! radius_m = 0.09
-//! center_from = "obstacle"       # optional: follow a named vector
+//! center_from = "obstacle"       # optional: follow a named vector (center_m until one arrives)
+//! weight_from = "keep_out_w"     # optional: a one-value named vector sets the weight while running
 //!
 //! [steering.selection]
 //! by = "critic"                  # first | cost | critic
@@ -113,6 +115,8 @@ pub struct RawCost {
     pub target_from: Option<String>,
     #[serde(default)]
     pub every_action: bool,
+    /// A one-value named vector that sets the weight while running.
+    pub weight_from: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,7 +343,13 @@ pub fn costs_from_raw(raw: &[RawCost], path: &Path, field: &str, fields: &[(Stri
                 ))
             }
         };
-        out.push(CostTerm { kind, weight: c.weight });
+        let weight_from = from("weight_from", &c.weight_from)?;
+        if let Some(n) = &weight_from {
+            if fields.iter().any(|(k, s)| k == n && *s != 1) {
+                return Err(err("weight_from", format!("`{n}` must be declared with size 1 in [steering.fields]")));
+            }
+        }
+        out.push(CostTerm { kind, weight: c.weight, weight_from });
     }
     Ok(out)
 }

@@ -67,6 +67,10 @@ impl CostKind {
 pub struct CostTerm {
     pub kind: CostKind,
     pub weight: f64,
+    /// A one-value named vector that sets the weight while running (e.g. published over Zenoh on
+    /// `robot/<id>/sensor/<name>`); until one arrives, and whenever it is not finite or negative, `weight`
+    /// applies.
+    pub weight_from: Option<String>,
 }
 
 /// What a cost evaluation reads besides the chunk.
@@ -84,6 +88,8 @@ pub struct Costs {
     terms: Vec<CostTerm>,
     /// Frame field of each term's `*_from`, resolved against the policy's frame.
     fields: Vec<Option<FieldId>>,
+    /// Frame field of each term's `weight_from`.
+    weight_fields: Vec<Option<FieldId>>,
     chain: coxswain_config::Chain,
     /// Robot joint index of each policy joint.
     robot_joint: Vec<usize>,
@@ -120,7 +126,21 @@ impl Costs {
             robot_joint.push(j);
         }
         let mut fields = Vec::with_capacity(terms.len());
+        let mut weight_fields = Vec::with_capacity(terms.len());
         for (i, t) in terms.iter().enumerate() {
+            weight_fields.push(match &t.weight_from {
+                Some(name) => {
+                    let id = frame.id(name).filter(|id| frame.get(*id).len() == 1).ok_or_else(|| {
+                        Error::field(
+                            origin,
+                            format!("{field}[{i}].weight_from"),
+                            format!("reads `{name}`, which must be a one-value named vector of the observation frame"),
+                        )
+                    })?;
+                    Some(id)
+                }
+                None => None,
+            });
             if !t.weight.is_finite() || t.weight < 0.0 {
                 return Err(Error::field(origin, format!("{field}[{i}].weight"), "must be finite and >= 0"));
             }
@@ -160,6 +180,7 @@ impl Costs {
         Ok(Costs {
             terms,
             fields,
+            weight_fields,
             columns: vec![Vector3::zeros(); robot.chain.links.len()],
             chain: robot.chain.clone(),
             robot_joint,
@@ -183,9 +204,23 @@ impl Costs {
         }
     }
 
-    /// Whether any term has a nonzero weight (and can act: `rtc_prefix` only with a prefix).
+    /// Whether any term can act: a nonzero weight, or one set while running (`weight_from`), and
+    /// `rtc_prefix` only with a prefix.
     pub fn active(&self, rtc: bool) -> bool {
-        self.terms.iter().any(|t| t.weight != 0.0 && (rtc || t.kind != CostKind::RtcPrefix))
+        self.terms
+            .iter()
+            .any(|t| (t.weight != 0.0 || t.weight_from.is_some()) && (rtc || t.kind != CostKind::RtcPrefix))
+    }
+
+    /// Term `i`'s weight now: its `weight_from` value when the frame has a usable one, else its own.
+    fn weight(&self, i: usize, ctx: &CostContext<'_>) -> f64 {
+        if let (Some(id), Some(frame)) = (self.weight_fields[i], ctx.frame) {
+            let v = frame.get(id)[0] as f64;
+            if v.is_finite() && v >= 0.0 {
+                return v;
+            }
+        }
+        self.terms[i].weight
     }
 
     /// The point a `*_from` term reads, or its fixed value.
@@ -206,7 +241,7 @@ impl Costs {
         let h_len = self.horizon;
         debug_assert_eq!(q.len(), h_len * a);
         let mut total = 0.0;
-        let needs_tool = self.terms.iter().any(|t| t.weight != 0.0 && t.kind.uses_tool());
+        let needs_tool = (0..self.terms.len()).any(|i| self.terms[i].kind.uses_tool() && self.weight(i, ctx) != 0.0);
         if needs_tool {
             for h in 0..h_len {
                 for (c, j) in self.robot_joint.iter().enumerate() {
@@ -217,7 +252,7 @@ impl Costs {
             }
         }
         for ti in 0..self.terms.len() {
-            let w = self.terms[ti].weight;
+            let w = self.weight(ti, ctx);
             if w == 0.0 {
                 continue;
             }

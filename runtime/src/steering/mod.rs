@@ -207,15 +207,21 @@ impl Stages {
                 NoiseShape::Full => h * a,
                 NoiseShape::Latent => a,
             };
-            stages.noise = Some(noise_policy::NoisePolicy::new(
-                mean,
-                log_std,
-                spec.shape,
-                spec.squash,
-                spec.bound,
-                n,
-                width,
-                seed,
+            let mut noise =
+                noise_policy::NoisePolicy::new(mean, log_std, spec.shape, spec.squash, spec.bound, n, width, seed);
+            if policy.exploring() && !noise.set_exploration(true) {
+                return Err(Error::field(
+                    &m.path,
+                    "steering.noise.log_std",
+                    "exploring needs the noise policy's log standard deviation: name its output here",
+                ));
+            }
+            stages.noise = Some(noise);
+        } else if policy.exploring() {
+            return Err(Error::field(
+                &m.path,
+                "steering.noise",
+                "exploring needs a noise policy; this manifest has none",
             ));
         }
         if let Some(d) = &st.deadline {

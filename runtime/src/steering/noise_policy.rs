@@ -156,6 +156,10 @@ impl NoiseSource for NoisePolicy {
         self.failures
     }
 
+    fn exploration(&self) -> Option<(&[f32], &[f64])> {
+        self.explore.then_some((&self.u[..], &self.log_prob[..]))
+    }
+
     fn use_batch(&mut self, candidates: usize) -> crate::Result<()> {
         self.model.use_batch(candidates)?;
         if let Some(l) = self.log_std.as_mut() {
