@@ -370,6 +370,16 @@ fn a_residual_never_exceeds_its_bound_and_a_failing_one_leaves_the_base_chunk() 
     let (got, stats) = residual("residual-nan", "residual-nan.onnx");
     assert_eq!(got, base);
     assert_eq!((stats.residual_applied, stats.residual_dropped), (0, 1));
+    // Over its budget in real time: dropped for the chunk, counted as late; the base chunk goes through.
+    let text = "[steering.residual]\nonnx = \"@residual-huge.onnx\"\nalpha = 0.5\nclip_rad = 0.02\nbudget_us = 0.001\n";
+    let mut w = worker(&steered_model("residual-late", "reach-dp", text), 1);
+    w.enforce_budgets(true);
+    assert_eq!(infer(&mut w), base);
+    assert_eq!((w.stats().residual_applied, w.stats().residual_late), (0, 1));
+    // In simulated time the same budget is not enforced.
+    let mut w = worker(&steered_model("residual-late-sim", "reach-dp", text), 1);
+    assert_ne!(infer(&mut w), base);
+    assert_eq!((w.stats().residual_applied, w.stats().residual_late), (1, 0));
     // A proportional pull stays within its bound too.
     let (got, _) = residual("residual-pull", "residual-pull.onnx");
     assert!(got

@@ -234,11 +234,12 @@ impl std::fmt::Display for DemoSummary {
             let w = &self.worker;
             writeln!(
                 f,
-                "steering            {}; edits chosen {}, residual applied {} dropped {}, failures: noise {} selection {} edit {}",
+                "steering            {}; edits chosen {}, residual applied {} dropped {} late {}, failures: noise {} selection {} edit {}",
                 self.steering.join(" -> "),
                 w.edits_chosen,
                 w.residual_applied,
                 w.residual_dropped,
+                w.residual_late,
                 w.noise_failures,
                 w.selection_failures,
                 w.edit_failures

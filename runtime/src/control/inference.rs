@@ -102,6 +102,8 @@ pub struct InferenceStats {
     /// Chunks corrected by the chunk residual, and chunks whose residual was dropped (base chunk executed).
     pub residual_applied: u64,
     pub residual_dropped: u64,
+    /// Chunks whose residual was dropped for taking longer than its budget (real time only).
+    pub residual_late: u64,
     /// Deadline awareness: times it lowered and raised the operating point, and the point now (candidates
     /// and sampler steps per inference).
     pub deadline_lowered: u64,
@@ -283,6 +285,13 @@ impl InferenceWorker {
         self.with_selector(stages.selector)
     }
 
+    /// Whether stages with a time budget (the chunk residual) drop a late result: in real time only.
+    pub fn enforce_budgets(&mut self, real_time: bool) {
+        if let Some(r) = self.residual.as_mut() {
+            r.enforce_budget(real_time);
+        }
+    }
+
     /// Chooses among the candidates with `selector` (default:
     /// [`FirstCandidate`](crate::steering::select::FirstCandidate)).
     pub fn with_selector(mut self, selector: Box<dyn Selector>) -> Self {
@@ -399,6 +408,7 @@ impl InferenceWorker {
                 if let Some(r) = self.residual.as_mut() {
                     r.apply(self.policy.latest_frame(), &mut buf);
                     (self.stats.residual_applied, self.stats.residual_dropped) = r.counts();
+                    self.stats.residual_late = r.late();
                 }
                 self.stats.noise_failures = self.noise.inner.failures();
                 self.prev_seq = Some(request.seq);

@@ -278,7 +278,8 @@ impl Controller {
         let (mut controller, frame) = Controller::for_robot(&policy, robot, opts)?;
         let mut stages = crate::steering::Stages::build(&mut policy, robot, seed)?;
         controller.set_tick_residual(stages.tick_residual.take(), real_time);
-        let worker = inference::InferenceWorker::new(policy, opts.rtc, seed)?.with_stages(stages);
+        let mut worker = inference::InferenceWorker::new(policy, opts.rtc, seed)?.with_stages(stages);
+        worker.enforce_budgets(real_time);
         Ok((controller, frame, worker))
     }
 

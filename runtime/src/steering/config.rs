@@ -45,7 +45,8 @@
 //! alpha = 0.5
 //! clip_rad = 0.05                # per joint, or one value per joint
 //! rate = "chunk"                 # chunk (every action of the chosen chunk) | tick (every control tick)
-//! budget_us = 200                # tick: a longer call drops the correction for that tick
+//! budget_us = 200                # a longer call drops the correction for that tick or chunk (real time;
+//!                                # tick default 200, chunk default none)
 //! ```
 
 use std::collections::BTreeMap;
@@ -245,6 +246,8 @@ pub struct ResidualSpec {
     /// Per policy joint, radians.
     pub clip_rad: Vec<f32>,
     pub rate: ResidualRate,
+    /// Chunk rate: a call longer than this drops the correction for the chunk (real time; none: no limit).
+    pub chunk_budget_s: Option<f64>,
 }
 
 /// Deadline awareness: the inference budget and the floors below which it never goes.
@@ -523,10 +526,16 @@ impl SteeringSpec {
                 if clip_rad.iter().any(|c| !c.is_finite() || *c < 0.0) {
                     return Err(err("steering.residual.clip_rad", "every value must be finite and >= 0".into()));
                 }
+                if let Some(b) = r.budget_us {
+                    if !b.is_finite() || b <= 0.0 {
+                        return Err(err("steering.residual.budget_us", format!("must be positive, got {b}")));
+                    }
+                }
+                let mut chunk_budget_s = None;
                 let rate = match (r.rate.as_deref().unwrap_or("chunk"), r.budget_us) {
-                    ("chunk", None) => ResidualRate::Chunk,
-                    ("chunk", Some(_)) => {
-                        return Err(err("steering.residual.budget_us", "is for rate = \"tick\" only".into()))
+                    ("chunk", b) => {
+                        chunk_budget_s = b.map(|b| b * 1e-6);
+                        ResidualRate::Chunk
                     }
                     ("tick", b) => {
                         let b = b.unwrap_or(200.0);
@@ -550,6 +559,7 @@ impl SteeringSpec {
                     alpha: r.alpha,
                     clip_rad,
                     rate,
+                    chunk_budget_s,
                 })
             }
         };

@@ -148,7 +148,8 @@ impl StepHook for CostGuidance {
             self.last_cost += self.costs.evaluate(&self.q, &ctx, &mut self.grad);
             for (i, (v, g)) in x.iter_mut().zip(&self.grad).enumerate() {
                 let step = (lambda * g * layout.scale[i % a] as f64).clamp(-self.cap, self.cap);
-                if step != 0.0 {
+                // A non-finite gradient (a cost evaluated on a non-finite chunk) nudges nothing.
+                if step != 0.0 && step.is_finite() {
                     *v -= step;
                     changed = true;
                 }

@@ -250,7 +250,9 @@ impl Stages {
                          the policy's joints",
                     )
                 })?;
-            stages.residual = Some(residual::ChunkResidual::new(model, spec.alpha, spec.clip_rad.clone(), state));
+            let budget = spec.chunk_budget_s.map(std::time::Duration::from_secs_f64);
+            stages.residual =
+                Some(residual::ChunkResidual::new(model, spec.alpha, spec.clip_rad.clone(), state, budget));
         }
         Ok(stages)
     }

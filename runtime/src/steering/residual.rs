@@ -14,15 +14,46 @@ pub struct ChunkResidual {
     alpha: f64,
     clip: Vec<f32>,
     state: FieldId,
+    budget: Option<std::time::Duration>,
+    enforce_budget: bool,
     applied: u64,
     failures: u64,
+    late: u64,
     /// The largest |correction| of the last chunk, radians.
     last_max: f64,
 }
 
 impl ChunkResidual {
-    pub(crate) fn new(model: StageModel, alpha: f64, clip: Vec<f32>, state: FieldId) -> Self {
-        ChunkResidual { model, alpha, clip, state, applied: 0, failures: 0, last_max: 0.0 }
+    pub(crate) fn new(
+        model: StageModel,
+        alpha: f64,
+        clip: Vec<f32>,
+        state: FieldId,
+        budget: Option<std::time::Duration>,
+    ) -> Self {
+        ChunkResidual {
+            model,
+            alpha,
+            clip,
+            state,
+            budget,
+            enforce_budget: false,
+            applied: 0,
+            failures: 0,
+            late: 0,
+            last_max: 0.0,
+        }
+    }
+
+    /// Whether a call over the budget drops the correction: in real time, not in simulated time (where
+    /// wall-clock time must not change a seeded run).
+    pub fn enforce_budget(&mut self, on: bool) {
+        self.enforce_budget = on;
+    }
+
+    /// Chunks whose correction was dropped because the call was over its budget.
+    pub fn late(&self) -> u64 {
+        self.late
     }
 
     pub fn alpha(&self) -> f64 {
@@ -40,6 +71,7 @@ impl ChunkResidual {
 
     /// Corrects `actions` (`[H, A]`, radians) in place; returns whether it did.
     pub fn apply(&mut self, frame: &Frame, actions: &mut [f64]) -> bool {
+        let started = std::time::Instant::now();
         let q = frame.get(self.state);
         let ran = (|| -> crate::Result<()> {
             for row in self.model.input(0)?.chunks_exact_mut(q.len()) {
@@ -53,6 +85,11 @@ impl ChunkResidual {
         let r = self.model.output();
         if ran.is_err() || r.len() != actions.len() || !r.iter().all(|v| v.is_finite()) {
             self.failures += 1;
+            self.last_max = 0.0;
+            return false;
+        }
+        if self.enforce_budget && self.budget.is_some_and(|b| started.elapsed() > b) {
+            self.late += 1;
             self.last_max = 0.0;
             return false;
         }
