@@ -626,3 +626,61 @@ fn a_cost_weight_published_while_running_switches_guidance_on_and_off() {
         assert!(bad.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits()), "weight {w}");
     }
 }
+
+/// reach-dp declared a past-token model (`[action] past = 2`: its first 2 actions read as predictions of
+/// the executed past). A plumbing test: reach-dp was not trained that way.
+fn with_past(name: &str, steering: &str) -> std::path::PathBuf {
+    let dir = steered_model(name, "reach-dp", steering);
+    let text = std::fs::read_to_string(dir.join("manifest.toml"))
+        .unwrap()
+        .replace("\nhorizon = 16\n", "\nhorizon = 16\npast = 2\n");
+    std::fs::write(dir.join("manifest.toml"), text).unwrap();
+    dir
+}
+
+#[test]
+fn the_consistency_selector_executes_the_candidate_closest_to_the_executed_past() {
+    use coxswain::control::io::RtcRequest;
+    let dir = with_past("consistency", "[steering.selection]\nby = \"consistency\"\n");
+    let mut w = worker(&dir, 4);
+    let serve = |w: &mut InferenceWorker, seq: u64, rtc: Option<RtcRequest>| {
+        let mut frame = w.policy().new_frame();
+        frame.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+        frame.set("target", &[0.22, 0.38]).unwrap();
+        let request = ObservationRequest { seq, t_s: seq as f64, sent_t_s: 0.0, infer: true, rtc };
+        w.handle(
+            WorkerRequest::Observe { frame, request },
+            &mut |_| {},
+            &mut || Some(vec![0.0; 42].into_boxed_slice()),
+            &mut |e| panic!("{e}"),
+        )
+        .expect("a chunk")
+        .actions_rad
+        .to_vec()
+    };
+    // The first chunk: no executed past yet, candidate 0, and the controller gets the 14 executed actions.
+    let first = serve(&mut w, 1, None);
+    let t1 = w.trace();
+    assert_eq!((t1.selected, first.len()), (0, 14 * 3));
+    let c0: Vec<f64> = w.policy().chunk().candidate(0)[2 * 3..].iter().map(|v| *v as f64).collect();
+    assert_eq!(first, c0, "the executed chunk is the candidate after its 2 predicted past actions");
+    // The second continues it after 5 executed actions: the executed past is its executed rows 3 and 4,
+    // i.e. rows 5 and 6 of candidate 0 as sampled.
+    let past: Vec<f32> = t1.candidates_norm[5 * 3..7 * 3].to_vec();
+    serve(&mut w, 2, Some(RtcRequest { prev_seq: 1, executed: 5, delay: 2 }));
+    let t2 = w.trace();
+    let want: Vec<f32> = (0..4)
+        .map(|i| -t2.candidates_norm[i * 48..i * 48 + 6].iter().zip(&past).map(|(p, d)| (p - d) * (p - d)).sum::<f32>())
+        .collect();
+    for (s, w) in t2.scores.iter().zip(&want) {
+        assert!((s - w).abs() < 1e-6, "score {s}, recomputed {w}");
+    }
+    let best = (0..4).max_by(|a, b| want[*a].total_cmp(&want[*b])).unwrap();
+    assert_eq!(t2.selected, best);
+    assert_eq!(w.selector(), "consistency");
+    // Without a declared past, consistency has nothing to score.
+    let dir = steered_model("consistency-no-past", "reach-dp", "[steering.selection]\nby = \"consistency\"\n");
+    let policy = Policy::load(ort(), &dir, &PolicyOptions { candidates: 2, ..PolicyOptions::default() }).unwrap();
+    let e = InferenceWorker::steered(policy, &sim_arm(), RtcMode::Inpaint, 0).unwrap_err().to_string();
+    assert!(e.contains("steering.selection.by") && e.contains("past"), "{e}");
+}

@@ -333,7 +333,7 @@ impl Runtime {
             }) as ChunkHook
         });
 
-        let chunk_len = manifest.action.horizon * manifest.action.dim();
+        let chunk_len = manifest.action.executed_horizon() * manifest.action.dim();
         let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
         let (worker_events_tx, worker_events_rx) = crossbeam::channel::bounded::<WorkerEvent>(256);
         let control_cpu = opts.rt.cpu;

@@ -352,7 +352,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ort.onnx_config()?;
     let rt = OrtRuntime::load(config.library.as_deref())?;
     let manifest = coxswain::policy::Manifest::load(&policy)?;
-    let horizon = manifest.action.horizon;
+    let horizon = manifest.action.executed_horizon();
     let opts = DemoOptions {
         robot,
         policy,

@@ -428,6 +428,7 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
         ("edit", format!("{critic}{edit}"), "edit ("),
         ("residual", residual.to_string(), "chunk residual"),
         ("tick", format!("{residual}rate = \"tick\"\n"), "tick residual"),
+        ("consistency", "[steering.selection]\nby = \"consistency\"\n".to_string(), "selection by consistency"),
         (
             // A named vector nobody publishes does not hold the policy back: the manifest's weight applies.
             "unpublished",
@@ -443,6 +444,12 @@ fn every_steering_stage_runs_closed_loop_alone_and_all_together() {
     ];
     for (name, text, shown) in cases {
         let dir = steered(name, &text);
+        if name == "consistency" {
+            // reach-dp read as a past-token model (plumbing: its first 2 actions stand for the past).
+            let m = dir.join("manifest.toml");
+            let t = std::fs::read_to_string(&m).unwrap().replace("\nhorizon = 16\n", "\nhorizon = 16\npast = 2\n");
+            std::fs::write(&m, t).unwrap();
+        }
         let o = coxswain(
             &[
                 "run",

@@ -199,8 +199,13 @@ pub struct InferenceWorker {
     policy: Policy,
     rtc: bool,
     noise: TapNoise,
+    /// The executed part of the chosen candidate (normalized, `(H - past) * A`).
     prev_norm: Vec<f32>,
     prev_seq: Option<u64>,
+    /// The actions executed just before the next chunk starts (normalized, `past * A`), for the
+    /// consistency selector, when known.
+    executed_past: Vec<f32>,
+    has_past: bool,
     prefix: Vec<f32>,
     weights: Vec<f64>,
     stats: InferenceStats,
@@ -222,6 +227,7 @@ impl InferenceWorker {
         let m = policy.manifest();
         let h = m.action.horizon;
         let a = m.action.dim();
+        let (executed_h, past) = (m.action.executed_horizon(), m.action.past);
         let policy_candidates = policy.candidates();
         let len = policy_candidates * h * a;
         let steps = m.sampler.as_ref().map_or(0, |s| s.steps());
@@ -237,8 +243,10 @@ impl InferenceWorker {
             },
             policy,
             rtc,
-            prev_norm: vec![0.0; h * a],
+            prev_norm: vec![0.0; executed_h * a],
             prev_seq: None,
+            executed_past: vec![0.0; past * a],
+            has_past: false,
             prefix: vec![0.0; h * a],
             weights: vec![0.0; h],
             stats: InferenceStats::default(),
@@ -381,7 +389,8 @@ impl InferenceWorker {
                     None => self.policy.chunk(),
                 };
                 let n = chunk.horizon * chunk.joints;
-                let input = SelectInput { chunk, observation, frame: self.policy.latest_frame() };
+                let executed_past = self.has_past.then_some(&self.executed_past[..]);
+                let input = SelectInput { chunk, observation, frame: self.policy.latest_frame(), executed_past };
                 let chosen = self.selector.select(&input, &mut self.scores);
                 self.stats.selection_failures = self.selector.failures();
                 if chosen >= chunk.candidates {
@@ -389,10 +398,12 @@ impl InferenceWorker {
                 }
                 let chosen = if chosen < chunk.candidates { chosen } else { 0 };
                 let range = chosen * n..(chosen + 1) * n;
-                for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[range.clone()]) {
+                // The executed part: after the predicted past, if the model has one.
+                let executed = range.start + self.policy.manifest().action.past * chunk.joints..range.end;
+                for (dst, src) in buf.iter_mut().zip(&chunk.joint_rad[executed.clone()]) {
                     *dst = *src as f64;
                 }
-                self.prev_norm.copy_from_slice(&chunk.normalized[range.clone()]);
+                self.prev_norm.copy_from_slice(&chunk.normalized[executed]);
                 self.selected = chosen;
                 if chosen < policy_candidates {
                     // In range by construction.
@@ -538,20 +549,41 @@ impl InferenceWorker {
     }
 
     /// Sets or clears the RTC prefix for a request; returns whether it is set.
+    /// With a predicted past (`[action] past = P`), the prefix covers the executed rows P.. only, and
+    /// the P actions executed before the new chunk (rows s - P .. s of the previous chunk's executed part,
+    /// the first repeated where s < P) are kept for the consistency selector.
     fn prepare_rtc(&mut self, rtc: Option<crate::control::io::RtcRequest>) -> bool {
         let h = self.weights.len();
-        let a = self.prev_norm.len() / h;
+        let a = self.policy.manifest().action.dim();
+        let he = self.prev_norm.len() / a.max(1);
+        let p = h - he;
+        self.has_past = false;
+        if let (Some(r), Some(mine)) = (rtc, self.prev_seq) {
+            if p > 0 && r.prev_seq == mine {
+                for i in 0..p {
+                    let src = (r.executed + i).saturating_sub(p).min(he - 1);
+                    self.executed_past[i * a..(i + 1) * a].copy_from_slice(&self.prev_norm[src * a..(src + 1) * a]);
+                }
+                self.has_past = true;
+            }
+        }
         match (self.rtc, rtc, self.prev_seq) {
             (true, Some(r), Some(mine))
-                if r.prev_seq == mine && r.executed < h && self.policy.manifest().kind.is_generative() =>
+                if r.prev_seq == mine && r.executed < he && self.policy.manifest().kind.is_generative() =>
             {
                 // The previous chunk's actions from index s on are what will still be executed; pad with its
-                // last action.
-                for i in 0..h {
-                    let src = (r.executed + i).min(h - 1);
-                    self.prefix[i * a..(i + 1) * a].copy_from_slice(&self.prev_norm[src * a..(src + 1) * a]);
+                // last action. Predicted-past rows are free (weight 0).
+                for i in 0..he {
+                    let src = (r.executed + i).min(he - 1);
+                    let row = (p + i) * a;
+                    self.prefix[row..row + a].copy_from_slice(&self.prev_norm[src * a..(src + 1) * a]);
                 }
-                prefix_weights(h, r.delay, r.executed, &mut self.weights);
+                for i in 0..p {
+                    let (head, tail) = self.prefix.split_at_mut(p * a);
+                    head[i * a..(i + 1) * a].copy_from_slice(&tail[..a]);
+                }
+                self.weights[..p].fill(0.0);
+                prefix_weights(he, r.delay, r.executed, &mut self.weights[p..]);
                 self.policy.set_rtc_prefix(&self.prefix, &self.weights).is_ok()
             }
             _ => {

@@ -92,7 +92,7 @@ impl Lockstep {
             }
         }
         let m = worker.policy().manifest();
-        let chunk_len = m.action.horizon * m.action.dim();
+        let chunk_len = m.action.executed_horizon() * m.action.dim();
         let input = controller.new_input();
         let output = controller.new_output(frame.clone());
         let seed = match latency {

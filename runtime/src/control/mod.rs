@@ -312,7 +312,7 @@ impl Controller {
         safety: SafetyFilter,
         opts: ExecutionOptions,
     ) -> crate::Result<Controller> {
-        let h = manifest.action.horizon;
+        let h = manifest.action.executed_horizon();
         let n_robot = map.robot_joints();
         if n_robot > io::MAX_JOINTS || safety.joints() != n_robot {
             return Err(crate::Error::Usage(format!(
@@ -795,8 +795,9 @@ impl Controller {
                 let u = ((t_obs - t0) / self.dt_s).round().max(0.0) as usize;
                 let s = execution_horizon(self.opts.execute_actions, d, self.horizon).unwrap_or(self.horizon / 2);
                 if u >= s {
-                    let rtc =
-                        (self.opts.rtc != RtcMode::Off).then_some(RtcRequest { prev_seq: seq, executed: u, delay: d });
+                    // Sent with RTC off too: the consistency selector needs what was executed. The worker
+                    // follows the prefix only with RTC on.
+                    let rtc = Some(RtcRequest { prev_seq: seq, executed: u, delay: d });
                     (true, rtc)
                 } else {
                     (false, None)

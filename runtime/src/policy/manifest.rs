@@ -169,6 +169,10 @@ pub struct RawAction {
     pub scale: Option<OneOrMany>,
     pub offset: Option<OneOrMany>,
     pub clip: Option<[f64; 2]>,
+    /// Past-token prediction: the first `past` actions of the output predict the actions executed just
+    /// before the chunk starts; the rest is the chunk to execute.
+    #[serde(default)]
+    pub past: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,11 +303,19 @@ pub struct ActionLayout {
     pub offset: Vec<f32>,
     /// Applied to the raw output before scale and offset.
     pub clip: Option<(f32, f32)>,
+    /// The first `past` of the `horizon` actions predict the ones executed before the chunk starts (a
+    /// past-token model); they are scored by the consistency selector, never executed.
+    pub past: usize,
 }
 
 impl ActionLayout {
     pub fn dim(&self) -> usize {
         self.joints.len()
+    }
+
+    /// Actions per chunk that are executed: the horizon less the predicted past.
+    pub fn executed_horizon(&self) -> usize {
+        self.horizon - self.past
     }
 }
 
@@ -510,7 +522,21 @@ impl Manifest {
             Some([lo, hi]) => return Err(err("action.clip", format!("[{lo}, {hi}] is not an interval lo < hi"))),
             None => None,
         };
-        let action = ActionLayout { joints: a.joints.clone(), horizon: a.horizon, dt_s: a.dt_s, scale, offset, clip };
+        if a.past >= a.horizon {
+            return Err(err(
+                "action.past",
+                format!("{} past actions leave none of the {} to execute", a.past, a.horizon),
+            ));
+        }
+        let action = ActionLayout {
+            joints: a.joints.clone(),
+            horizon: a.horizon,
+            dt_s: a.dt_s,
+            scale,
+            offset,
+            clip,
+            past: a.past,
+        };
 
         // Observation terms.
         if raw.observation.terms.is_empty() {

@@ -394,7 +394,8 @@ impl Policy {
         }
         let len = self.manifest.action.horizon * self.manifest.action.dim();
         let a = self.manifest.action.dim();
-        let start = candidate * len;
+        // The first executed action (after any predicted past).
+        let start = candidate * len + self.manifest.action.past * a;
         self.history.set_last_action(&self.chunk_norm[start..start + a]);
         Ok(())
     }
@@ -582,7 +583,8 @@ impl Policy {
         }
         self.unnormalize();
         let a = self.manifest.action.dim();
-        self.history.set_last_action(&self.chunk_norm[..a]);
+        let first = self.manifest.action.past * a;
+        self.history.set_last_action(&self.chunk_norm[first..first + a]);
         self.inferences += 1;
         self.last_latency_s = started.elapsed().as_secs_f64();
         Ok(())

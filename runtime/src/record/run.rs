@@ -128,7 +128,7 @@ impl ChunkRecord {
     /// `inference_s` is left out when `wall_time` is false.
     pub fn of(worker: &InferenceWorker, msg: &ChunkMsg, wall_time: bool) -> ChunkRecord {
         let m = worker.policy().manifest();
-        let (horizon, joints) = (m.action.horizon, m.action.dim());
+        let (horizon, joints) = (m.action.executed_horizon(), m.action.dim());
         let trace = worker.trace();
         ChunkRecord {
             seq: msg.chunk.seq,

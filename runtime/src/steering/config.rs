@@ -22,7 +22,7 @@
 //! weight_from = "keep_out_w"     # optional: a one-value named vector sets the weight while running
 //!
 //! [steering.selection]
-//! by = "critic"                  # first | cost | critic
+//! by = "critic"                  # first | cost | critic | consistency (with [action] past = P)
 //! onnx = "critic.onnx"           # critic: Q(observation, chunk) -> one score per candidate
 //!
 //! [steering.edit]                # EXPO: a bounded edit of every candidate, scored with the base ones
@@ -189,6 +189,8 @@ pub struct GuidanceSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SelectionSpec {
     First,
+    /// Past-token consistency (needs `[action] past`).
+    Consistency,
     Cost(Vec<CostTerm>),
     Critic(StageGraph),
 }
@@ -197,6 +199,7 @@ impl SelectionSpec {
     pub fn name(&self) -> &'static str {
         match self {
             SelectionSpec::First => "first",
+            SelectionSpec::Consistency => "consistency",
             SelectionSpec::Cost(_) => "cost",
             SelectionSpec::Critic(_) => "critic",
         }
@@ -413,6 +416,7 @@ impl SteeringSpec {
             None => None,
             Some(s) => Some(match s.by.as_str() {
                 "first" => SelectionSpec::First,
+                "consistency" => SelectionSpec::Consistency,
                 "cost" => {
                     let costs = match (&s.costs, &guidance) {
                         (Some(c), _) => costs_from_raw(c, path, "steering.selection.costs", &fields)?,
@@ -441,7 +445,12 @@ impl SteeringSpec {
                         s.output.clone().unwrap_or_else(|| "q".into()),
                     ))
                 }
-                other => return Err(err("steering.selection.by", format!("`{other}` is not first, cost or critic"))),
+                other => {
+                    return Err(err(
+                        "steering.selection.by",
+                        format!("`{other}` is not first, cost, critic or consistency"),
+                    ))
+                }
             }),
         };
         if selection.is_some() && !generative {
@@ -456,7 +465,10 @@ impl SteeringSpec {
                 if !e.bound.is_finite() || e.bound <= 0.0 {
                     return Err(err("steering.edit.bound", format!("must be positive, got {}", e.bound)));
                 }
-                if !matches!(selection, Some(SelectionSpec::Critic(_)) | Some(SelectionSpec::Cost(_))) {
+                if !matches!(
+                    selection,
+                    Some(SelectionSpec::Critic(_)) | Some(SelectionSpec::Cost(_)) | Some(SelectionSpec::Consistency)
+                ) {
                     return Err(err(
                         "steering.edit",
                         "an edit is taken only when it scores higher: it needs [steering.selection] by critic or cost"

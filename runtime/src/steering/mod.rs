@@ -116,7 +116,7 @@ impl SteeringModels {
         }
         if let Some(r) = &st.residual {
             // A chunk residual corrects the H actions in one call; a tick residual one action per tick.
-            let rows = if r.rate == ResidualRate::Chunk { h } else { 1 };
+            let rows = if r.rate == ResidualRate::Chunk { m.action.executed_horizon() as i64 } else { 1 };
             out.residual = Some(StageModel::open(
                 runtime,
                 session,
@@ -196,6 +196,16 @@ impl Stages {
             }
             (Some(SelectionSpec::Critic(_)), Some(critic)) => {
                 stages.selector = Box::new(select::CriticSelector::new(critic));
+            }
+            (Some(SelectionSpec::Consistency), _) => {
+                if m.action.past == 0 {
+                    return Err(Error::field(
+                        &m.path,
+                        "steering.selection.by",
+                        "consistency scores the past actions a model predicts: set [action] past to their number",
+                    ));
+                }
+                stages.selector = Box::new(select::ConsistencySelector::new(m.action.past));
             }
             _ => {}
         }

@@ -24,6 +24,9 @@ pub struct SelectInput<'a> {
     pub observation: &'a [f32],
     /// The newest raw frame.
     pub frame: &'a Frame,
+    /// For a past-token model (`[action] past = P`): the P actions executed just before this chunk
+    /// (normalized, `[P, A]`), when a previous chunk was executed.
+    pub executed_past: Option<&'a [f32]>,
 }
 
 /// Picks the candidate to execute.
@@ -152,6 +155,42 @@ impl Selector for CriticSelector {
 
     fn use_batch(&mut self, rows: usize) -> crate::Result<()> {
         self.model.use_batch(rows)
+    }
+}
+
+/// Consistency with the executed past (Past-Token Prediction, 2025): a model that also predicts the P
+/// actions it already executed scores each candidate by `-|| predicted_past - executed_past ||^2`
+/// (normalized action space). Without an executed past yet (the first chunk of an episode), every score
+/// is 0 and candidate 0 runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsistencySelector {
+    past: usize,
+}
+
+impl ConsistencySelector {
+    pub fn new(past: usize) -> Self {
+        ConsistencySelector { past }
+    }
+}
+
+impl Selector for ConsistencySelector {
+    fn select(&mut self, input: &SelectInput<'_>, scores: &mut [f32]) -> usize {
+        let Some(done) = input.executed_past else {
+            scores.fill(0.0);
+            return 0;
+        };
+        let c = &input.chunk;
+        let per = c.horizon * c.joints;
+        let n = self.past * c.joints;
+        for (i, s) in scores.iter_mut().enumerate().take(c.candidates) {
+            let predicted = &c.normalized[i * per..i * per + n];
+            *s = -predicted.iter().zip(done).map(|(p, d)| (p - d) * (p - d)).sum::<f32>();
+        }
+        argmax(scores)
+    }
+
+    fn name(&self) -> &'static str {
+        "consistency"
     }
 }
 
