@@ -278,19 +278,9 @@ impl SimNode {
                         let _ = p.publish(&imu);
                     }
                     if let (Some(p), Some(t)) = (target_pub.as_mut(), target) {
-                        let mut v = VectorSample::default();
-                        v.header.seq = seq;
-                        v.header.stamp_ns = stamp_now_ns();
-                        let _ = v.values.push(t[0] as f32);
-                        let _ = v.values.push(t[1] as f32);
-                        let _ = p.publish(&v);
+                        let _ = p.publish(&xy_sample(seq, t));
                         if let Some((p, c)) = obstacle_pub.as_mut() {
-                            let mut v = VectorSample::default();
-                            v.header.seq = seq;
-                            v.header.stamp_ns = stamp_now_ns();
-                            let _ = v.values.push(c[0] as f32);
-                            let _ = v.values.push(c[1] as f32);
-                            let _ = p.publish(&v);
+                            let _ = p.publish(&xy_sample(seq, *c));
                         }
                     }
                     let now = Instant::now();
@@ -388,4 +378,14 @@ impl Drop for SimHandle {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A point in the plane as a `Vector` message (the task's target, its obstacle), stamped now.
+fn xy_sample(seq: u64, xy: [f64; 2]) -> VectorSample {
+    let mut v = VectorSample::default();
+    v.header.seq = seq;
+    v.header.stamp_ns = stamp_now_ns();
+    let _ = v.values.push(xy[0] as f32);
+    let _ = v.values.push(xy[1] as f32);
+    v
 }
