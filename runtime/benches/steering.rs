@@ -1,6 +1,7 @@
 //! What steering costs (issue 8's bench): chunk latency of the inference worker on models/reach-dp (10 DDIM
 //! steps) with N = 1, 4, 8, 16 candidates relative to N = 1, and at N = 8 each steering stage relative to
-//! the bare sampler, all measured in this one process. The stage graphs are the hand-set test models of
+//! the bare sampler, all measured in this one process, the configurations of each table interleaved in 10
+//! rounds so that the machine's drift spreads over all of them. The stage graphs are the hand-set test models of
 //! models/steering-test (their cost is that of a small graph call, which is what a trained stage of the
 //! same size costs too).
 //!
@@ -19,7 +20,7 @@ use coxswain::policy::{Policy, PolicyOptions};
 use coxswain_config::Robot;
 
 const WARMUP: usize = 30;
-const ITERS: usize = 300;
+const ITERS: usize = 400;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -39,39 +40,71 @@ fn steered(name: &str, steering: &str) -> PathBuf {
     dir
 }
 
-/// p50 and p99 of the worker's whole inference (request to chunk), microseconds.
-fn chunk_latency(rt: &OrtRuntime, robot: &Robot, model: &Path, candidates: usize) -> (f64, f64) {
-    let options = PolicyOptions { candidates, ..PolicyOptions::default() };
-    let policy = Policy::load(rt, model, &options).unwrap();
-    let mut worker = InferenceWorker::steered(policy, robot, RtcMode::Inpaint, 1).unwrap();
-    let mut frames: Vec<_> = (0..4).map(|_| worker.policy().new_frame()).collect();
-    for f in &mut frames {
-        f.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
-        f.set("target", &[0.22, 0.38]).unwrap();
-        let _ = f.set("obstacle", &[0.38, 0.03]);
+/// One configuration's inference worker, fed like the runtime feeds it, timed per chunk (request to chunk).
+struct Bench {
+    worker: InferenceWorker,
+    frames: Vec<coxswain::policy::Frame>,
+    buffers: Vec<Box<[f64]>>,
+    seq: u64,
+    lat: Vec<f64>,
+}
+
+impl Bench {
+    fn new(rt: &OrtRuntime, robot: &Robot, model: &Path, candidates: usize) -> Bench {
+        let options = PolicyOptions { candidates, ..PolicyOptions::default() };
+        let policy = Policy::load(rt, model, &options).unwrap();
+        let worker = InferenceWorker::steered(policy, robot, RtcMode::Inpaint, 1).unwrap();
+        let mut frames: Vec<_> = (0..4).map(|_| worker.policy().new_frame()).collect();
+        for f in &mut frames {
+            f.set("joint_pos", &[-1.2, 1.0, 0.6]).unwrap();
+            f.set("target", &[0.22, 0.38]).unwrap();
+            let _ = f.set("obstacle", &[0.38, 0.03]);
+        }
+        let buffers = (0..4).map(|_| vec![0.0; 48].into_boxed_slice()).collect();
+        let mut b = Bench { worker, frames, buffers, seq: 0, lat: Vec::new() };
+        b.run(WARMUP);
+        b.lat.clear();
+        b
     }
-    let mut buffers: Vec<Box<[f64]>> = (0..4).map(|_| vec![0.0; 48].into_boxed_slice()).collect();
-    let mut lat = Vec::with_capacity(ITERS);
-    for seq in 1..=(WARMUP + ITERS) as u64 {
-        let frame = frames.pop().unwrap();
-        let rtc = (seq > 1).then_some(RtcRequest { prev_seq: seq - 1, executed: 8, delay: 2 });
-        let request = ObservationRequest { seq, t_s: seq as f64 * 0.8, sent_t_s: 0.0, infer: true, rtc };
-        let t = Instant::now();
-        let msg = worker.handle(
-            WorkerRequest::Observe { frame, request },
-            &mut |f| frames.push(f),
-            &mut || buffers.pop(),
-            &mut |e| panic!("{e}"),
-        );
-        let dt = t.elapsed().as_secs_f64() * 1e6;
-        buffers.push(msg.expect("a chunk").actions_rad);
-        if seq as usize > WARMUP {
-            lat.push(dt);
+
+    fn run(&mut self, chunks: usize) {
+        for _ in 0..chunks {
+            self.seq += 1;
+            let seq = self.seq;
+            let frame = self.frames.pop().unwrap();
+            let rtc = (seq > 1).then_some(RtcRequest { prev_seq: seq - 1, executed: 8, delay: 2 });
+            let request = ObservationRequest { seq, t_s: seq as f64 * 0.8, sent_t_s: 0.0, infer: true, rtc };
+            let (frames, buffers) = (&mut self.frames, &mut self.buffers);
+            let t = Instant::now();
+            let msg = self.worker.handle(
+                WorkerRequest::Observe { frame, request },
+                &mut |f| frames.push(f),
+                &mut || buffers.pop(),
+                &mut |e| panic!("{e}"),
+            );
+            self.lat.push(t.elapsed().as_secs_f64() * 1e6);
+            buffers.push(msg.expect("a chunk").actions_rad);
         }
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99))
+
+    /// p50 and p99, microseconds.
+    fn stats(&mut self) -> (f64, f64) {
+        self.lat.sort_by(|a, b| a.total_cmp(b));
+        let at = |p: f64| self.lat[((self.lat.len() - 1) as f64 * p).round() as usize];
+        (at(0.5), at(0.99))
+    }
+}
+
+/// Runs the configurations in interleaved rounds (so that the machine's drift spreads over all of them) and
+/// returns each one's p50 and p99.
+fn interleaved(mut benches: Vec<Bench>) -> Vec<(f64, f64)> {
+    const ROUNDS: usize = 10;
+    for _ in 0..ROUNDS {
+        for b in &mut benches {
+            b.run(ITERS / ROUNDS);
+        }
+    }
+    benches.iter_mut().map(Bench::stats).collect()
 }
 
 /// A first-order motor per joint, measured exactly: enough for the controller to run its chunks.
@@ -153,13 +186,10 @@ fn main() {
     println!("steering bench: models/reach-dp (10 DDIM steps, 16 x 3 actions), 1 intra-op thread, {ITERS} chunks after {WARMUP} warm-up, RTC inpainting on");
     println!("\ncandidates (one batched model call per step)");
     println!("{:<6} {:>20} {:>10}", "N", "p50 / p99 us", "p50 / N=1");
-    let mut one = 0.0;
-    for n in [1, 4, 8, 16] {
-        let (p50, p99) = chunk_latency(rt, &robot, &base, n);
-        if n == 1 {
-            one = p50;
-        }
-        println!("{:<6} {:>20} {:>10.2}", n, format!("{p50:.0} / {p99:.0}"), p50 / one);
+    let counts = [1, 4, 8, 16];
+    let results = interleaved(counts.iter().map(|n| Bench::new(rt, &robot, &base, *n)).collect());
+    for (n, (p50, p99)) in counts.iter().zip(&results) {
+        println!("{:<6} {:>20} {:>10.2}", n, format!("{p50:.0} / {p99:.0}"), p50 / results[0].0);
     }
     let guidance = "[steering.fields]\nobstacle = 2\n[steering.guidance]\nscale = 4.0\n\
         [[steering.guidance.costs]]\nkind = \"keep_out\"\nradius_m = 0.09\ncenter_m = [0.38, 0.03]\ncenter_from = \"obstacle\"\n\
@@ -181,15 +211,13 @@ fn main() {
     ];
     println!("\nstages at N = 8, relative to the bare sampler");
     println!("{:<34} {:>20} {:>10}", "stage", "p50 / p99 us", "p50 ratio");
-    let mut bare = 0.0;
-    for (i, (name, text)) in stages.iter().enumerate() {
-        let dir = steered(&format!("{i}"), text);
-        let (p50, p99) = chunk_latency(rt, &robot, &dir, 8);
-        if i == 0 {
-            bare = p50;
-        }
-        println!("{:<34} {:>20} {:>10.2}", name, format!("{p50:.0} / {p99:.0}"), p50 / bare);
-        let _ = std::fs::remove_dir_all(&dir);
+    let dirs: Vec<PathBuf> = stages.iter().enumerate().map(|(i, (_, text))| steered(&format!("{i}"), text)).collect();
+    let results = interleaved(dirs.iter().map(|d| Bench::new(rt, &robot, d, 8)).collect());
+    for ((name, _), (p50, p99)) in stages.iter().zip(&results) {
+        println!("{:<34} {:>20} {:>10.2}", name, format!("{p50:.0} / {p99:.0}"), p50 / results[0].0);
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(&d);
     }
     println!("\ntick-rate residual (residual-pull.onnx, one [1, 3] call per tick), lockstep ticks at N = 1");
     println!("{:<34} {:>20} {:>10} {:>18}", "", "tick p50 / p99 us", "p50 ratio", "residual call us");
