@@ -481,6 +481,7 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
     let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> =
         policy.encoder_graphs().zip(&m.encoders).map(|(g, e)| (e.name.as_str(), g)).collect();
     graphs.push(("head", policy.head()));
+    graphs.extend(policy.steering_models().graphs());
     for (name, g) in graphs {
         out!("graph {name}: {}", g.path().display());
         for s in g.inputs() {

@@ -500,3 +500,14 @@ fn explore_without_a_noise_policy_is_refused_naming_the_field() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stderr(&o).contains("steering.noise"), "{}", stderr(&o));
 }
+
+#[test]
+fn inspect_lists_the_steering_stages_and_their_graphs() {
+    let dir = steered("inspect", "[steering.selection]\nby = \"critic\"\nonnx = \"@critic-clearance.onnx\"\n");
+    let o = coxswain(&["inspect", dir.to_str().unwrap(), "--candidates", "2", "--runs", "2"], &[]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("steering   in order: selection by critic"), "{out}");
+    assert!(out.contains("graph critic:") && out.contains("out  q "), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

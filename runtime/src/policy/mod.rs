@@ -478,6 +478,11 @@ impl Policy {
         self.hooks.push(hook);
     }
 
+    /// The `[steering]` graphs opened at load (until the inference worker takes them).
+    pub fn steering_models(&self) -> &crate::steering::SteeringModels {
+        &self.steering
+    }
+
     /// Hands over the `[steering]` graphs opened at load (once; later calls get none).
     pub fn take_steering_models(&mut self) -> crate::steering::SteeringModels {
         std::mem::take(&mut self.steering)

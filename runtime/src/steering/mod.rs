@@ -4,19 +4,24 @@
 //!
 //! The order, every stage optional:
 //!
-//! 1. **noise**: seeded Gaussian, or a noise policy of the observation ([`noise_policy`], DSRL);
+//! 1. **noise**: seeded Gaussian, or a noise policy of the observation ([`noise_policy`], DSRL), exploring
+//!    around its mean for data collection;
 //! 2. **sampler with guidance and RTC**: per-step hooks in both samplers ([`hook`]): guided RTC or RTC
 //!    inpainting ([`rtc`]) and cost guidance ([`guidance`], costs in [`cost`]);
-//! 3. **candidates**: N chunks from one batched model call per step;
+//! 3. **candidates**: N chunks from one batched model call per step, N (and DDIM's steps) lowered when the
+//!    inference would miss its budget ([`deadline`]);
 //! 4. **edit**: EXPO's bounded edit of every candidate ([`edit`]);
-//! 5. **selection**: first, cost or critic ([`select`]) over the base and edited candidates;
+//! 5. **selection**: first, cost, critic or past-token consistency ([`select`]) over the base and edited
+//!    candidates;
 //! 6. **chunk residual**: a bounded correction of the chosen chunk ([`residual`]);
-//! 7. chunk validation by the controller, then the **safety filter** on every tick's command.
+//! 7. chunk validation by the controller; then, every control tick, the **tick residual** (a bounded
+//!    correction of the interpolated action, [`residual::TickResidual`]) and the **safety filter**.
 //!
 //! The ONNX graphs (noise policy, critic, edit, residual) are opened and checked against the policy's
 //! shapes when the policy is loaded ([`SteeringModels`]), so `coxswain check` reports a graph that does
-//! not fit; the costs need the robot description and are bound when the inference worker is built
-//! ([`Stages::build`]).
+//! not fit; the costs need the robot description and are bound when the stages are built
+//! ([`Stages::build`], called by [`Controller::with_worker`](crate::control::Controller::with_worker),
+//! which puts the tick residual in the controller and the rest in the inference worker).
 
 pub mod config;
 pub mod cost;
@@ -49,6 +54,24 @@ pub struct SteeringModels {
 }
 
 impl SteeringModels {
+    /// The stage graphs with their stage names, for `coxswain inspect`.
+    pub fn graphs(&self) -> Vec<(&'static str, &crate::onnx::Graph)> {
+        let mut v = Vec::new();
+        if let Some((m, _)) = &self.noise {
+            v.push(("noise policy", m.graph()));
+        }
+        if let Some(m) = &self.edit {
+            v.push(("edit", m.graph()));
+        }
+        if let Some(m) = &self.critic {
+            v.push(("critic", m.graph()));
+        }
+        if let Some(m) = &self.residual {
+            v.push(("residual", m.graph()));
+        }
+        v
+    }
+
     pub(crate) fn open(
         runtime: &OrtRuntime,
         session: &SessionConfig,
