@@ -62,6 +62,7 @@ fn demo_options(episodes: usize, episode_s: Option<f64>, seed: u64) -> DemoOptio
         latency: coxswain::control::lockstep::Latency::Ticks(2),
         connect_wait_s: 5.0,
         record: None,
+        scenario: None,
     }
 }
 

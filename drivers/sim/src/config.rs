@@ -36,6 +36,11 @@ pub struct SimConfig {
     pub motor_time_constant_s: f64,
     #[serde(default)]
     pub position_noise_std_rad: f64,
+    /// A calibration error: each joint's encoder reads its true angle plus this (one value per joint;
+    /// empty for none). The motors hold the commanded encoder angle, so the tool ends up where the true
+    /// angles put it, and the task (target distance, obstacle) is scored there.
+    #[serde(default)]
+    pub joint_offset_rad: Vec<f64>,
 }
 
 impl SimConfig {
@@ -44,6 +49,16 @@ impl SimConfig {
         let Some(s) = robot.read_table::<SimConfig>("sim")? else { return Ok(None) };
         positive(robot, "sim.motor_time_constant_s", s.motor_time_constant_s)?;
         non_negative(robot, "sim.position_noise_std_rad", s.position_noise_std_rad)?;
+        let n = robot.joints.len();
+        if !(s.joint_offset_rad.is_empty() || s.joint_offset_rad.len() == n)
+            || s.joint_offset_rad.iter().any(|v| !v.is_finite())
+        {
+            return Err(field_error(
+                robot,
+                "sim.joint_offset_rad",
+                format!("needs {n} finite values (one per joint), got {:?}", s.joint_offset_rad),
+            ));
+        }
         Ok(Some(s))
     }
 }
@@ -132,7 +147,10 @@ mod tests {
     fn the_simulator_reads_its_own_tables_from_the_description() {
         let robot = sim_arm(|t| t);
         let sim = SimConfig::from_robot(&robot).unwrap().unwrap();
-        assert_eq!(sim, SimConfig { motor_time_constant_s: 0.05, position_noise_std_rad: 0.0005 });
+        assert_eq!(
+            sim,
+            SimConfig { motor_time_constant_s: 0.05, position_noise_std_rad: 0.0005, joint_offset_rad: Vec::new() }
+        );
         let reach = ReachConfig::from_robot(&robot).unwrap().unwrap();
         assert_eq!(reach.episode_duration_s, 8.0);
         assert_eq!(reach.obstacle_center_m, [0.38, 0.03]);

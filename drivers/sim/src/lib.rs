@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod node;
+pub mod scenario;
 pub mod task;
 
 pub use arm::ArmModel;
@@ -24,4 +25,5 @@ pub use config::{ReachConfig, SimConfig};
 pub use error::SimError;
 pub use faults::Faults;
 pub use node::{SimHandle, SimNode, SimOptions};
+pub use scenario::Scenario;
 pub use task::{Episode, ReachTask};

@@ -32,6 +32,8 @@ pub struct ReachTask {
     upper: Vec<f64>,
     chain: coxswain_config::Chain,
     min_clearance_m: f64,
+    /// `[sim] joint_offset_rad`: encoder angle minus true angle, per joint (zeros for none).
+    offset_rad: Vec<f64>,
 }
 
 impl ReachTask {
@@ -39,6 +41,10 @@ impl ReachTask {
     /// is invalid.
     pub fn from_robot(robot: &Robot) -> Result<Option<ReachTask>, ConfigError> {
         let Some(config) = ReachConfig::from_robot(robot)? else { return Ok(None) };
+        let offset_rad = match crate::config::SimConfig::from_robot(robot)? {
+            Some(s) if !s.joint_offset_rad.is_empty() => s.joint_offset_rad,
+            _ => vec![0.0; robot.joints.len()],
+        };
         Ok(Some(ReachTask {
             config,
             default_pose: robot.default_pose(),
@@ -46,6 +52,7 @@ impl ReachTask {
             upper: robot.joints.iter().map(|j| j.position_limits_rad.1).collect(),
             chain: robot.chain.clone(),
             min_clearance_m: f64::INFINITY,
+            offset_rad,
         }))
     }
 
@@ -70,9 +77,15 @@ impl ReachTask {
         Episode { start_rad, target_m }
     }
 
-    /// The tool point in the plane, m.
+    /// The tool point in the plane, m, for the joints' encoder angles `q` (the true angles are `q` minus
+    /// the calibration offset, when `[sim]` declares one).
     pub fn tool_xy(&self, q: &[f64]) -> [f64; 2] {
-        let p = self.chain.tool_position(q);
+        let mut true_q = [0.0f64; 32];
+        let n = q.len().min(true_q.len());
+        for (i, t) in true_q.iter_mut().enumerate().take(n) {
+            *t = q[i] - self.offset_rad.get(i).copied().unwrap_or(0.0);
+        }
+        let p = self.chain.tool_position(&true_q[..n]);
         [p.x, p.y]
     }
 

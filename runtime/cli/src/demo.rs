@@ -72,6 +72,9 @@ pub struct DemoOptions {
     pub connect_wait_s: f64,
     /// Record the run (MCAP) with these options.
     pub record: Option<RecordOptions>,
+    /// A scenario file (`firmware-configs/scenarios/`) that changes the built-in simulator's world or
+    /// dynamics ([`coxswain_sim::Scenario`]).
+    pub scenario: Option<PathBuf>,
 }
 
 /// One episode's result.
@@ -309,6 +312,9 @@ fn validate(opts: &DemoOptions) -> anyhow::Result<()> {
             bail!("--episode-s {s}: an episode needs a positive, finite duration in seconds");
         }
     }
+    if opts.external && opts.scenario.is_some() {
+        bail!("--scenario changes the built-in simulator; an --external robot is whatever it is");
+    }
     if opts.external && opts.clock == Clock::Sim {
         bail!("--external talks to a robot in real time; --clock sim runs the built-in simulated arm");
     }
@@ -336,7 +342,12 @@ pub fn run(
     interrupted: &AtomicBool,
 ) -> anyhow::Result<DemoSummary> {
     validate(opts)?;
-    let robot = crate::robot::load(&opts.robot)?;
+    let mut robot = crate::robot::load(&opts.robot)?;
+    if let Some(path) = &opts.scenario {
+        let s = coxswain_sim::Scenario::load(path)?;
+        s.apply(&mut robot)?;
+        progress(&format!("scenario {}: {}", s.name, s.description.as_deref().unwrap_or("")));
+    }
     let policy = Policy::load(ort, &opts.policy, &opts.policy_options)?;
     let metadata = match &opts.record {
         Some(_) => run_metadata(&run_info(opts, &robot), &opts.robot, &policy)?,

@@ -197,6 +197,10 @@ struct RunArgs {
     /// records the draw and its log-probability. Needs `[steering.noise]` with a `log_std` output.
     #[arg(long)]
     explore: bool,
+    /// A scenario file that changes the built-in simulator's world or dynamics, e.g.
+    /// firmware-configs/scenarios/slow-motors.toml (not with --external).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
     #[command(flatten)]
     ort: OrtArgs,
 }
@@ -310,6 +314,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         record_max_mib,
         record_max_s,
         explore,
+        scenario,
         ort,
     } = args;
     let record = match record {
@@ -370,6 +375,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         latency,
         connect_wait_s,
         record,
+        scenario,
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

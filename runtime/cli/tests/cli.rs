@@ -511,3 +511,31 @@ fn inspect_lists_the_steering_stages_and_their_graphs() {
     assert!(out.contains("graph critic:") && out.contains("out  q "), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_scenario_changes_the_simulated_world_and_a_bad_one_is_refused_naming_its_field() {
+    // The shipped scenarios load and run.
+    for s in ["slow-motors", "joint-offset", "obstacle-moved"] {
+        let path = format!("firmware-configs/scenarios/{s}.toml");
+        let o = sim_run("firmware-configs/sim-arm.toml", &["--scenario", &path]);
+        assert!(o.status.success(), "{s}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains(&format!("scenario {s}:")), "{s}: {}", stdout(&o));
+    }
+    // The moved obstacle changes the outcome of the same seeded episode (it lies across the learned path).
+    let base = stdout(&sim_run("firmware-configs/sim-arm.toml", &["--seed", "4"]));
+    let moved = stdout(&sim_run(
+        "firmware-configs/sim-arm.toml",
+        &["--seed", "4", "--scenario", "firmware-configs/scenarios/obstacle-moved.toml"],
+    ));
+    let clearance = |out: &str| out.lines().find(|l| l.contains("closest to the obstacle")).map(str::to_string);
+    assert_ne!(clearance(&base), clearance(&moved), "{base}\n{moved}");
+    // A wrong field names the scenario file and the field; with an external robot it is refused.
+    let dir = temp_dir("scenario");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[scenario]\nname = \"bad\"\n[sim]\nmotor_time_constant_s = -1.0\n").unwrap();
+    let o = sim_run("firmware-configs/sim-arm.toml", &["--scenario", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("bad.toml") && stderr(&o).contains("sim.motor_time_constant_s"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
