@@ -343,14 +343,30 @@ pub fn run(
 ) -> anyhow::Result<DemoSummary> {
     validate(opts)?;
     let mut robot = crate::robot::load(&opts.robot)?;
+    let mut scenario = None;
     if let Some(path) = &opts.scenario {
         let s = coxswain_sim::Scenario::load(path)?;
         s.apply(&mut robot)?;
         progress(&format!("scenario {}: {}", s.name, s.description.as_deref().unwrap_or("")));
+        scenario = Some(s);
     }
     let policy = Policy::load(ort, &opts.policy, &opts.policy_options)?;
     let metadata = match &opts.record {
-        Some(_) => run_metadata(&run_info(opts, &robot), &opts.robot, &policy)?,
+        Some(_) => {
+            let mut m = run_metadata(&run_info(opts, &robot), &opts.robot, &policy)?;
+            // The world the simulator had, for whoever learns from the recording.
+            if let Some(s) = &scenario {
+                m.push((
+                    coxswain::record::SCENARIO_METADATA.to_string(),
+                    std::collections::BTreeMap::from([
+                        ("name".to_string(), s.name.clone()),
+                        ("path".to_string(), s.path.display().to_string()),
+                        ("text".to_string(), s.text.clone()),
+                    ]),
+                ));
+            }
+            m
+        }
         None => Vec::new(),
     };
     match opts.clock {

@@ -529,9 +529,21 @@ fn a_scenario_changes_the_simulated_world_and_a_bad_one_is_refused_naming_its_fi
     ));
     let clearance = |out: &str| out.lines().find(|l| l.contains("closest to the obstacle")).map(str::to_string);
     assert_ne!(clearance(&base), clearance(&moved), "{base}\n{moved}");
-    // A wrong field names the scenario file and the field; with an external robot it is refused.
+    // A recording names the scenario, and still replays (the controller's inputs are recorded).
     let dir = temp_dir("scenario");
-    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("rec");
+    let o = sim_run(
+        "firmware-configs/sim-arm.toml",
+        &["--scenario", "firmware-configs/scenarios/slow-motors.toml", "--record", rec.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recording = coxswain::record::read_dir(&rec).unwrap();
+    let s = recording.last_metadata(coxswain::record::SCENARIO_METADATA).expect("the scenario's metadata");
+    assert_eq!(s.get("name").map(String::as_str), Some("slow-motors"));
+    assert!(s["text"].contains("motor_time_constant_s = 0.5"));
+    let o = coxswain(&["replay", rec.to_str().unwrap()], &[]);
+    assert!(stdout(&o).contains("replay: identical, bit for bit"), "{}{}", stdout(&o), stderr(&o));
+    // A wrong field names the scenario file and the field.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[scenario]\nname = \"bad\"\n[sim]\nmotor_time_constant_s = -1.0\n").unwrap();
     let o = sim_run("firmware-configs/sim-arm.toml", &["--scenario", bad.to_str().unwrap()]);

@@ -26,7 +26,7 @@ pub use error::{RecordError, RecordResult};
 pub use reader::{list_dir, read_dir, read_files, read_recording, RecordedChannel, RecordedMessage, Recording};
 pub use run::{
     run_channels, ChunkRecord, RecordItem, RecorderEnd, RecorderThread, RunRecorder, CHUNK_TOPIC, EVENT_TOPIC,
-    POLICY_METADATA, ROBOT_METADATA, RUN_METADATA, TICK_TOPIC,
+    POLICY_METADATA, ROBOT_METADATA, RUN_METADATA, SCENARIO_METADATA, TICK_TOPIC,
 };
 pub use schema::{
     foxglove_log_channel, json_schema_for, ChannelSpec, FoxgloveLog, FoxgloveTime, LogLevel, FOXGLOVE_LOG_SCHEMA,
