@@ -256,8 +256,9 @@ impl Costs {
             if w == 0.0 {
                 continue;
             }
-            match self.terms[ti].kind.clone_small() {
-                Small::JointLimits(margin) => {
+            match &self.terms[ti].kind {
+                CostKind::JointLimits { margin_rad } => {
+                    let margin = *margin_rad;
                     for (i, v) in q.iter().enumerate() {
                         let (lo, hi) = self.limits[i % a];
                         let below = lo + margin - v;
@@ -272,7 +273,7 @@ impl Costs {
                         }
                     }
                 }
-                Small::Workspace(min, max) => {
+                CostKind::Workspace { min_m: min, max_m: max } => {
                     for h in 0..h_len {
                         let p = self.tool[h];
                         for ax in 0..3 {
@@ -289,8 +290,8 @@ impl Costs {
                         }
                     }
                 }
-                Small::KeepOut(center, radius) => {
-                    let c = self.point(ti, center, ctx);
+                CostKind::KeepOut { center_m, radius_m, .. } => {
+                    let (c, radius) = (self.point(ti, *center_m, ctx), *radius_m);
                     for h in 0..h_len {
                         let d = self.tool[h] - c;
                         let dist = d.norm();
@@ -301,8 +302,8 @@ impl Costs {
                         }
                     }
                 }
-                Small::Goal(target, every) => {
-                    let g = self.point(ti, target, ctx);
+                CostKind::Goal { target_m, every_action, .. } => {
+                    let (g, every) = (self.point(ti, *target_m, ctx), *every_action);
                     let range = if every { 0..h_len } else { h_len.saturating_sub(1)..h_len };
                     for h in range {
                         let d = self.tool[h] - g;
@@ -310,7 +311,7 @@ impl Costs {
                         self.dp[h] += d * (w * 2.0);
                     }
                 }
-                Small::Smoothness => {
+                CostKind::Smoothness => {
                     for h in 1..h_len.saturating_sub(1) {
                         for c in 0..a {
                             let d = q[(h + 1) * a + c] - 2.0 * q[h * a + c] + q[(h - 1) * a + c];
@@ -321,7 +322,7 @@ impl Costs {
                         }
                     }
                 }
-                Small::RtcPrefix => {
+                CostKind::RtcPrefix => {
                     if let Some((prev, weights)) = ctx.rtc {
                         for (i, v) in q.iter().enumerate() {
                             let wi = weights[i / a] as f64;
@@ -353,28 +354,5 @@ impl Costs {
             }
         }
         total
-    }
-}
-
-/// The parameters of a term, copied out so that `evaluate` can borrow its buffers mutably.
-enum Small {
-    JointLimits(f64),
-    Workspace([f64; 3], [f64; 3]),
-    KeepOut([f64; 3], f64),
-    Goal([f64; 3], bool),
-    Smoothness,
-    RtcPrefix,
-}
-
-impl CostKind {
-    fn clone_small(&self) -> Small {
-        match self {
-            CostKind::JointLimits { margin_rad } => Small::JointLimits(*margin_rad),
-            CostKind::Workspace { min_m, max_m } => Small::Workspace(*min_m, *max_m),
-            CostKind::KeepOut { center_m, radius_m, .. } => Small::KeepOut(*center_m, *radius_m),
-            CostKind::Goal { target_m, every_action, .. } => Small::Goal(*target_m, *every_action),
-            CostKind::Smoothness => Small::Smoothness,
-            CostKind::RtcPrefix => Small::RtcPrefix,
-        }
     }
 }
