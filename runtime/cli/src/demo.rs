@@ -26,7 +26,7 @@ use coxswain::control::runner::{ControlReport, TimedEvent};
 use coxswain::control::{ControlStats, Controller, Event, ExecutionOptions};
 use coxswain::onnx::OrtRuntime;
 use coxswain::policy::{Policy, PolicyOptions};
-use coxswain::record::{ChunkRecord, RecordOptions, RecordingSummary, RunRecorder};
+use coxswain::record::{ChunkRecord, EpisodeRecord, RecordOptions, RecordingSummary, RunRecorder};
 use coxswain::replay::{run_metadata, RunInfo};
 use coxswain::rt::{Histogram, RtOptions};
 use coxswain::runtime::{RecordSetup, RuntimeEvent, RuntimeOptions};
@@ -97,6 +97,8 @@ pub struct DemoSummary {
     pub work: Option<Histogram>,
     pub overruns: u64,
     pub inference: Histogram,
+    /// Wall time the inference thread spent on each chunk (policy and steering stages), simulated clock.
+    pub compute: Option<Histogram>,
     pub inferences: u64,
     pub inference_failures: u64,
     /// The steering stages the manifest built (empty: none), and the inference worker's counters.
@@ -159,6 +161,63 @@ impl std::fmt::Display for RecordingOutcome {
 }
 
 impl DemoSummary {
+    /// The summary as one JSON object (`coxswain run --summary-json`): every episode's outcome, the counts
+    /// the text summary prints, and the latency quantiles in milliseconds, for scripts that compare runs.
+    pub fn to_json(&self) -> serde_json::Value {
+        let n = self.episodes.len();
+        let ms = |h: &Histogram| {
+            let s = h.summary();
+            serde_json::json!({
+                "count": s.count,
+                "p50_ms": s.p50_ns as f64 / 1e6,
+                "p99_ms": s.p99_ns as f64 / 1e6,
+                "max_ms": s.max_ns as f64 / 1e6,
+            })
+        };
+        let s = &self.stats;
+        let w = &self.worker;
+        serde_json::json!({
+            "clock": match self.clock { Clock::Sim => "sim", Clock::Real => "real" },
+            "episodes_asked": self.episodes_asked,
+            "episodes": self.episodes.iter().map(|e| serde_json::json!({
+                "success": e.success,
+                "final_distance_m": e.final_distance_m,
+                "min_clearance_m": e.min_clearance_m,
+            })).collect::<Vec<_>>(),
+            "successes": self.episodes.iter().filter(|e| e.success).count(),
+            "collisions": self.episodes.iter().filter(|e| e.min_clearance_m < 0.0).count(),
+            "mean_final_distance_m": if n > 0 {
+                Some(self.episodes.iter().map(|e| e.final_distance_m).sum::<f64>() / n as f64)
+            } else {
+                None
+            },
+            "safety_interventions": s.safety_interventions,
+            "estops": s.estops,
+            "ended_early": self.ended_early,
+            "stop_completed": self.stop_completed,
+            "inferences": self.inferences,
+            "inference_failures": self.inference_failures,
+            "latency": ms(&self.inference),
+            "compute": self.compute.as_ref().map(ms),
+            "steering": self.steering,
+            "worker": {
+                "noise_failures": w.noise_failures,
+                "selection_failures": w.selection_failures,
+                "edits_chosen": w.edits_chosen,
+                "edit_failures": w.edit_failures,
+                "residual_applied": w.residual_applied,
+                "residual_dropped": w.residual_dropped,
+            },
+            "tick_residual": {
+                "applied": s.tick_residual.applied,
+                "dropped": s.tick_residual.dropped,
+                "late": s.tick_residual.late,
+            },
+            "simulated_s": self.simulated_s,
+            "wall_s": self.wall_s,
+        })
+    }
+
     pub fn success_rate(&self) -> f64 {
         if self.episodes.is_empty() {
             return 0.0;
@@ -233,6 +292,16 @@ impl std::fmt::Display for DemoSummary {
             s.delay_steps,
             self.inference_failures
         )?;
+        if let Some(c) = &self.compute {
+            let c = c.summary();
+            writeln!(
+                f,
+                "inference compute   p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms per chunk (wall time in the policy and its steering stages)",
+                c.p50_ns as f64 / 1e6,
+                c.p99_ns as f64 / 1e6,
+                c.max_ns as f64 / 1e6
+            )?;
+        }
         if !self.steering.is_empty() {
             let w = &self.worker;
             writeln!(
@@ -376,8 +445,7 @@ pub fn run(
                 Some(r) => Some(Rc::new(RefCell::new(SimRecording::new(RunRecorder::create(r, &metadata, 0)?)))),
                 None => None,
             };
-            let observer = recorder.clone().map(|r| sim_observer(r, opts.latency == Latency::Measured));
-            let mut summary = run_sim(robot, policy, opts, progress, interrupted, observer)?;
+            let mut summary = run_sim(robot, policy, opts, progress, interrupted, recorder.clone())?;
             if let Some(r) = recorder {
                 let r =
                     Rc::try_unwrap(r).map_err(|_| anyhow::anyhow!("the simulated run kept its recorder"))?.into_inner();
@@ -692,6 +760,7 @@ fn run_real(
         work: Some(c.work),
         overruns: c.overruns,
         inference: c.inference,
+        compute: None,
         inferences: report.inference.inferences,
         inference_failures: report.inference.failures,
         steering: steering_stages,
@@ -729,14 +798,14 @@ fn runtime_has_state(rt: &Runtime) -> bool {
     rt.status().stats.state_present
 }
 
-/// The lockstep run. `seen` also gets every tick, chunk and worker event (for a recorder).
-pub fn run_sim(
+/// The lockstep run. The recorder, if any, gets every tick, chunk and worker event, and each episode's outcome.
+fn run_sim(
     robot: Robot,
     policy: Policy,
     opts: &DemoOptions,
     progress: &mut dyn FnMut(&str),
     interrupted: &AtomicBool,
-    observer: Option<coxswain::control::lockstep::Observer>,
+    recorder: Option<Rc<RefCell<SimRecording>>>,
 ) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let episode_s = episode_duration_s(opts, &robot)?;
@@ -745,9 +814,18 @@ pub fn run_sim(
     let target_field = controller.vector_fields().iter().position(|n| n == "target");
     let obstacle_field = controller.vector_fields().iter().position(|n| n == "obstacle");
     let mut ls = Lockstep::new(controller, worker, frame, robot.control_hz, opts.latency)?;
-    if let Some(o) = observer {
-        ls.observe(o);
-    }
+    // Every chunk's wall time in the policy, whatever the latency model says it took.
+    let compute = Rc::new(RefCell::new(Histogram::default()));
+    let mut record = recorder.clone().map(|r| sim_observer(r, opts.latency == Latency::Measured));
+    let timed = compute.clone();
+    ls.observe(Box::new(move |seen| {
+        if let Seen::Chunk { chunk, .. } = &seen {
+            timed.borrow_mut().record((chunk.inference_s * 1e9) as u64);
+        }
+        if let Some(o) = record.as_mut() {
+            o(seen);
+        }
+    }));
     let mut plant = ArmPlant::new(&robot, opts.seed, target_field, obstacle_field)?;
     let ticks_per_episode = (episode_s * robot.control_hz).round() as u64;
     let mut events: Vec<Event> = Vec::new();
@@ -771,7 +849,9 @@ pub fn run_sim(
         disarmed
     };
     'episodes: for e in 0..opts.episodes {
+        let mut target_m = Vec::new();
         if let Some(ep) = plant.draw_episode() {
+            target_m = ep.target_m.to_vec();
             requests.push(Request::Home { target_rad: joints(&ep.start_rad) });
             let mut homing_seen = false;
             let limit = ls.ticks() + (30.0 * robot.control_hz) as u64;
@@ -809,6 +889,7 @@ pub fn run_sim(
         } else {
             requests.push(Request::Start);
         }
+        let start_t_s = ls.now_s();
         for k in 0..ticks_per_episode {
             let req = std::mem::take(&mut requests);
             step(&mut ls, &mut plant, &req, &mut events);
@@ -825,6 +906,20 @@ pub fn run_sim(
         let _ = tell(&mut events, progress, ls.now_s());
         if let Some(o) = plant.outcome() {
             results.push(score(e, opts.episodes, &o, progress));
+            if let Some(r) = &recorder {
+                let mut r = r.borrow_mut();
+                let record = EpisodeRecord {
+                    episode: e,
+                    start_t_s,
+                    end_t_s: ls.now_s(),
+                    success: o.success,
+                    final_distance_m: o.final_distance_m,
+                    min_clearance_m: o.min_clearance_m,
+                    target_m: std::mem::take(&mut target_m),
+                };
+                let res = r.recorder.episode(ls.ticks(), ls.now_s(), &record);
+                r.count(res);
+            }
         }
         for _ in 0..(0.1 * robot.control_hz) as u64 {
             step(&mut ls, &mut plant, &[], &mut events);
@@ -840,6 +935,7 @@ pub fn run_sim(
     let _ = tell(&mut events, progress, ls.now_s());
     let stats = ls.controller().stats();
     let ws = ls.worker().stats();
+    let compute_seen = compute.borrow().clone();
     Ok(DemoSummary {
         clock: Clock::Sim,
         episodes: results,
@@ -849,6 +945,7 @@ pub fn run_sim(
         work: None,
         overruns: 0,
         inference: ls.controller().latencies().clone(),
+        compute: Some(compute_seen),
         inferences: ws.inferences,
         inference_failures: ws.failures,
         steering: ls.worker().policy().manifest().steering.stage_names(),

@@ -201,6 +201,10 @@ struct RunArgs {
     /// firmware-configs/scenarios/slow-motors.toml (not with --external).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
+    /// Also write the summary as JSON to this file (every episode's outcome, the counts, the latency
+    /// quantiles), for scripts that compare runs.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
     #[command(flatten)]
     ort: OrtArgs,
 }
@@ -315,6 +319,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         record_max_s,
         explore,
         scenario,
+        summary_json,
         ort,
     } = args;
     let record = match record {
@@ -383,6 +388,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let summary = coxswain_cli::demo::run(rt, &opts, &mut |line| out!("{line}"), &interrupted)?;
     out!("{summary}");
+    if let Some(path) = &summary_json {
+        let text = serde_json::to_string_pretty(&summary.to_json()).context("encoding the summary")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("--summary-json {}: writing", path.display()))?;
+    }
     match summary.ended_early {
         Some(why) if why == "interrupted" => Err(Interrupted.into()),
         Some(why) => Err(EndedEarly(why).into()),

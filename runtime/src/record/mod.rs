@@ -25,8 +25,8 @@ pub mod writer;
 pub use error::{RecordError, RecordResult};
 pub use reader::{list_dir, read_dir, read_files, read_recording, RecordedChannel, RecordedMessage, Recording};
 pub use run::{
-    run_channels, ChunkRecord, RecordItem, RecorderEnd, RecorderThread, RunRecorder, CHUNK_TOPIC, EVENT_TOPIC,
-    POLICY_METADATA, ROBOT_METADATA, RUN_METADATA, SCENARIO_METADATA, TICK_TOPIC,
+    run_channels, ChunkRecord, EpisodeRecord, RecordItem, RecorderEnd, RecorderThread, RunRecorder, CHUNK_TOPIC,
+    EPISODE_END, EVENT_TOPIC, POLICY_METADATA, ROBOT_METADATA, RUN_METADATA, SCENARIO_METADATA, TICK_TOPIC,
 };
 pub use schema::{
     foxglove_log_channel, json_schema_for, ChannelSpec, FoxgloveLog, FoxgloveTime, LogLevel, FOXGLOVE_LOG_SCHEMA,

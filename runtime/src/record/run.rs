@@ -56,7 +56,7 @@ pub const POLICY_METADATA: &str = "coxswain.policy";
 pub const SCENARIO_METADATA: &str = "coxswain.scenario";
 
 const TICK_SCHEMA: &str = r#"{"title":"coxswain.Tick","type":"object","properties":{"tick":{"type":"integer"},"t_s":{"type":"number"},"lateness_ns":{"type":"integer"},"work_ns":{"type":"integer"},"state":{"type":"string"},"enable":{"type":"boolean"},"intervention":{"type":["string","null"]},"measured_rad":{"type":["array","null"],"items":{"type":["number","string"]}},"command_rad":{"type":["array","null"],"items":{"type":"number"}},"input":{"type":"object","description":"ControlInput (the chunk's actions are on /coxswain/chunk)"},"output":{"type":"object","description":"ControlOutput (without the observation frame)"}}}"#;
-const CHUNK_SCHEMA: &str = r#"{"title":"coxswain.Chunk","type":"object","properties":{"seq":{"type":"integer"},"t0_s":{"type":"number"},"requested_t_s":{"type":"number"},"received_t_s":{"type":["number","null"]},"rtc":{"type":"boolean"},"inference_s":{"type":["number","null"]},"deliver_tick":{"type":["integer","null"]},"accepted":{"type":"boolean"},"spliced":{"type":"boolean"},"rejection":{"type":["string","null"]},"latency_s":{"type":["number","null"]},"horizon":{"type":"integer"},"joints":{"type":"integer"},"candidates":{"type":"integer"},"actions_rad":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"initial_noise":{"type":"array","items":{"type":"number"}},"step_noise":{"type":"array","items":{"type":"number"}},"candidates_norm":{"type":"array","items":{"type":"number"}},"rtc_weights":{"type":["array","null"],"items":{"type":"number"}},"rtc_prefix":{"type":["array","null"],"items":{"type":"number"}},"selected":{"type":"integer"},"selector":{"type":"string"},"scores":{"type":"array","items":{"type":["number","string"]}}}}"#;
+const CHUNK_SCHEMA: &str = r#"{"title":"coxswain.Chunk","type":"object","properties":{"seq":{"type":"integer"},"t0_s":{"type":"number"},"requested_t_s":{"type":"number"},"received_t_s":{"type":["number","null"]},"rtc":{"type":"boolean"},"inference_s":{"type":["number","null"]},"deliver_tick":{"type":["integer","null"]},"accepted":{"type":"boolean"},"spliced":{"type":"boolean"},"rejection":{"type":["string","null"]},"latency_s":{"type":["number","null"]},"horizon":{"type":"integer"},"joints":{"type":"integer"},"candidates":{"type":"integer"},"actions_rad":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"initial_noise":{"type":"array","items":{"type":"number"}},"step_noise":{"type":"array","items":{"type":"number"}},"candidates_norm":{"type":"array","items":{"type":"number"}},"rtc_weights":{"type":["array","null"],"items":{"type":"number"}},"rtc_prefix":{"type":["array","null"],"items":{"type":"number"}},"selected":{"type":"integer"},"selector":{"type":"string"},"scores":{"type":"array","items":{"type":["number","string"]}},"noise_u":{"type":["array","null"],"items":{"type":"number"}},"noise_log_prob":{"type":["array","null"],"items":{"type":"number"}},"observation":{"type":"array","items":{"type":"number"}}}}"#;
 const EVENT_SCHEMA: &str = r#"{"title":"coxswain.Event","type":"object","properties":{"t_s":{"type":"number"},"tick":{"type":["integer","null"]},"kind":{"type":"string"},"text":{"type":"string"},"from":{"type":["string","null"]},"to":{"type":["string","null"]},"reason":{"type":["string","null"]},"detail":{"type":["object","null"]}}}"#;
 
 /// The recorder's channels, in [`ChannelId`] order.
@@ -123,6 +123,10 @@ pub struct ChunkRecord {
     pub noise_u: Option<Vec<f32>>,
     #[serde(default)]
     pub noise_log_prob: Option<Vec<f64>>,
+    /// The observation vector the graph received for this chunk (normalized, the manifest's term order):
+    /// the state a learner pairs with the chunk, its noise and its scores.
+    #[serde(default)]
+    pub observation: Vec<f32>,
 }
 
 impl ChunkRecord {
@@ -159,6 +163,7 @@ impl ChunkRecord {
             scores: trace.scores,
             noise_u: trace.exploration.as_ref().map(|(u, _)| u.clone()),
             noise_log_prob: trace.exploration.map(|(_, lp)| lp),
+            observation: worker.policy().observation_input().to_vec(),
         }
     }
 
@@ -197,6 +202,35 @@ struct EventMsg<'a> {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a Event>,
+}
+
+/// The event kind of an episode's outcome ([`RunRecorder::episode`]).
+pub const EPISODE_END: &str = "episode_end";
+
+/// One scored episode of a simulated task, as recorded on the event topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRecord {
+    /// 0-based.
+    pub episode: usize,
+    /// Control time the policy started and the episode was scored from, and when it ended.
+    pub start_t_s: f64,
+    pub end_t_s: f64,
+    pub success: bool,
+    /// The tool's distance from the target at the end (the simulator's true pose, not the encoders').
+    pub final_distance_m: f64,
+    /// The smallest distance from the tool to the obstacle's edge (negative: it went inside).
+    pub min_clearance_m: f64,
+    /// The episode's target (task frame, metres).
+    pub target_m: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct EpisodeMsg<'a> {
+    t_s: f64,
+    tick: Option<u64>,
+    kind: &'a str,
+    text: &'a str,
+    detail: &'a EpisodeRecord,
 }
 
 /// What became of a chunk, as the control thread said.
@@ -408,6 +442,22 @@ impl RunRecorder {
         let ns = self.time_ns(t_s);
         self.rec.write(self.event, ns, &msg)?;
         self.rec.write(self.log, ns, &FoxgloveLog::new(ns, LogLevel::Warning, "coxswain.runtime", text.to_string()))
+    }
+
+    /// How an episode of a simulated task ended (`kind` `episode_end`; the outcome is in `detail`): what a
+    /// learner reads as the episode's boundary, reward and success flag.
+    pub fn episode(&mut self, tick: u64, t_s: f64, outcome: &EpisodeRecord) -> RecordResult<()> {
+        let text = format!(
+            "episode {}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+            outcome.episode,
+            if outcome.success { "success" } else { "failure" },
+            1000.0 * outcome.final_distance_m,
+            1000.0 * outcome.min_clearance_m
+        );
+        let msg = EpisodeMsg { t_s, tick: Some(tick), kind: EPISODE_END, text: &text, detail: outcome };
+        let ns = self.time_ns(t_s);
+        self.rec.write(self.event, ns, &msg)?;
+        self.rec.write(self.log, ns, &FoxgloveLog::new(ns, LogLevel::Info, "coxswain.task", text))
     }
 
     /// A worker event.
