@@ -551,3 +551,62 @@ fn a_scenario_changes_the_simulated_world_and_a_bad_one_is_refused_naming_its_fi
     assert!(stderr(&o).contains("bad.toml") && stderr(&o).contains("sim.motor_time_constant_s"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_recorded_run_holds_each_episodes_outcome_and_each_chunks_observation_as_its_summary_json_says() {
+    let dir = temp_dir("episodes");
+    let (rec, json) = (dir.join("rec"), dir.join("summary.json"));
+    let o = coxswain(
+        &[
+            "run",
+            "--robot",
+            "firmware-configs/sim-arm.toml",
+            "--policy",
+            "models/reach-dp",
+            "--clock",
+            "sim",
+            "--episodes",
+            "2",
+            "--episode-s",
+            "2",
+            "--seed",
+            "5",
+            "--record",
+            rec.to_str().unwrap(),
+            "--summary-json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("inference compute   p50 "), "{}", stdout(&o));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let episodes = summary["episodes"].as_array().unwrap();
+    assert_eq!(episodes.len(), 2);
+    assert_eq!(summary["successes"], episodes.iter().filter(|e| e["success"] == true).count());
+    assert!(summary["compute"]["count"].as_u64().unwrap() > 0);
+
+    let recording = coxswain::record::read_dir(&rec).unwrap();
+    let ends: Vec<serde_json::Value> = recording
+        .topic(coxswain::record::EVENT_TOPIC)
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.data).unwrap())
+        .filter(|e| e["kind"] == coxswain::record::EPISODE_END)
+        .collect();
+    assert_eq!(ends.len(), 2, "one episode_end event per scored episode");
+    for (i, (end, ep)) in ends.iter().zip(episodes).enumerate() {
+        let d: coxswain::record::EpisodeRecord = serde_json::from_value(end["detail"].clone()).unwrap();
+        assert_eq!(d.episode, i);
+        assert_eq!(d.success, ep["success"] == true);
+        assert_eq!(d.final_distance_m, ep["final_distance_m"].as_f64().unwrap());
+        assert_eq!(d.target_m.len(), 2);
+        assert!(d.end_t_s - d.start_t_s > 1.9, "{d:?}");
+    }
+    // Every chunk carries the graph's observation: reach-dp reads 8 values (two joint frames, the target).
+    let chunks: Vec<coxswain::record::ChunkRecord> =
+        recording.topic(coxswain::record::CHUNK_TOPIC).map(|m| serde_json::from_slice(&m.data).unwrap()).collect();
+    assert!(!chunks.is_empty());
+    assert!(chunks.iter().all(|c| c.observation.len() == 8 && c.observation.iter().all(|v| v.is_finite())));
+    let o = coxswain(&["replay", rec.to_str().unwrap()], &[]);
+    assert!(stdout(&o).contains("replay: identical, bit for bit"), "{}{}", stdout(&o), stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
