@@ -1,7 +1,7 @@
 """The learned-steering results: every configuration through `coxswain run` over one fixed set of seeds, the
 table of issue 9, and the DSRL sample-efficiency plot.
 
-    python3 models/tools/steering_results.py [--episodes 100] [--seed 3]
+    .venv/bin/python models/tools/steering_results.py [--episodes 100] [--seed 3]
 
 Needs a release build (`cargo build --release -p coxswain-cli`, or COXSWAIN_BIN) and, for the plot, matplotlib
 (numpy too); no torch. For each scenario in SCENARIOS and each configuration in CONFIGS it runs
@@ -34,6 +34,7 @@ import tempfile
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROBOT = "firmware-configs/sim-arm.toml"
 SCENARIOS = [
+    ("none", None, "the demonstrations' world (no scenario): does steering cost anything where the base policy works?"),
     ("obstacle-moved", "firmware-configs/scenarios/obstacle-moved.toml", "(a) shifted task: the obstacle moved across the learned path"),
     ("joint-offset", "firmware-configs/scenarios/joint-offset.toml", "(b) calibration mismatch: encoder offsets of +0.10 / -0.10 rad"),
 ]
@@ -75,9 +76,8 @@ def run(binary: str, policy: str, scenario: str, episodes: int, seed: int, candi
         summary = pathlib.Path(tmp) / "summary.json"
         cmd = [
             binary, "run", "--robot", ROBOT, "--policy", policy, "--clock", "sim", "--episodes", str(episodes),
-            "--seed", str(seed), "--scenario", scenario, "--candidates", str(candidates),
-            "--summary-json", str(summary),
-        ]
+            "--seed", str(seed), "--candidates", str(candidates), "--summary-json", str(summary),
+        ] + (["--scenario", scenario] if scenario else [])
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if res.returncode != 0 or not summary.exists():
             raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
@@ -149,6 +149,29 @@ def plot(points: list[tuple[int, dict]], base: dict, path: pathlib.Path, scenari
     plt.close(fig)
 
 
+CARD_BEGIN = "<!-- measured-effect:begin -->"
+CARD_END = "<!-- measured-effect:end -->"
+
+
+def write_cards(results: dict, command: str):
+    """Each learned model's card gets its rows (and the base's) of every scenario, between its markers."""
+    for cfg, policy, cands in CONFIGS[1:]:
+        card = REPO / policy / "MODEL_CARD.md"
+        if not card.exists():
+            continue
+        text = card.read_text()
+        if CARD_BEGIN not in text or CARD_END not in text:
+            print(f"{card.relative_to(REPO)}: no {CARD_BEGIN} block, not updated")
+            continue
+        lines = [f"From `{command}` (the whole table: `models/steering-results.md`):", ""]
+        for name, scenario, label in SCENARIOS:
+            lines += [f"*{label}*", "", HEADER, row(CONFIGS[0][0], results[(name, CONFIGS[0][0])]),
+                      row(cfg + (f" ({cands} candidates)" if cands > 1 else ""), results[(name, cfg)]), ""]
+        a = text.index(CARD_BEGIN) + len(CARD_BEGIN)
+        b = text.index(CARD_END)
+        card.write_text(text[:a] + "\n" + "\n".join(lines) + text[b:])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--episodes", type=int, default=100)
@@ -158,7 +181,7 @@ def main():
     if args.episodes < 1:
         raise SystemExit(f"--episodes {args.episodes}: needs at least 1")
     binary = coxswain_bin()
-    command = f"python3 models/tools/steering_results.py --episodes {args.episodes} --seed {args.seed}"
+    command = f".venv/bin/python models/tools/steering_results.py --episodes {args.episodes} --seed {args.seed}"
     out = [
         f"Produced by `{command}` (release build; {args.episodes} episodes, seed {args.seed}, simulated clock, "
         "every configuration on the same episodes). Success intervals are Wilson 95 % intervals; inference per chunk "
@@ -167,7 +190,7 @@ def main():
     ]
     results = {}
     for name, scenario, label in SCENARIOS:
-        out += [f"**{label}** (`{scenario}`)", "", HEADER]
+        out += [f"**{label}**" + (f" (`--scenario {scenario}`)" if scenario else ""), "", HEADER]
         for cfg, policy, cands in CONFIGS:
             r = run(binary, policy, scenario, args.episodes, args.seed, cands)
             results[(name, cfg)] = r
@@ -176,7 +199,7 @@ def main():
         out.append("")
 
     # Sample efficiency on scenario (a).
-    name, scenario, label = SCENARIOS[0]
+    name, scenario, label = SCENARIOS[1]
     ckpts = sorted(DSRL.glob("checkpoints/noise-e*.onnx"))
     if not ckpts:
         raise SystemExit(f"{DSRL / 'checkpoints'}: no noise-eNNNN.onnx checkpoints (run models/tools/steering_dsrl.py)")
@@ -195,11 +218,14 @@ def main():
         f"(`models/reach-dp-dsrl/checkpoints/`), deterministic (w = bound · tanh(mean)); plot: "
         f"`{png.relative_to(REPO)}`.",
         "",
-        "| training episodes | " + " | ".join(str(e) for e, _ in points) + " |",
-        "|---|" + "---|" * len(points),
-        "| success [95 % CI] | "
-        + " | ".join(f"{100 * r['success']:.0f} % [{100 * r['ci'][0]:.0f}, {100 * r['ci'][1]:.0f}]" for _, r in points)
-        + " |",
+        "| episodes trained on | success [95 % CI] | episodes entering the obstacle |",
+        "|---|---|---|",
+        f"| reach-dp alone | {100 * base['success']:.0f} % [{100 * base['ci'][0]:.0f}, {100 * base['ci'][1]:.0f}] "
+        f"| {base['collisions']} |",
+        *(
+            f"| {e} | {100 * r['success']:.0f} % [{100 * r['ci'][0]:.0f}, {100 * r['ci'][1]:.0f}] | {r['collisions']} |"
+            for e, r in points
+        ),
         "",
     ]
     text = "\n".join(out)
@@ -208,6 +234,7 @@ def main():
         json.dumps({"command": command, "configs": {f"{k[0]} / {k[1]}": v for k, v in results.items()},
                     "dsrl_checkpoints": [{"episodes": e, **r} for e, r in points]}, indent=1) + "\n"
     )
+    write_cards(results, command)
     if not args.no_readme:
         readme = (REPO / "README.md").read_text()
         if README_BEGIN in readme and README_END in readme:
