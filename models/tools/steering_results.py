@@ -161,7 +161,7 @@ def write_cards(results: dict, command: str):
             continue
         text = card.read_text()
         if CARD_BEGIN not in text or CARD_END not in text:
-            print(f"{card.relative_to(REPO)}: no {CARD_BEGIN} block, not updated")
+            print(f"{card.relative_to(REPO)}: its measured effect comes from its own script (no {CARD_BEGIN} block)")
             continue
         lines = [f"From `{command}` (the whole table: `models/steering-results.md`):", ""]
         for name, scenario, label in SCENARIOS:
