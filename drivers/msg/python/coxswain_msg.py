@@ -30,6 +30,8 @@ FORMAT_VERSION = 1
 ENVELOPE_LEN = 2
 MAX_JOINTS = 32
 ESTOP_SOURCE_MAX_LEN = 32
+ARM_SOURCE_MAX_LEN = 32
+ARM_REASON_MAX_LEN = 64
 ESTOP_REASON_MAX_LEN = 64
 FAULT_REASON_MAX_LEN = 64
 PAYLOAD_KEY_SUFFIX_MAX_LEN = 32
@@ -48,6 +50,7 @@ class MessageKind(IntEnum):
     EStop = 5
     RuntimeStatus = 6
     VectorSample = 7
+    ArmRequest = 8
 
 
 # The longest message an encoder writes (shortest-form varints), envelope included (WIRE.md section 2).
@@ -59,6 +62,7 @@ MAX_ENCODED_LEN = {
     MessageKind.EStop: 121,
     MessageKind.RuntimeStatus: 153,
     MessageKind.VectorSample: 151,
+    MessageKind.ArmRequest: 121,
 }
 
 # The longest message a decoder must accept: varints, counts and tags may come in non-shortest forms up to
@@ -71,6 +75,7 @@ MAX_RECEIVE_LEN = {
     MessageKind.EStop: 133,
     MessageKind.RuntimeStatus: 161,
     MessageKind.VectorSample: 155,
+    MessageKind.ArmRequest: 133,
 }
 
 
@@ -214,6 +219,19 @@ class EStopAction(IntEnum):
 class EStop:
     header: Header = field(default_factory=Header)
     action: EStopAction = EStopAction.Engage
+    source: str = ""
+    reason: str = ""
+
+
+class ArmAction(IntEnum):
+    Arm = 0
+    Disarm = 1
+
+
+@dataclass
+class ArmRequest:
+    header: Header = field(default_factory=Header)
+    action: ArmAction = ArmAction.Disarm
     source: str = ""
     reason: str = ""
 
@@ -579,6 +597,30 @@ def decode_estop(data: bytes) -> EStop:
     return msg
 
 
+# --- ArmRequest -----------------------------------------------------------------------------------------------
+
+
+def encode_arm_request(msg: ArmRequest) -> bytes:
+    w = _Writer(MessageKind.ArmRequest)
+    w.header(msg.header)
+    w.tag(msg.action, ArmAction, "action")
+    w.string(msg.source, ARM_SOURCE_MAX_LEN, "source")
+    w.string(msg.reason, ARM_REASON_MAX_LEN, "reason")
+    return bytes(w.out)
+
+
+def decode_arm_request(data: bytes) -> ArmRequest:
+    r = _Reader(data, MessageKind.ArmRequest)
+    msg = ArmRequest(
+        header=r.header(),
+        action=r.tag(ArmAction, "action"),
+        source=r.string(ARM_SOURCE_MAX_LEN, "source"),
+        reason=r.string(ARM_REASON_MAX_LEN, "reason"),
+    )
+    r.finish()
+    return msg
+
+
 # --- RuntimeStatus --------------------------------------------------------------------------------------------
 
 # (field, varint bits) in wire order, after the header and the state tag.
@@ -639,7 +681,7 @@ def decode_vector_sample(data: bytes) -> VectorSample:
     return msg
 
 
-Message = Union[JointState, JointCommand, ImuSample, ImageHeader, EStop, RuntimeStatus, VectorSample]
+Message = Union[JointState, JointCommand, ImuSample, ImageHeader, EStop, RuntimeStatus, VectorSample, ArmRequest]
 
 _CODECS: dict = {
     MessageKind.JointState: (JointState, encode_joint_state, decode_joint_state),
@@ -649,6 +691,7 @@ _CODECS: dict = {
     MessageKind.EStop: (EStop, encode_estop, decode_estop),
     MessageKind.RuntimeStatus: (RuntimeStatus, encode_runtime_status, decode_runtime_status),
     MessageKind.VectorSample: (VectorSample, encode_vector_sample, decode_vector_sample),
+    MessageKind.ArmRequest: (ArmRequest, encode_arm_request, decode_arm_request),
 }
 
 

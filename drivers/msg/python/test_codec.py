@@ -78,6 +78,7 @@ EXAMPLES = {
         last_fault="",
     ),
     "vector_sample": m.VectorSample(m.Header(9, 4_000_000_000), [0.25, -2.0, 100.0]),
+    "arm_request": m.ArmRequest(m.Header(2, 6), m.ArmAction.Arm, "operator", "shift start"),
 }
 
 DECODERS = [
@@ -88,6 +89,7 @@ DECODERS = [
     m.decode_estop,
     m.decode_runtime_status,
     m.decode_vector_sample,
+    m.decode_arm_request,
 ]
 
 

@@ -30,6 +30,7 @@
 #![doc = include_str!("../WIRE.md")]
 #![no_std]
 
+mod arm;
 mod error;
 mod estop;
 mod header;
@@ -40,6 +41,7 @@ mod status;
 mod vector;
 mod wire;
 
+pub use arm::{ArmAction, ArmRequest, ARM_REASON_MAX_LEN, ARM_SOURCE_MAX_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use estop::{EStop, EStopAction, ESTOP_REASON_MAX_LEN, ESTOP_SOURCE_MAX_LEN};
 pub use header::Header;
@@ -59,6 +61,7 @@ pub const MAX_ENCODED_LEN: usize = max(&[
     EStop::MAX_ENCODED_LEN,
     RuntimeStatus::MAX_ENCODED_LEN,
     VectorSample::MAX_ENCODED_LEN,
+    ArmRequest::MAX_ENCODED_LEN,
 ]);
 
 /// The longest message any decoder accepts (non-shortest varints included): a receive buffer this size takes
@@ -71,6 +74,7 @@ pub const MAX_RECEIVE_LEN: usize = max(&[
     EStop::MAX_RECEIVE_LEN,
     RuntimeStatus::MAX_RECEIVE_LEN,
     VectorSample::MAX_RECEIVE_LEN,
+    ArmRequest::MAX_RECEIVE_LEN,
 ]);
 
 const fn max(lens: &[usize]) -> usize {

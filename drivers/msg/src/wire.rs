@@ -37,6 +37,8 @@ pub enum MessageKind {
     RuntimeStatus = 6,
     /// [`VectorSample`](crate::VectorSample)
     VectorSample = 7,
+    /// [`ArmRequest`](crate::ArmRequest)
+    ArmRequest = 8,
 }
 
 impl MessageKind {
@@ -50,6 +52,7 @@ impl MessageKind {
             5 => Some(Self::EStop),
             6 => Some(Self::RuntimeStatus),
             7 => Some(Self::VectorSample),
+            8 => Some(Self::ArmRequest),
             _ => None,
         }
     }

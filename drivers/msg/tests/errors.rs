@@ -33,7 +33,7 @@ fn wrong_and_unknown_kind() {
     assert_eq!(JointCommand::decode(&bytes), Err(DecodeError::WrongKind { expected: 2, found: 1 }));
     assert_eq!(EStop::decode(&encode(&runtime_status())), Err(DecodeError::WrongKind { expected: 5, found: 6 }));
     assert_eq!(peek_kind(&[0, 1]), Err(DecodeError::UnknownKind(0)));
-    assert_eq!(peek_kind(&[8, 1, 0, 0]), Err(DecodeError::UnknownKind(8)));
+    assert_eq!(peek_kind(&[9, 1, 0, 0]), Err(DecodeError::UnknownKind(9)));
     assert_eq!(peek_kind(&bytes), Ok(MessageKind::JointState));
 }
 

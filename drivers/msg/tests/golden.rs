@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use coxswain_msg::{EStop, ImageHeader, ImuSample, JointCommand, JointState, Message, RuntimeStatus, VectorSample};
+use coxswain_msg::{
+    ArmRequest, EStop, ImageHeader, ImuSample, JointCommand, JointState, Message, RuntimeStatus, VectorSample,
+};
 
 /// The worked example of WIRE.md section 6, also checked by `python/test_codec.py`.
 const JOINT_STATE_GOLDEN: &str =
@@ -62,10 +64,12 @@ fn every_vector_matches() {
     check("estop", &estop());
     check("runtime_status", &runtime_status());
     check("vector_sample", &vector_sample());
+    check("arm_request", &arm_request());
     let names: Vec<String> = vectors().into_keys().collect();
     assert_eq!(
         names,
         [
+            "arm_request",
             "estop",
             "image_header_key",
             "image_header_shm",
@@ -99,6 +103,7 @@ fn documented_maximum_lengths() {
         ("EStop", EStop::MAX_ENCODED_LEN, EStop::MAX_RECEIVE_LEN),
         ("RuntimeStatus", RuntimeStatus::MAX_ENCODED_LEN, RuntimeStatus::MAX_RECEIVE_LEN),
         ("VectorSample", VectorSample::MAX_ENCODED_LEN, VectorSample::MAX_RECEIVE_LEN),
+        ("ArmRequest", ArmRequest::MAX_ENCODED_LEN, ArmRequest::MAX_RECEIVE_LEN),
     ];
     assert_eq!(rows.len(), ours.len(), "{rows:?}");
     for (name, encoded, received) in ours {

@@ -8,8 +8,9 @@ mod common;
 
 use common::*;
 use coxswain_msg::{
-    EStop, EStopAction, Header, ImageEncoding, ImageHeader, ImuSample, JointCommand, JointState, Message, MessageKind,
-    PayloadLocation, PayloadRef, Quaternion, RuntimeState, RuntimeStatus, VectorSample, MAX_JOINTS,
+    ArmAction, ArmRequest, EStop, EStopAction, Header, ImageEncoding, ImageHeader, ImuSample, JointCommand, JointState,
+    Message, MessageKind, PayloadLocation, PayloadRef, Quaternion, RuntimeState, RuntimeStatus, VectorSample,
+    MAX_JOINTS,
 };
 
 const BIG: Header = Header::new(u64::MAX, u64::MAX);
@@ -62,6 +63,15 @@ fn max_estop() -> EStop {
     EStop { header: BIG, action: EStopAction::Reset, source: string(&"x".repeat(32)), reason: string(&"y".repeat(64)) }
 }
 
+fn max_arm() -> ArmRequest {
+    ArmRequest {
+        header: BIG,
+        action: ArmAction::Disarm,
+        source: string(&"x".repeat(32)),
+        reason: string(&"y".repeat(64)),
+    }
+}
+
 fn max_status() -> RuntimeStatus {
     RuntimeStatus {
         header: BIG,
@@ -91,6 +101,7 @@ fn the_largest_values_encode_to_exactly_max_encoded_len() {
     assert_eq!(encode(&max_estop()).len(), EStop::MAX_ENCODED_LEN);
     assert_eq!(encode(&max_status()).len(), RuntimeStatus::MAX_ENCODED_LEN);
     assert_eq!(encode(&max_vector()).len(), VectorSample::MAX_ENCODED_LEN);
+    assert_eq!(encode(&max_arm()).len(), ArmRequest::MAX_ENCODED_LEN);
 }
 
 /// A varint's length only grows with its value, so the longest valid `ImageHeader` takes the largest values
@@ -268,8 +279,8 @@ fn one_byte_more_in_a_varint_is_refused() {
 
 #[test]
 fn the_stated_numbers() {
-    let encoded = [409, 667, 62, 79, 121, 153, 151];
-    let received = [421, 687, 62, 95, 133, 161, 155];
+    let encoded = [409, 667, 62, 79, 121, 153, 151, 121];
+    let received = [421, 687, 62, 95, 133, 161, 155, 133];
     let ours = [
         (JointState::MAX_ENCODED_LEN, JointState::MAX_RECEIVE_LEN),
         (JointCommand::MAX_ENCODED_LEN, JointCommand::MAX_RECEIVE_LEN),
@@ -278,6 +289,7 @@ fn the_stated_numbers() {
         (EStop::MAX_ENCODED_LEN, EStop::MAX_RECEIVE_LEN),
         (RuntimeStatus::MAX_ENCODED_LEN, RuntimeStatus::MAX_RECEIVE_LEN),
         (VectorSample::MAX_ENCODED_LEN, VectorSample::MAX_RECEIVE_LEN),
+        (ArmRequest::MAX_ENCODED_LEN, ArmRequest::MAX_RECEIVE_LEN),
     ];
     assert_eq!(ours.map(|o| o.0), encoded);
     assert_eq!(ours.map(|o| o.1), received);

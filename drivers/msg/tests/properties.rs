@@ -127,6 +127,17 @@ fn estop() -> impl Strategy<Value = EStop> {
     })
 }
 
+fn arm_request() -> impl Strategy<Value = coxswain_msg::ArmRequest> {
+    (header(), any::<bool>(), bounded_string(), bounded_string()).prop_map(|(header, disarm, source, reason)| {
+        coxswain_msg::ArmRequest {
+            header,
+            action: if disarm { coxswain_msg::ArmAction::Disarm } else { coxswain_msg::ArmAction::Arm },
+            source,
+            reason,
+        }
+    })
+}
+
 fn runtime_status() -> impl Strategy<Value = RuntimeStatus> {
     let state = (0u8..=5).prop_map(|tag| postcard::from_bytes::<RuntimeState>(&[tag]).unwrap());
     (header(), state, any::<[u64; 5]>(), any::<[u32; 3]>(), bounded_string()).prop_map(
@@ -173,6 +184,7 @@ fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
     prop_assert!(decode_is_consistent::<ImageHeader>(bytes));
     prop_assert!(decode_is_consistent::<EStop>(bytes));
     prop_assert!(decode_is_consistent::<RuntimeStatus>(bytes));
+    prop_assert!(decode_is_consistent::<coxswain_msg::ArmRequest>(bytes));
     let _ = peek_kind(bytes);
     Ok(())
 }
@@ -186,6 +198,7 @@ fn any_valid_encoding() -> impl Strategy<Value = Vec<u8>> {
         image_header().prop_map(|m| encode(&m)),
         estop().prop_map(|m| encode(&m)),
         runtime_status().prop_map(|m| encode(&m)),
+        arm_request().prop_map(|m| encode(&m)),
     ]
 }
 
@@ -236,6 +249,7 @@ proptest! {
             MessageKind::EStop => EStop::decode(&bytes[..len]).err(),
             MessageKind::RuntimeStatus => RuntimeStatus::decode(&bytes[..len]).err(),
             MessageKind::VectorSample => coxswain_msg::VectorSample::decode(&bytes[..len]).err(),
+            MessageKind::ArmRequest => coxswain_msg::ArmRequest::decode(&bytes[..len]).err(),
         };
         prop_assert!(matches!(result, Some(coxswain_msg::DecodeError::Truncated { .. })), "{:?}", result);
     }

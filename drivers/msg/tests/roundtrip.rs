@@ -43,6 +43,7 @@ fn examples() {
     round_trip(&image_header_shm());
     round_trip(&estop());
     round_trip(&runtime_status());
+    round_trip(&arm_request());
 }
 
 #[test]
@@ -189,6 +190,9 @@ fn enum_tags_are_the_documented_values() {
     for (action, tag) in [(EStopAction::Engage, 0), (EStopAction::Reset, 1)] {
         assert_eq!(postcard::to_slice(&action, &mut buf).unwrap(), [tag]);
     }
+    for (action, tag) in [(coxswain_msg::ArmAction::Arm, 0), (coxswain_msg::ArmAction::Disarm, 1)] {
+        assert_eq!(postcard::to_slice(&action, &mut buf).unwrap(), [tag]);
+    }
     for tag in 0..=10u8 {
         let encoding: ImageEncoding = postcard::from_bytes(&[tag]).unwrap();
         assert_eq!(encoding as u8, tag);
@@ -207,11 +211,12 @@ fn message_kinds() {
     assert_eq!(ImageHeader::KIND, 4);
     assert_eq!(EStop::KIND, 5);
     assert_eq!(RuntimeStatus::KIND, 6);
+    assert_eq!(coxswain_msg::ArmRequest::KIND, 8);
     for kind in 0..=255u8 {
         if let Some(k) = MessageKind::from_u8(kind) {
             assert_eq!(k as u8, kind);
         } else {
-            assert!(kind == 0 || kind > 6);
+            assert!(kind == 0 || kind > 8);
         }
     }
     assert_eq!(joint_state().header(), &Header::new(300, 1_000_000_000));

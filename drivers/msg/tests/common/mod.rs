@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use coxswain_msg::{
-    EStop, EStopAction, Header, ImageEncoding, ImageHeader, ImuSample, JointCommand, JointState, JointVec, Message,
-    PayloadLocation, PayloadRef, Quaternion, RuntimeState, RuntimeStatus, VectorSample,
+    ArmAction, ArmRequest, EStop, EStopAction, Header, ImageEncoding, ImageHeader, ImuSample, JointCommand, JointState,
+    JointVec, Message, PayloadLocation, PayloadRef, Quaternion, RuntimeState, RuntimeStatus, VectorSample,
 };
 
 pub fn joints(values: &[f32]) -> JointVec {
@@ -103,6 +103,15 @@ pub fn estop() -> EStop {
         action: EStopAction::Engage,
         source: string("pendant"),
         reason: string("button pressed"),
+    }
+}
+
+pub fn arm_request() -> ArmRequest {
+    ArmRequest {
+        header: Header::new(2, 6),
+        action: ArmAction::Arm,
+        source: string("operator"),
+        reason: string("shift start"),
     }
 }
 
