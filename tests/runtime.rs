@@ -20,7 +20,7 @@ use coxswain::safety::{HoldReason, Reason, SafetyState};
 use coxswain::Runtime;
 use coxswain_cli::demo::{run, Clock, DemoOptions};
 use coxswain_config::Robot;
-use coxswain_msg::{EStop, EStopAction, JointCommand, JointState, VectorSample};
+use coxswain_msg::{ArmAction, ArmRequest, EStop, EStopAction, JointCommand, JointState, VectorSample};
 use coxswain_sim::ArmModel;
 use coxswain_tests::{count_control_thread, model, ort, repo, ControlThreadAllocator};
 use coxswain_zenoh::publisher::Qos;
@@ -294,6 +294,40 @@ fn an_engage_and_a_reset_sent_back_to_back_stop_the_arm() {
     let st = rt.status().stats;
     assert!(!st.armed, "the e-stop disarmed: nothing moves until the next arm request");
     assert_eq!(st.estops, 1);
+}
+
+#[test]
+fn an_arm_request_over_zenoh_arms_a_replayed_one_does_not_and_a_disarm_holds_the_arm() {
+    let (rt, driver, session, keys) = rig();
+    let mut seen = vec![];
+    assert!(wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.state_present), "the driver's state arrives");
+    assert!(!rt.status().stats.armed, "a started runtime is disarmed");
+    let mut arm = ControlPublisher::<ArmRequest>::new(&session, &keys.arm, Qos::Safety).unwrap();
+    let mut a = ArmRequest { action: ArmAction::Arm, ..Default::default() };
+    a.header.seq = 10;
+    a.header.stamp_ns = MonoTime::now().as_nanos();
+    arm.publish(&a).unwrap();
+    assert!(wait_for(&rt, &mut seen, 3.0, |_| rt.status().stats.armed), "armed over Zenoh");
+    rt.request(Request::Start).unwrap();
+    assert!(wait_for(&rt, &mut seen, 10.0, |_| rt.status().stats.state == Some(SafetyState::Running)));
+
+    // A disarm, then a replay of the old arm (same seq and stamp: stale): the arm holds and stays disarmed.
+    let mut d = ArmRequest { action: ArmAction::Disarm, ..Default::default() };
+    d.header.seq = 11;
+    d.header.stamp_ns = MonoTime::now().as_nanos();
+    arm.publish(&d).unwrap();
+    assert!(wait_for(&rt, &mut seen, 3.0, |_| !rt.status().stats.armed), "disarmed over Zenoh");
+    arm.publish(&a).unwrap();
+    assert!(
+        wait_for(&rt, &mut seen, 3.0, |_| rt.status().stats.state == Some(SafetyState::Holding)),
+        "a disarm brings the policy to a hold"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!rt.status().stats.armed, "the replayed arm request was ignored");
+    rt.request(Request::Start).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(rt.status().stats.state, Some(SafetyState::Running), "no start while disarmed");
+    drop(driver);
 }
 
 #[test]

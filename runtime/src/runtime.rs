@@ -25,7 +25,8 @@ use crossbeam::queue::ArrayQueue;
 
 use coxswain_config::Robot;
 use coxswain_msg::{
-    EStop, EStopAction, ImuSample, JointCommand, JointState, RuntimeState, RuntimeStatus, VectorSample,
+    ArmAction, ArmRequest, EStop, EStopAction, ImuSample, JointCommand, JointState, RuntimeState, RuntimeStatus,
+    VectorSample,
 };
 use coxswain_zenoh::events::{subscribe_events, EventReader};
 use coxswain_zenoh::foreign::{watch_foreign, ForeignWatch};
@@ -142,6 +143,7 @@ pub struct RuntimeReport {
 struct ZenohInput {
     state: LatestReader<JointState>,
     estop: EventReader<EStop>,
+    arm: EventReader<ArmRequest>,
     imu: Option<LatestReader<ImuSample>>,
     vectors: Vec<LatestReader<VectorSample>>,
     foreign: ForeignWatch,
@@ -178,6 +180,22 @@ impl InputSource for ZenohInput {
             let _ = input.estop.push(ev);
         }
         input.estop_overflow = self.estop.take_overflow() > 0;
+        // Arm and disarm requests over Zenoh join the owner's requests. A disarm is always taken; a stale arm
+        // (a replay, a reordering) never is. A full request list drops the rest and says so.
+        while let Some(a) = self.arm.pop() {
+            let r = match a.value.action {
+                ArmAction::Disarm => Request::Disarm,
+                ArmAction::Arm if a.verdict == Verdict::Stale => continue,
+                ArmAction::Arm => Request::Arm,
+            };
+            if input.requests.push(r).is_err() {
+                input.request_dropped = true;
+            }
+        }
+        // An overflow lost requests whose kind is unknown: take it as a disarm, the safe one.
+        if self.arm.take_overflow() > 0 && input.requests.push(Request::Disarm).is_err() {
+            input.request_dropped = true;
+        }
         if let Some(imu) = self.imu.as_mut().and_then(|r| r.latest()) {
             let v = &imu.value;
             input.imu.present = true;
@@ -256,6 +274,8 @@ impl Runtime {
         subscribers.push(sub);
         let (sub, estop) = subscribe_events::<EStop>(session, &keys.estop, 64)?;
         subscribers.push(sub);
+        let (sub, arm) = subscribe_events::<ArmRequest>(session, &keys.arm, 16)?;
+        subscribers.push(sub);
         let (sub, foreign) = watch_foreign(session, &keys.joint_command)?;
         subscribers.push(sub);
         let imu = if controller.needs_imu() {
@@ -292,7 +312,7 @@ impl Runtime {
         let state_stats = state.stats_handle();
         let estop_stats = estop.stats_handle();
         let foreign_stats = foreign.clone();
-        let source = ZenohInput { state, estop, imu, vectors, foreign };
+        let source = ZenohInput { state, estop, arm, imu, vectors, foreign };
         // The publisher thread does the control thread's `put`: one priority below it, on its CPU, so the
         // command leaves as soon as the control thread sleeps, ahead of everything else.
         let publisher_rt =

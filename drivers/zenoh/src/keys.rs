@@ -26,6 +26,8 @@ pub struct RobotKeys {
     pub joint_command: KeyExpr<'static>,
     pub estop: KeyExpr<'static>,
     pub status: KeyExpr<'static>,
+    /// `<prefix>/runtime/arm`: arm and disarm requests ([`coxswain_msg::ArmRequest`]).
+    pub arm: KeyExpr<'static>,
     sensors: BTreeMap<String, KeyExpr<'static>>,
 }
 
@@ -53,6 +55,7 @@ impl RobotKeys {
             joint_command: concrete(&format!("{p}/cmd/joints"))?,
             estop: concrete(&format!("{p}/safety/estop"))?,
             status: concrete(&format!("{p}/runtime/status"))?,
+            arm: concrete(&format!("{p}/runtime/arm"))?,
             sensors: BTreeMap::new(),
         })
     }
@@ -71,6 +74,7 @@ impl RobotKeys {
             joint_command: concrete(&t.joint_command)?,
             estop: concrete(&t.estop)?,
             status: concrete(&t.status)?,
+            arm: concrete(&format!("{}/runtime/arm", t.prefix))?,
             sensors,
         })
     }
