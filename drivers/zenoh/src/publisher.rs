@@ -83,4 +83,13 @@ impl<M: Message> ControlPublisher<M> {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// Whether some subscriber anywhere on the network matches this key now (Zenoh's matching status).
+    pub fn has_subscribers(&self) -> Result<bool> {
+        self.publisher
+            .matching_status()
+            .wait()
+            .map(|m| m.matching())
+            .map_err(|e| ZenohError::Put { key: self.key.clone(), message: crate::error::message(e) })
+    }
 }

@@ -7,3 +7,4 @@
 pub mod demo;
 pub mod plant;
 pub mod robot;
+pub mod serve;

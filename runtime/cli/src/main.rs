@@ -48,16 +48,49 @@ enum Command {
     },
     /// Run a policy on a robot (the in-process simulated robot by default) for some episodes, then summarise.
     Run(Box<RunArgs>),
-    /// Validate a robot description (and, with --policy, the robot and policy as a pair) without moving anything.
+    /// Validate a robot description (and, with --policy, the robot and policy as a pair) without moving anything;
+    /// or, with only --config, a whole deployment file (robot, policy, zenoh, recording, real time).
     Check {
         /// The robot description, e.g. firmware-configs/sim-arm.toml.
-        #[arg(long)]
-        robot: PathBuf,
+        #[arg(long, required_unless_present = "config")]
+        robot: Option<PathBuf>,
         /// A model folder to check against the robot (loads it through ONNX Runtime).
         #[arg(long)]
         policy: Option<PathBuf>,
         #[command(flatten)]
         ort: OrtArgs,
+    },
+    /// Run a deployment as a service until SIGTERM or SIGINT (systemd Type=notify; see firmware-configs/systemd/).
+    /// The robot does not move until armed (an arm request on robot/<id>/runtime/arm, or auto_arm).
+    Serve {
+        /// The deployment file, e.g. firmware-configs/deploy/sim-arm.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Arm (or, with --disarm, disarm) a running `coxswain serve` over Zenoh (robot/<id>/runtime/arm).
+    /// Exits 1 when no runtime subscribes within --wait-s.
+    Arm {
+        /// The robot description (for the robot's key prefix and its zenoh config).
+        #[arg(long)]
+        robot: PathBuf,
+        /// Disarm instead: the arm holds, and nothing moves until the next arm.
+        #[arg(long)]
+        disarm: bool,
+        /// Who asks (recorded in the runtime's log).
+        #[arg(long, default_value = "coxswain arm")]
+        source: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// A zenoh config file (default: built-in peer defaults).
+        #[arg(long)]
+        zenoh_config: Option<PathBuf>,
+        /// Zenoh endpoints to connect to, e.g. where coxswain serve listens.
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Seconds to wait for a runtime to subscribe.
+        #[arg(long, default_value_t = 5.0)]
+        wait_s: f64,
     },
     /// Feed a recording's inputs through a fresh controller (and its frames through the policy, with the
     /// recorded noise) and compare every output with the recording, bit for bit. Exits 1 on a difference.
@@ -402,21 +435,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     // Plain lines when stderr is not a terminal (journald, a log file): no colour escapes, and no timestamp
     // under systemd, which stamps every line itself.
+    let cli = Cli::parse();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The service logs what it does (info); the other commands print their own output and log warnings.
+    let level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(terminal).with_env_filter(
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
     );
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().init();
     } else {
         builder.init();
     }
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, ort, runs } => inspect(&model, &ort, runs),
         Command::Sample { model, ort, set, seed } => sample(&model, &ort, &set, seed),
-        Command::Check { robot, policy, ort } => check(&robot, policy.as_deref(), &ort),
+        Command::Check { robot: Some(robot), policy, ort } => check(&robot, policy.as_deref(), &ort),
+        Command::Check { robot: None, policy, ort } => check_deployment(policy.as_deref(), ort),
+        Command::Serve { config } => serve(&config),
+        Command::Arm { robot, disarm, source, reason, zenoh_config, connect, wait_s } => {
+            arm(&robot, disarm, &source, &reason, zenoh_config, connect, wait_s)
+        }
         Command::Run(args) => run(*args),
         Command::Replay { files, robot, policy, no_policy, ort_lib } => {
             replay(&files, robot, policy, !no_policy, ort_lib.as_deref())
@@ -667,6 +707,92 @@ fn check(robot_path: &std::path::Path, policy: Option<&std::path::Path>, ort: &O
     } else {
         out!("ok: {}", robot.path.display());
     }
+    Ok(())
+}
+
+/// `coxswain check --config <deployment>`: the deployment's own parts, then its robot and policy as a pair.
+fn check_deployment(policy: Option<&std::path::Path>, mut ort: OrtArgs) -> anyhow::Result<()> {
+    let Some(config) = ort.config.clone() else { bail!("check: give --robot, or --config with a deployment file") };
+    if policy.is_some() {
+        bail!("check --config {}: the deployment names its policy; --policy goes with --robot", config.display());
+    }
+    let d = coxswain_cli::serve::Deployment::load(&config)?;
+    for line in coxswain_cli::serve::describe(&d)? {
+        out!("{line}");
+    }
+    ort.candidates = d.candidates;
+    check(&d.robot, Some(&d.policy), &ort)?;
+    out!("ok: the deployment {} is complete", config.display());
+    Ok(())
+}
+
+/// `coxswain serve`: a controlled stop on SIGTERM or SIGINT, a reload on SIGHUP; exits 0 after a completed stop.
+fn serve(config: &std::path::Path) -> anyhow::Result<()> {
+    let d = coxswain_cli::serve::Deployment::load(config)?;
+    let signals = coxswain_cli::serve::Signals::default();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, signals.stop.clone()).context("installing the signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.reload.clone())
+        .context("installing the SIGHUP handler")?;
+    let summary = coxswain_cli::serve::serve(d, &signals, &mut |line| tracing::info!(target: "coxswain", "{line}"))?;
+    for l in &summary.lines {
+        out!("{l}");
+    }
+    if !summary.stop_completed {
+        bail!("the final stop did not complete");
+    }
+    Ok(())
+}
+
+/// `coxswain arm`: one ArmRequest, once a runtime subscribes.
+fn arm(
+    robot: &std::path::Path,
+    disarm: bool,
+    source: &str,
+    reason: &str,
+    zenoh_config: Option<PathBuf>,
+    connect: Vec<String>,
+    wait_s: f64,
+) -> anyhow::Result<()> {
+    use coxswain_msg::{ArmAction, ArmRequest};
+    if !(wait_s.is_finite() && wait_s > 0.0) {
+        bail!("--wait-s {wait_s}: must be a positive number of seconds");
+    }
+    let robot = coxswain_cli::robot::load(robot)?;
+    let keys = coxswain_zenoh::RobotKeys::from_robot(&robot)?;
+    let mut msg = ArmRequest { action: if disarm { ArmAction::Disarm } else { ArmAction::Arm }, ..Default::default() };
+    msg.source = heapless::String::try_from(source)
+        .map_err(|_| anyhow::anyhow!("--source: at most {} bytes", coxswain_msg::ARM_SOURCE_MAX_LEN))?;
+    msg.reason = heapless::String::try_from(reason)
+        .map_err(|_| anyhow::anyhow!("--reason: at most {} bytes", coxswain_msg::ARM_REASON_MAX_LEN))?;
+    let opts = coxswain_zenoh::session::SessionOptions {
+        config_file: zenoh_config,
+        connect_timeout_ms: if connect.is_empty() { 0 } else { 5000 },
+        connect,
+        ..Default::default()
+    };
+    let session = coxswain_zenoh::session::open(&opts)?;
+    let mut publisher = coxswain_zenoh::ControlPublisher::<ArmRequest>::new(
+        &session,
+        &keys.arm,
+        coxswain_zenoh::publisher::Qos::Safety,
+    )?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(wait_s);
+    while !publisher.has_subscribers()? {
+        if std::time::Instant::now() > until {
+            bail!("no runtime subscribed to {} within {wait_s} s (is coxswain serve running and connected?)", keys.arm);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A new session is a new source for the runtime's ordering (WIRE.md section 10); the stamp is
+    // CLOCK_MONOTONIC since boot, later than any earlier request from this machine.
+    let now = coxswain::rt::MonoTime::now().as_nanos();
+    msg.header = coxswain_msg::Header::new(now, now);
+    publisher.publish(&msg)?;
+    // Let the sample leave before the session closes.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    out!("{} sent to {}", if disarm { "disarm" } else { "arm" }, keys.arm);
     Ok(())
 }
 

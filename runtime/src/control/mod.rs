@@ -186,6 +186,9 @@ pub struct ControlStats {
     pub armed: bool,
     /// The last tick had a joint state (any, fresh or not).
     pub state_present: bool,
+    /// Age of the last tick's joint state, seconds (infinite while there is none): the service's health
+    /// check compares it with the robot's stale-state timeout.
+    pub state_age_s: f64,
     /// The inference delay d in actions, as last estimated.
     pub delay_steps: usize,
     /// Inference latency (request to chunk in hand) percentiles so far, microseconds.
@@ -492,6 +495,7 @@ impl Controller {
         self.malformed = malformed;
         let age_s = st.age_s;
         self.stats.state_present = st.present;
+        self.stats.state_age_s = if st.present { st.age_s } else { f64::INFINITY };
 
         // E-stops, in arrival order: every engage latches whatever follows it; a reset is applied only
         // once the stop it follows is complete.
