@@ -312,8 +312,17 @@ pub fn describe(d: &Deployment) -> anyhow::Result<Vec<String>> {
     ];
     match &d.record {
         Some(r) => {
-            std::fs::create_dir_all(&r.dir)
-                .with_context(|| format!("{}: record.dir: creating {}", d.path.display(), r.dir.display()))?;
+            // The folder, or the nearest folder above it that exists (serve creates the rest), must be writable.
+            let existing = r.dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+            let writable =
+                std::fs::metadata(existing).map(|m| m.is_dir() && !m.permissions().readonly()).unwrap_or(false);
+            if !writable {
+                return Err(field(
+                    &d.path,
+                    "record.dir",
+                    format!("{}: {} is not a writable folder", r.dir.display(), existing.display()),
+                ));
+            }
             lines.push(format!("record     {}", r.dir.display()));
         }
         None => lines.push("record     off".to_string()),

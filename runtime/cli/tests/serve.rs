@@ -1,0 +1,262 @@
+//! `coxswain serve` as systemd runs it, in a child process against the simulated arm (in this process, over a
+//! loopback Zenoh link): the notify protocol on a `NOTIFY_SOCKET` this test listens on, arming, the watchdog,
+//! and SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coxswain_msg::{ArmAction, ArmRequest};
+use coxswain_sim::{SimHandle, SimNode, SimOptions};
+use coxswain_zenoh::publisher::Qos;
+use coxswain_zenoh::session::{open, SessionOptions};
+use coxswain_zenoh::{ControlPublisher, RobotKeys};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("coxswain-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The simulated arm listening on a free loopback port, with an episode drawn (so its target is published).
+struct Rig {
+    sim: Option<SimHandle>,
+    session: coxswain_zenoh::zenoh::Session,
+    endpoint: String,
+    keys: RobotKeys,
+    start: Vec<f64>,
+}
+
+fn rig() -> Rig {
+    let robot = coxswain_cli::robot::load(&repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let session = open(&SessionOptions::listen_on(&endpoint)).unwrap();
+    let sim = SimNode::spawn(&session, &robot, SimOptions { seed: 1 }).unwrap();
+    let start = sim.new_episode().unwrap().start_rad;
+    Rig { sim: Some(sim), session, endpoint, keys: RobotKeys::from_robot(&robot).unwrap(), start }
+}
+
+/// A deployment of reach-dp that connects to `endpoint` only (no listening port of its own).
+fn deployment(dir: &Path, endpoint: &str) -> PathBuf {
+    let zenoh = dir.join("zenoh.json5");
+    std::fs::write(
+        &zenoh,
+        format!(
+            "{{ mode: \"peer\", listen: {{ endpoints: [] }}, connect: {{ endpoints: [\"{endpoint}\"] }}, \
+             scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}"
+        ),
+    )
+    .unwrap();
+    let path = dir.join("deploy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[deployment]\nrobot = \"{}\"\npolicy = \"{}\"\n\n[zenoh]\nconfig = \"zenoh.json5\"\n\n\
+             [rt]\npriority = 0\nlock_memory = false\n\n\
+             # A test machine is noisy: the overrun budget is not what these tests are about.\n\
+             [health]\nstartup_timeout_s = 30\nmax_overruns_per_s = 100000\nstatus_period_s = 0.5\n",
+            repo().join("firmware-configs/sim-arm.toml").display(),
+            repo().join("models/reach-dp").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `coxswain serve` with its notify socket; WATCHDOG_USEC asks for a feed every 100 ms.
+fn serve(dir: &Path, deploy: &Path) -> (Child, UnixDatagram) {
+    let socket = dir.join("notify.sock");
+    let listener = UnixDatagram::bind(&socket).unwrap();
+    listener.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args(["serve", "--config", deploy.to_str().unwrap()])
+        .current_dir(repo())
+        .env("NOTIFY_SOCKET", &socket)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, listener)
+}
+
+/// Notify datagrams received until `until` returns true for one of them or `seconds` pass.
+fn receive_until(
+    sock: &UnixDatagram,
+    seen: &mut Vec<(Instant, String)>,
+    seconds: f64,
+    until: impl Fn(&str) -> bool,
+) -> bool {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = text.lines().any(&until);
+            seen.push((Instant::now(), text));
+            if hit {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn logs(dir: &Path) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        std::fs::read_to_string(dir.join("stdout")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+    )
+}
+
+fn arm(rig: &Rig, seq: u64) {
+    let mut publisher = ControlPublisher::<ArmRequest>::new(&rig.session, &rig.keys.arm, Qos::Safety).unwrap();
+    let now = coxswain::rt::MonoTime::now().as_nanos();
+    let msg = ArmRequest { header: coxswain_msg::Header::new(seq, now), action: ArmAction::Arm, ..Default::default() };
+    publisher.publish(&msg).unwrap();
+}
+
+fn moved_from(q: &[f64], start: &[f64]) -> f64 {
+    q.iter().zip(start).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+}
+
+fn wait_exit(child: &mut Child, seconds: f64) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn serve_is_ready_disarmed_moves_only_once_armed_feeds_the_watchdog_and_stops_on_sigterm_with_exit_0() {
+    let dir = temp_dir("lifecycle");
+    let rig = rig();
+    let deploy = deployment(&dir, &rig.endpoint);
+    let (mut child, sock) = serve(&dir, &deploy);
+    let mut seen = Vec::new();
+    assert!(receive_until(&sock, &mut seen, 40.0, |l| l == "READY=1"), "READY=1 never came: {seen:?}\n{}", logs(&dir));
+
+    // Ready and disarmed: whatever it publishes, the arm stays where the episode put it.
+    std::thread::sleep(Duration::from_millis(700));
+    let q = rig.sim.as_ref().unwrap().snapshot().q_rad;
+    assert!(moved_from(&q, &rig.start) < 1e-9, "the arm moved before it was armed: {q:?} vs {:?}", rig.start);
+    assert!(receive_until(&sock, &mut seen, 5.0, |l| l == "WATCHDOG=1"), "no watchdog feed: {seen:?}\n{}", logs(&dir));
+    assert!(seen.iter().any(|(_, t)| t.contains("STATUS=")), "{seen:?}");
+
+    // Armed over Zenoh: the policy starts and the arm moves.
+    arm(&rig, 1);
+    let end = Instant::now() + Duration::from_secs(20);
+    while moved_from(&rig.sim.as_ref().unwrap().snapshot().q_rad, &rig.start) < 0.01 {
+        assert!(Instant::now() < end, "the armed policy never moved the arm\n{}", logs(&dir));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGTERM mid-motion: STOPPING=1, a controlled stop, exit 0, and the arm comes to rest.
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    assert!(receive_until(&sock, &mut seen, 10.0, |l| l == "STOPPING=1"), "no STOPPING=1: {seen:?}\n{}", logs(&dir));
+    let status = wait_exit(&mut child, 15.0).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("serve did not exit within 15 s of SIGTERM\n{}", logs(&dir))
+    });
+    assert!(status.success(), "exit {status:?}\n{}", logs(&dir));
+    let out = logs(&dir);
+    assert!(out.contains("controlled stop completed"), "{out}");
+    let a = rig.sim.as_ref().unwrap().snapshot().q_rad;
+    std::thread::sleep(Duration::from_millis(300));
+    let b = rig.sim.as_ref().unwrap().snapshot().q_rad;
+    assert!(moved_from(&a, &b) < 1e-3, "the arm still moves after the stop: {a:?} -> {b:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_watchdog_is_no_longer_fed_once_the_robots_state_goes_stale() {
+    let dir = temp_dir("watchdog");
+    let mut rig = rig();
+    let deploy = deployment(&dir, &rig.endpoint);
+    let (mut child, sock) = serve(&dir, &deploy);
+    let mut seen = Vec::new();
+    assert!(receive_until(&sock, &mut seen, 40.0, |l| l == "READY=1"), "READY=1 never came: {seen:?}\n{}", logs(&dir));
+    assert!(receive_until(&sock, &mut seen, 5.0, |l| l == "WATCHDOG=1"), "no watchdog feed: {seen:?}\n{}", logs(&dir));
+
+    // The robot stops answering: its state goes stale, the loop is unhealthy, systemd would restart us.
+    rig.sim.take().unwrap().stop();
+    // One health check (1 s) to notice, then no feed for a whole window of five watchdog periods.
+    std::thread::sleep(Duration::from_millis(1500));
+    // What was sent meanwhile is still queued in the socket: take it out first.
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while sock.recv(&mut buf).is_ok() {}
+    sock.set_nonblocking(false).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut window = Vec::new();
+    receive_until(&sock, &mut window, 1.0, |_| false);
+    let feeds = window.iter().filter(|(_, t)| t.lines().any(|l| l == "WATCHDOG=1")).count();
+    assert_eq!(feeds, 0, "fed while the state is stale: {window:?}\n{}", logs(&dir));
+    assert!(logs(&dir).contains("UNHEALTHY"), "{}", logs(&dir));
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = wait_exit(&mut child, 15.0);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    assert!(status.is_some(), "serve did not exit after SIGTERM\n{}", logs(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_with_no_robot_answering_says_so_and_exits_non_zero() {
+    let dir = temp_dir("norobot");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let deploy = deployment(&dir, &format!("tcp/127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&deploy).unwrap().replace("startup_timeout_s = 30", "startup_timeout_s = 2");
+    std::fs::write(&deploy, text).unwrap();
+    let (mut child, sock) = serve(&dir, &deploy);
+    let status = wait_exit(&mut child, 30.0).expect("serve exits");
+    assert_eq!(status.code(), Some(1), "{}", logs(&dir));
+    assert!(logs(&dir).contains("no fresh joint state on robot/sim-arm/state/joints"), "{}", logs(&dir));
+    let mut seen = Vec::new();
+    receive_until(&sock, &mut seen, 0.2, |_| false);
+    assert!(!seen.iter().any(|(_, t)| t.lines().any(|l| l == "READY=1")), "READY without a robot: {seen:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_deployment_is_refused_naming_the_file_and_the_field() {
+    let dir = temp_dir("bad");
+    let deploy = deployment(&dir, "tcp/127.0.0.1:1");
+    for (from, to, field) in [
+        ("priority = 0", "priority = 120", "rt.priority"),
+        ("startup_timeout_s = 30", "startup_timeout_s = -1", "health.startup_timeout_s"),
+        ("[deployment]\n", "[deployment]\ncandidates = 0\n", "deployment.candidates"),
+        ("[deployment]\n", "[deployment]\non_arm = \"jump\"\n", "deployment.on_arm"),
+        ("[deployment]\n", "[deployment]\nsurprise = 1\n", "surprise"),
+    ] {
+        let text = std::fs::read_to_string(&deploy).unwrap().replace(from, to);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        for cmd in [&["serve", "--config"][..], &["check", "--config"][..]] {
+            let mut args = cmd.to_vec();
+            args.push(bad.to_str().unwrap());
+            let o = Command::new(env!("CARGO_BIN_EXE_coxswain")).args(&args).current_dir(repo()).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{cmd:?} {field}: {err}");
+            assert!(err.contains("bad.toml") && err.contains(field), "{cmd:?} {field}: {err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
