@@ -600,9 +600,14 @@ fn finish(runtime: Runtime, say: &mut dyn FnMut(&str), why: &str) -> anyhow::Res
     ];
     if let Some(r) = &report.recording {
         match &r.summary {
-            Ok(sum) => {
-                lines.push(format!("recording          {} file(s), {} write errors", sum.files.len(), r.write_errors))
-            }
+            Ok(sum) => lines.push(format!(
+                "recording          {} file(s), {} bytes, {} messages, {} dropped, {} write errors",
+                sum.files.len(),
+                sum.bytes,
+                sum.messages(),
+                sum.messages_dropped,
+                r.write_errors
+            )),
             Err(e) => lines.push(format!("recording          FAILED: {e}")),
         }
     }
