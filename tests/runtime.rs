@@ -379,6 +379,137 @@ fn the_control_thread_allocates_nothing_with_zenoh_and_the_recorder_in_the_loop_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A copy of reach-dp's manifest in `dir` (graph by absolute path), with `edit` applied to its text.
+fn variant(dir: &std::path::Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(model("reach-dp").join("manifest.toml")).unwrap();
+    let graph = model("reach-dp").join("policy.onnx");
+    let text = text.replace("onnx = \"policy.onnx\"", &format!("onnx = \"{}\"", graph.display()));
+    std::fs::write(dir.join("manifest.toml"), edit(text)).unwrap();
+    dir.to_path_buf()
+}
+
+/// Waits for the inference thread to take the swap over; returns the replaced worker.
+fn replaced(rt: &Runtime) -> coxswain::control::inference::InferenceWorker {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(w) = rt.take_replaced() {
+            return w;
+        }
+        assert!(Instant::now() < end, "the inference thread never took the swap");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_hot_swap_mid_motion_starves_no_tick_rejects_no_chunk_and_keeps_the_proposed_motion_within_limits() {
+    let dir = std::env::temp_dir().join(format!("coxswain-rt-swap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut rt, _driver, _session, _keys) = rig_recording(Some(&dir.join("rec")));
+    let mut seen = vec![];
+    running(&rt, &mut seen);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rt.status();
+    // reach-dp-dsrl: the same graph with a learned noise policy, so the motion after the swap differs.
+    let next = Policy::load(ort(), &model("reach-dp-dsrl"), &PolicyOptions::default()).unwrap();
+    rt.swap(next).unwrap();
+    let old = replaced(&rt);
+    assert_eq!(old.policy().manifest().name, "reach-dp");
+    assert_eq!(rt.running_manifest().name, "reach-dp-dsrl");
+    let swapped_s = rt.status().now_s;
+    assert!(wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.chunks_accepted >= before.stats.chunks_accepted + 3));
+    let after = rt.status();
+    assert_eq!(after.stats.starved_ticks, before.stats.starved_ticks, "ticks without a chunk across the swap");
+    assert_eq!(after.stats.chunks_rejected, before.stats.chunks_rejected, "chunks refused across the swap");
+    assert_eq!(after.stats.state, Some(SafetyState::Running));
+
+    // What the executor proposed (before the safety filter) stayed within the joints' velocity limits.
+    let report = rt.shutdown().unwrap();
+    let files = report.recording.unwrap().summary.unwrap().files;
+    let recording = coxswain::record::read_files(&files).unwrap();
+    let robot = sim_arm();
+    let mut last: Option<(f64, Vec<f64>)> = None;
+    let mut peak = vec![0.0f64; robot.joints.len()];
+    for m in recording.topic(coxswain::record::TICK_TOPIC) {
+        let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+        let t = v["t_s"].as_f64().unwrap();
+        if (t - swapped_s).abs() > 1.5 || v["state"] != "running" {
+            last = None;
+            continue;
+        }
+        let p: Vec<f64> = v["output"]["proposed_rad"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        if let Some((t0, p0)) = &last {
+            for j in 0..p.len() {
+                peak[j] = peak[j].max((p[j] - p0[j]).abs() / (t - t0));
+            }
+        }
+        last = Some((t, p));
+    }
+    for (j, l) in robot.joints.iter().enumerate() {
+        assert!(peak[j] <= l.velocity_limit_rad_s * 1.05, "joint {j}: {} rad/s around the swap", peak[j]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_policy_that_cannot_replace_the_running_one_is_refused_and_the_running_one_goes_on() {
+    let dir = std::env::temp_dir().join(format!("coxswain-rt-swap-refused-{}", std::process::id()));
+    let (mut rt, _driver, _session, _keys) = rig();
+    let mut seen = vec![];
+    running(&rt, &mut seen);
+    let longer = variant(&dir.join("h8"), |t| t.replace("horizon = 16", "horizon = 8"));
+    let err = match Policy::load(ort(), &longer, &PolicyOptions::default()) {
+        Ok(p) => rt.swap(p).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("horizon"), "{err}");
+    let gru = Policy::load(ort(), &model("reach-gru"), &PolicyOptions::default()).unwrap();
+    let err = rt.swap(gru).unwrap_err().to_string();
+    assert!(err.contains("reach-gru"), "{err}");
+    assert_eq!(rt.running_manifest().name, "reach-dp");
+    let chunks = rt.status().stats.chunks_accepted;
+    assert!(wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.chunks_accepted > chunks + 1), "still running");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_swapped_in_policy_whose_chunks_are_refused_is_rolled_back_by_the_watch() {
+    use coxswain::swap::{SwapWatch, Verdict, WatchLimits};
+    let dir = std::env::temp_dir().join(format!("coxswain-rt-rollback-{}", std::process::id()));
+    let (mut rt, _driver, _session, _keys) = rig();
+    let mut seen = vec![];
+    running(&rt, &mut seen);
+    // A bad model that loads and checks: its action offset puts the shoulder 2 rad off, outside its limits.
+    let bad = variant(&dir.join("bad"), |t| {
+        t.replace("offset = [-0.7005050182342529,", "offset = [2.2994949817657471,")
+            .replace("name = \"reach-dp\"", "name = \"reach-dp-broken\"")
+    });
+    rt.swap(Policy::load(ort(), &bad, &PolicyOptions::default()).unwrap()).unwrap();
+    let old = replaced(&rt);
+    let st = rt.status();
+    let watch = SwapWatch::new(WatchLimits::default(), st.now_s, st.stats);
+    let end = Instant::now() + Duration::from_secs(10);
+    let why = loop {
+        let st = rt.status();
+        match watch.check(st.now_s, &st.stats) {
+            Verdict::RollBack(why) => break why,
+            v => assert!(Instant::now() < end, "no verdict to roll back: {v:?}, {:?}", st.stats),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(why.contains("refused by validation"), "{why}");
+    let rejected = rt.status().stats.chunks_rejected;
+    rt.restore(old).unwrap();
+    assert_eq!(rt.running_manifest().name, "reach-dp");
+    let _broken = replaced(&rt);
+    // Back on reach-dp: chunks are accepted again and no more are refused.
+    let accepted = rt.status().stats.chunks_accepted;
+    assert!(wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.chunks_accepted > accepted + 2));
+    let now = rt.status().stats.chunks_rejected;
+    assert!(now <= rejected + 1, "chunks still refused after the rollback: {rejected} -> {now}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn the_runtime_publishes_its_status() {
     // A dashboard connects to the runtime's listen endpoint and reads robot/<id>/runtime/status.

@@ -17,6 +17,7 @@ pub mod rt;
 pub mod runtime;
 pub mod safety;
 pub mod steering;
+pub mod swap;
 
 pub use error::{Error, Result};
 pub use runtime::{Runtime, RuntimeOptions};

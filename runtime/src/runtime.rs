@@ -244,7 +244,54 @@ pub struct Runtime {
     tick_ring: Option<Arc<TickRing>>,
     recorder: Option<RecorderThread>,
     rt: crate::rt::RtReport,
+    /// Hot swap: workers for the inference thread to take over from, and the ones it replaced.
+    swap_tx: Sender<Box<InferenceWorker>>,
+    replaced_rx: Receiver<Box<InferenceWorker>>,
+    /// What a swapped-in policy must agree with, and how its stages are built.
+    running: crate::policy::Manifest,
+    robot: Robot,
+    rtc_mode: crate::control::RtcMode,
+    seed: u64,
     _subscribers: Vec<Subscriber<()>>,
+}
+
+/// Why a policy cannot replace the running one without a restart (`None`: it can). The controller and the
+/// observation frames stay as they are across a swap, so the action layout, the observation terms and the
+/// steering fields must be the same; a tick-rate residual lives in the controller, so neither side may
+/// have one.
+pub fn swap_incompatibility(running: &crate::policy::Manifest, new: &crate::policy::Manifest) -> Option<String> {
+    let (a, b) = (&running.action, &new.action);
+    if a.joints != b.joints {
+        return Some(format!("[action] joints {:?} differ from the running {:?}", b.joints, a.joints));
+    }
+    if a.horizon != b.horizon || a.past != b.past || a.dt_s != b.dt_s {
+        return Some(format!(
+            "[action] horizon {}, past {}, dt_s {} differ from the running {}, {}, {}",
+            b.horizon, b.past, b.dt_s, a.horizon, a.past, a.dt_s
+        ));
+    }
+    let layout = |m: &crate::policy::Manifest| -> Vec<(String, usize, usize)> {
+        m.terms.iter().map(|t| (t.field.name().to_string(), t.size, t.history)).collect()
+    };
+    if layout(running) != layout(new) {
+        return Some(format!("the observation terms {:?} differ from the running {:?}", layout(new), layout(running)));
+    }
+    if running.steering.fields != new.steering.fields {
+        return Some(format!(
+            "[steering.fields] {:?} differ from the running {:?}",
+            new.steering.fields, running.steering.fields
+        ));
+    }
+    let tick = |m: &crate::policy::Manifest| {
+        m.steering
+            .residual
+            .as_ref()
+            .is_some_and(|r| matches!(r.rate, crate::steering::config::ResidualRate::Tick { .. }))
+    };
+    if tick(running) || tick(new) {
+        return Some("a tick-rate residual runs in the controller: swapping it needs a restart".into());
+    }
+    None
 }
 
 impl std::fmt::Debug for Runtime {
@@ -356,6 +403,10 @@ impl Runtime {
         let chunk_len = manifest.action.executed_horizon() * manifest.action.dim();
         let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
         let (worker_events_tx, worker_events_rx) = crossbeam::channel::bounded::<WorkerEvent>(256);
+        let (swap_tx, swap_rx) = crossbeam::channel::bounded::<Box<InferenceWorker>>(1);
+        let (replaced_tx, replaced_rx) = crossbeam::channel::bounded::<Box<InferenceWorker>>(2);
+        let worker =
+            worker.with_swaps(crate::control::inference::SwapEnds { incoming: swap_rx, replaced: replaced_tx });
         let control_cpu = opts.rt.cpu;
         let inference = std::thread::Builder::new()
             .name("coxswain-inference".into())
@@ -436,8 +487,55 @@ impl Runtime {
             tick_ring: if recorder.is_some() { None } else { tick_ring },
             recorder,
             rt,
+            swap_tx,
+            replaced_rx,
+            running: manifest,
+            robot: robot.clone(),
+            rtc_mode: opts.execution.rtc,
+            seed: opts.seed,
             _subscribers: subscribers,
         })
+    }
+
+    /// The manifest of the policy running now.
+    pub fn running_manifest(&self) -> &crate::policy::Manifest {
+        &self.running
+    }
+
+    /// Hot swap: builds `policy`'s worker with its steering stages (on this thread), and hands it to the
+    /// inference thread, which takes it over at its next chunk boundary: the control thread goes on
+    /// executing the chunk it has, and the next chunk continues it (RTC). The replaced worker comes back
+    /// through [`Runtime::take_replaced`] for a rollback. Refused, with nothing changed, if the policy
+    /// cannot replace the running one ([`swap_incompatibility`]) or a swap is already waiting.
+    pub fn swap(&mut self, mut policy: Policy) -> Result<()> {
+        if let Some(why) = swap_incompatibility(&self.running, policy.manifest()) {
+            return Err(Error::Usage(format!("{}: {why}", policy.manifest().path.display())));
+        }
+        let stages = crate::steering::Stages::build(&mut policy, &self.robot, self.seed)?;
+        let manifest = policy.manifest().clone();
+        let mut worker = InferenceWorker::new(policy, self.rtc_mode, self.seed)?.with_stages(stages);
+        worker.enforce_budgets(true);
+        self.swap_tx
+            .try_send(Box::new(worker))
+            .map_err(|_| Error::Usage("a swap is already waiting for the inference thread".into()))?;
+        self.running = manifest;
+        Ok(())
+    }
+
+    /// The worker the inference thread replaced at the last swap, once it has (keep it to roll back to).
+    pub fn take_replaced(&self) -> Option<InferenceWorker> {
+        self.replaced_rx.try_recv().ok().map(|b| *b)
+    }
+
+    /// Rolls back: hands `worker` (a replaced one, from [`Runtime::take_replaced`]) back to the inference
+    /// thread, which takes it over at its next chunk boundary.
+    pub fn restore(&mut self, worker: InferenceWorker) -> Result<()> {
+        let manifest = worker.policy().manifest().clone();
+        self.swap_tx
+            .try_send(Box::new(worker))
+            .map_err(|_| Error::Usage("a swap is already waiting for the inference thread".into()))?;
+        self.running = manifest;
+        Ok(())
     }
 
     /// What real-time settings the control thread got (print its `warning()` once).

@@ -216,6 +216,16 @@ pub struct InferenceWorker {
     deadline: Option<crate::steering::deadline::Deadline>,
     scores: Vec<f32>,
     selected: usize,
+    /// Hot swap: workers to take over from (checked between requests, so at a chunk boundary), and where
+    /// the replaced one goes (kept by the owner for a rollback).
+    swaps: Option<SwapEnds>,
+}
+
+/// The worker's side of a hot swap ([`InferenceWorker::with_swaps`]).
+#[derive(Debug)]
+pub struct SwapEnds {
+    pub incoming: Receiver<Box<InferenceWorker>>,
+    pub replaced: Sender<Box<InferenceWorker>>,
 }
 
 impl InferenceWorker {
@@ -257,7 +267,29 @@ impl InferenceWorker {
             deadline: None,
             scores: vec![0.0; policy_candidates],
             selected: 0,
+            swaps: None,
         })
+    }
+
+    /// Takes over from workers sent on `ends.incoming` (between two requests: at a chunk boundary) and
+    /// sends the replaced one back on `ends.replaced`.
+    pub fn with_swaps(mut self, ends: SwapEnds) -> Self {
+        self.swaps = Some(ends);
+        self
+    }
+
+    /// `next` takes this worker's place and its continuity (the previous chunk for RTC, the executed past,
+    /// the counters), when their shapes agree; this worker is returned, as it was.
+    fn hand_over(&mut self, mut next: InferenceWorker) -> InferenceWorker {
+        if next.prev_norm.len() == self.prev_norm.len() && next.executed_past.len() == self.executed_past.len() {
+            next.prev_norm.copy_from_slice(&self.prev_norm);
+            next.prev_seq = self.prev_seq;
+            next.executed_past.copy_from_slice(&self.executed_past);
+            next.has_past = self.has_past;
+        }
+        next.stats = self.stats;
+        next.swaps = self.swaps.take();
+        std::mem::replace(self, next)
     }
 
     /// The next inference draws `initial` (and, for DDPM, `steps`: one slice per step, back to back) instead
@@ -475,7 +507,15 @@ impl InferenceWorker {
     ) -> InferenceStats {
         let mut lost = 0u64;
         loop {
-            let req = match requests.recv_timeout(Duration::from_millis(100)) {
+            // A hot swap, at a chunk boundary: the replaced worker goes back to the owner whole.
+            let next = self.swaps.as_ref().and_then(|s| s.incoming.try_recv().ok());
+            if let Some(next) = next {
+                let old = self.hand_over(*next);
+                if let Some(s) = &self.swaps {
+                    let _ = s.replaced.send(Box::new(old));
+                }
+            }
+            let req = match requests.recv_timeout(Duration::from_millis(20)) {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
