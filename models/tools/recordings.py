@@ -112,8 +112,8 @@ def mcap_files(paths) -> list[pathlib.Path]:
     return files
 
 
-def load_file(path: pathlib.Path, tick_stride: int = 10, ticks: bool = True) -> list[Episode]:
-    """The scored episodes of one file, each with its chunks and sampled ticks."""
+def _read_file(path: pathlib.Path, tick_stride: int, ticks: bool):
+    """One file's accepted chunks (t0, chunk), episode ends, and sampled ticks (times, joints)."""
     chunks: list[tuple[float, Chunk]] = []
     ends: list[Episode] = []
     tick_t: list[float] = []
@@ -137,9 +137,11 @@ def load_file(path: pathlib.Path, tick_stride: int = 10, ticks: bool = True) -> 
                 d = json.loads(msg.data)
                 if not d.get("accepted"):
                     continue
-                n = d["candidates"]
-                h, a = d["horizon"], d["joints"]
+                a = d["joints"]
                 cand = np.asarray(d["candidates_norm"], dtype=np.float32)
+                # With an EXPO edit every candidate is scored twice (base and edited): `scores` has one value
+                # per recorded candidate, `candidates` counts the sampled ones.
+                n = len(d.get("scores") or []) or d["candidates"]
                 full_h = cand.size // max(n * a, 1)
                 c = Chunk(
                     t0_s=d["t0_s"],
@@ -148,10 +150,9 @@ def load_file(path: pathlib.Path, tick_stride: int = 10, ticks: bool = True) -> 
                     candidates_norm=cand.reshape(n, full_h, a) if cand.size else cand,
                     selected=int(d.get("selected", 0)),
                     scores=np.asarray([s if isinstance(s, (int, float)) else np.nan for s in d.get("scores", [])]),
-                    noise_u=None if d.get("noise_u") is None else np.asarray(d["noise_u"], np.float32).reshape(n, -1),
+                    noise_u=None if d.get("noise_u") is None else np.asarray(d["noise_u"], np.float32).reshape(d["candidates"], -1),
                     noise_log_prob=None if d.get("noise_log_prob") is None else np.asarray(d["noise_log_prob"]),
                 )
-                del h
                 chunks.append((c.t0_s, c))
             else:
                 d = json.loads(msg.data)
@@ -170,6 +171,10 @@ def load_file(path: pathlib.Path, tick_stride: int = 10, ticks: bool = True) -> 
                             source=str(path),
                         )
                     )
+    return chunks, ends, tick_t, tick_q
+
+
+def _pair(chunks, ends, tick_t, tick_q, ticks: bool) -> list[Episode]:
     tt = np.asarray(tick_t)
     tq = np.asarray(tick_q)
     for ep in ends:
@@ -180,12 +185,36 @@ def load_file(path: pathlib.Path, tick_stride: int = 10, ticks: bool = True) -> 
     return [e for e in ends if e.chunks]
 
 
+def load_file(path: pathlib.Path, tick_stride: int = 10, ticks: bool = True) -> list[Episode]:
+    """The scored episodes of one file, each with its chunks and sampled ticks (an episode that began in
+    the previous file of a run loses its first chunks: read whole runs with `load_episodes`)."""
+    return _pair(*_read_file(path, tick_stride, ticks), ticks)
+
+
 def load_episodes(paths, tick_stride: int = 10, ticks: bool = True) -> list[Episode]:
-    """Every scored episode in the recordings at `paths` (folders or files), in file order."""
+    """Every scored episode in the recordings at `paths` (folders or files), in file order. The files of
+    one folder are one run (`--record` starts a new file every --record-max-s or --record-max-mib), so an
+    episode that spans two of them is put together."""
     out: list[Episode] = []
-    for f in mcap_files(paths):
-        out.extend(load_file(f, tick_stride, ticks))
+    for group in _runs(mcap_files(paths)):
+        chunks, ends, tick_t, tick_q = [], [], [], []
+        for f in group:
+            c, e, t, q = _read_file(f, tick_stride, ticks)
+            chunks += c
+            ends += e
+            tick_t += t
+            tick_q += q
+        out.extend(_pair(chunks, ends, tick_t, tick_q, ticks))
     return out
+
+
+def _runs(files: list[pathlib.Path]) -> list[list[pathlib.Path]]:
+    """Files grouped by run: same folder and same name before the `-NNNNN.mcap` index."""
+    groups: dict[tuple[str, str], list[pathlib.Path]] = {}
+    for f in files:
+        stem = f.name.rsplit("-", 1)[0] if f.name.rsplit("-", 1)[-1][:-5].isdigit() else f.name
+        groups.setdefault((str(f.parent), stem), []).append(f)
+    return list(groups.values())
 
 
 def chunk_rewards(ep: Episode, collision_penalty: float = 1.0, success_bonus: float = 1.0) -> np.ndarray:
