@@ -92,6 +92,34 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         wait_s: f64,
     },
+    /// Ask a running `coxswain serve` to hot-swap to a model folder on the robot (sent with the SHA-256 of
+    /// every file its manifest names), and print the answer. Exits 1 when refused or unanswered.
+    Swap {
+        /// The robot description (for the robot's key prefix).
+        #[arg(long)]
+        robot: PathBuf,
+        /// The model folder, as the robot sees it (this machine hashes its files).
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        zenoh_config: Option<PathBuf>,
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Seconds to wait for the answer (the check loads the model and runs it).
+        #[arg(long, default_value_t = 30.0)]
+        timeout_s: f64,
+    },
+    /// Print a running `coxswain serve`'s state (JSON: state, health, counters, the model, recent lines).
+    Status {
+        #[arg(long)]
+        robot: PathBuf,
+        #[arg(long)]
+        zenoh_config: Option<PathBuf>,
+        #[arg(long)]
+        connect: Vec<String>,
+        #[arg(long, default_value_t = 5.0)]
+        timeout_s: f64,
+    },
     /// Feed a recording's inputs through a fresh controller (and its frames through the policy, with the
     /// recorded noise) and compare every output with the recording, bit for bit. Exits 1 on a difference.
     Replay {
@@ -454,6 +482,13 @@ fn main() -> ExitCode {
         Command::Check { robot: Some(robot), policy, ort } => check(&robot, policy.as_deref(), &ort),
         Command::Check { robot: None, policy, ort } => check_deployment(policy.as_deref(), ort),
         Command::Serve { config } => serve(&config),
+        Command::Swap { robot, policy, zenoh_config, connect, timeout_s } => {
+            let body = coxswain_cli::serve::swap_request(&policy).map(|b| b.to_string());
+            body.and_then(|b| query(&robot, "runtime/model/swap", Some(b), zenoh_config, connect, timeout_s))
+        }
+        Command::Status { robot, zenoh_config, connect, timeout_s } => {
+            query(&robot, "runtime/state", None, zenoh_config, connect, timeout_s)
+        }
         Command::Arm { robot, disarm, source, reason, zenoh_config, connect, wait_s } => {
             arm(&robot, disarm, &source, &reason, zenoh_config, connect, wait_s)
         }
@@ -482,13 +517,7 @@ fn main() -> ExitCode {
 
 /// A frame with every field at its manifest offset (what the model sees as zero), then `--set` values.
 fn default_frame(policy: &Policy, set: &[String]) -> anyhow::Result<coxswain::policy::Frame> {
-    let mut frame = policy.new_frame();
-    for t in &policy.manifest().terms {
-        if frame.id(t.field.name()).is_some() {
-            // The newest history slot's offset: the value the model sees as zero now.
-            frame.set(t.field.name(), &t.offset[(t.history - 1) * t.size..])?;
-        }
-    }
+    let mut frame = policy.neutral_frame()?;
     for s in set {
         let (name, values) = s.split_once('=').with_context(|| format!("--set {s}: expected FIELD=V1,V2,..."))?;
         let values: Vec<f32> = values
@@ -743,6 +772,58 @@ fn serve(config: &std::path::Path) -> anyhow::Result<()> {
         bail!("the final stop did not complete");
     }
     Ok(())
+}
+
+/// One query to a running service's `robot/<id>/<suffix>`; prints the JSON answer. Exits 1 without an
+/// answer, or when the answer says `"ok": false`.
+fn query(
+    robot: &std::path::Path,
+    suffix: &str,
+    payload: Option<String>,
+    zenoh_config: Option<PathBuf>,
+    connect: Vec<String>,
+    timeout_s: f64,
+) -> anyhow::Result<()> {
+    use coxswain_zenoh::zenoh::Wait;
+    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+        bail!("--timeout-s {timeout_s}: must be a positive number of seconds");
+    }
+    let robot = coxswain_cli::robot::load(robot)?;
+    let key = format!("{}/{suffix}", robot.topics.prefix);
+    let opts = coxswain_zenoh::session::SessionOptions {
+        config_file: zenoh_config,
+        connect_timeout_ms: if connect.is_empty() { 0 } else { 5000 },
+        connect,
+        ..Default::default()
+    };
+    let session = coxswain_zenoh::session::open(&opts)?;
+    let timeout = std::time::Duration::from_secs_f64(timeout_s);
+    // The link may take a moment to route the query: ask again until the time is up.
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let mut get =
+            session.get(&key).timeout(timeout.min(until.saturating_duration_since(std::time::Instant::now())));
+        if let Some(p) = &payload {
+            get = get.payload(p.clone());
+        }
+        let replies = get.wait().map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        if let Ok(reply) = replies.recv() {
+            let text = match reply.result() {
+                Ok(sample) => String::from_utf8_lossy(&sample.payload().to_bytes()).into_owned(),
+                Err(e) => bail!("{key}: {}", String::from_utf8_lossy(&e.payload().to_bytes())),
+            };
+            out!("{text}");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
+                bail!("{key}: refused");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            bail!("{key}: no answer within {timeout_s} s (is coxswain serve running and connected?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// `coxswain arm`: one ArmRequest, once a runtime subscribes.

@@ -45,6 +45,18 @@
 //! a controlled stop per the robot's stop category and a summary. SIGHUP re-reads the deployment and applies
 //! what can change safely while running (`auto_arm`, `on_arm`, `[health]`); anything else it reports as
 //! needing a restart and leaves as it is.
+//!
+//! Over Zenoh it answers queries on `robot/<id>/runtime/**`:
+//! - `robot/<id>/runtime/state`: a JSON object with the state, arming, health, counters, the running
+//!   model (name, path, the SHA-256 of each of its files) and the recent log lines;
+//! - `robot/<id>/runtime/model/swap` with a JSON payload `{"path": "<model folder on the robot>",
+//!   "sha256": {"<file>": "<hex>", ...}}`: a hot swap (`coxswain swap` sends one). The files the manifest
+//!   names (the manifest, its graphs, its stages' graphs; paths relative to the folder) must all be listed and
+//!   match; the policy must load, fit the running one ([`coxswain::runtime::swap_incompatibility`]), give a
+//!   finite chunk on a neutral observation, and take less than one chunk's execution time. It is then loaded
+//!   beside the running one and taken over at a chunk boundary. For `[swap] watch_s` after that, rejected
+//!   chunks, starved ticks, inference failures or too many safety interventions roll it back to the previous
+//!   model ([`coxswain::swap::SwapWatch`]), with the reason in the log. The reply says what happened.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +77,7 @@ use coxswain::runtime::{RecordSetup, RuntimeEvent, RuntimeOptions};
 use coxswain::safety::SafetyState;
 use coxswain::Runtime;
 use coxswain_zenoh::session::{open, SessionOptions};
+use coxswain_zenoh::zenoh::Wait;
 
 /// What the service does once armed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +99,8 @@ struct RawFile {
     rt: RawRt,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default)]
+    swap: RawSwap,
     /// Read by [`OnnxConfig::load`].
     #[allow(dead_code)]
     onnx: Option<toml::Value>,
@@ -143,6 +158,16 @@ struct RawHealth {
     status_period_s: Option<f64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwap {
+    watch_s: Option<f64>,
+    max_rejected_chunks: Option<u64>,
+    max_starved_ticks: Option<u64>,
+    max_inference_failures: Option<u64>,
+    max_interventions_per_s: Option<f64>,
+}
+
 /// When the loop counts as healthy (the watchdog is fed only then).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Health {
@@ -165,6 +190,8 @@ pub struct Deployment {
     pub record: Option<RecordOptions>,
     pub rt: RtOptions,
     pub health: Health,
+    /// What a hot-swapped model may do before it is rolled back.
+    pub swap: coxswain::swap::WatchLimits,
     pub onnx: OnnxConfig,
 }
 
@@ -244,6 +271,22 @@ impl Deployment {
             lock_memory: raw.rt.lock_memory.unwrap_or(true),
         };
         let health = health(path, &raw.health)?;
+        let mut swap = coxswain::swap::WatchLimits::default();
+        if let Some(w) = raw.swap.watch_s {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(field(path, "swap.watch_s", "must be a positive number of seconds"));
+            }
+            swap.window_s = w;
+        }
+        if let Some(v) = raw.swap.max_interventions_per_s {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(field(path, "swap.max_interventions_per_s", "must be a number of at least 0"));
+            }
+            swap.max_interventions_per_s = v;
+        }
+        swap.max_rejected_chunks = raw.swap.max_rejected_chunks.unwrap_or(swap.max_rejected_chunks);
+        swap.max_starved_ticks = raw.swap.max_starved_ticks.unwrap_or(swap.max_starved_ticks);
+        swap.max_inference_failures = raw.swap.max_inference_failures.unwrap_or(swap.max_inference_failures);
         let onnx = OnnxConfig::load(path)?;
         Ok(Deployment {
             path: path.to_path_buf(),
@@ -257,6 +300,7 @@ impl Deployment {
             record,
             rt,
             health,
+            swap,
             onnx,
         })
     }
@@ -347,16 +391,59 @@ pub struct ServeSummary {
     pub stop_completed: bool,
 }
 
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    // Outside systemd (no NOTIFY_SOCKET) this does nothing; a failed send is logged, never fatal.
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!(target: "coxswain", "systemd notify: {e}");
+/// The systemd notifications, sent from their own thread: a send to the notify socket can block (a full
+/// socket queue), and the service's loop must not. Outside systemd (no NOTIFY_SOCKET) nothing is sent. A
+/// full queue drops the message (a lost WATCHDOG=1 is what a wedged loop looks like anyway); a failed send
+/// is logged.
+struct Notifier {
+    tx: Option<std::sync::mpsc::SyncSender<String>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Notifier {
+    fn start() -> Notifier {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(64);
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name("coxswain-notify".into()).spawn(move || {
+            let mut failures = 0u64;
+            while let Ok(msg) = rx.recv() {
+                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Custom(msg.trim_end())]) {
+                    failures += 1;
+                    // The first failure and then every thousandth: a gone socket must not flood the log.
+                    if failures % 1000 == 1 {
+                        tracing::warn!(target: "coxswain", "systemd notify: {e} ({failures} failed so far)");
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "coxswain", "no systemd notifications: starting their thread: {e}");
+        }
+        Notifier { tx: Some(tx), done }
+    }
+
+    fn send(&self, states: &[sd_notify::NotifyState<'_>]) {
+        let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(msg);
+        }
+    }
+}
+
+impl Drop for Notifier {
+    /// Sends what is queued (STOPPING=1 among it) before the process exits, waiting a second at most: a
+    /// notify socket nobody reads must not hold up the exit.
+    fn drop(&mut self) {
+        self.tx.take();
+        let _ = self.done.recv_timeout(Duration::from_secs(1));
     }
 }
 
 /// Runs the deployment until a signal says stop.
 pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> anyhow::Result<ServeSummary> {
     let mut d = d;
+    let notifier = Notifier::start();
     let robot = crate::robot::load(&d.robot)?;
     let rt = OrtRuntime::load(d.onnx.library.as_deref())?;
     let opts =
@@ -377,7 +464,20 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
         None => None,
     };
     let ropts = RuntimeOptions { execution, rt: d.rt, seed: d.seed, record, ..Default::default() };
-    let runtime = Runtime::start(&session, &robot, policy, &ropts)?;
+    let chunk_budget_s = execution.execute_actions as f64 * policy.manifest().action.dt_s;
+    let mut model = ModelInfo::of(policy.manifest())?;
+    let mut runtime = Runtime::start(&session, &robot, policy, &ropts)?;
+    let queries = session
+        .declare_queryable(format!("{}/runtime/**", robot.topics.prefix))
+        .wait()
+        .map_err(|e| anyhow::anyhow!("declaring the queryable {}/runtime/**: {e}", robot.topics.prefix))?;
+    let mut recent: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut pending: Option<PendingSwap> = None;
+    let mut watching: Option<(coxswain::swap::SwapWatch, coxswain::control::inference::InferenceWorker, ModelInfo)> =
+        None;
+    let mut rolling_back = false;
+    let mut model_next: Option<ModelInfo> = None;
+    let mut swap_asked: Option<Instant> = None;
     if let Some(w) = runtime.rt_report().warning() {
         say(&format!("warning: {w}"));
     }
@@ -396,11 +496,11 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
             log_event(&e, say);
         }
         if signals.stop.load(Ordering::Relaxed) {
-            notify(&[sd_notify::NotifyState::Stopping]);
+            notifier.send(&[sd_notify::NotifyState::Stopping]);
             return finish(runtime, say, "stopped before the robot answered");
         }
         if started.elapsed().as_secs_f64() > d.health.startup_timeout_s {
-            notify(&[sd_notify::NotifyState::Stopping]);
+            notifier.send(&[sd_notify::NotifyState::Stopping]);
             let _ = finish(runtime, say, "no robot");
             bail!(
                 "no fresh joint state on {} within {} s (health.startup_timeout_s): is the robot's driver running and connected?",
@@ -412,7 +512,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
         status.push_str(&format!("waiting for the robot's joint state on {}", robot.topics.joint_state));
         std::thread::sleep(Duration::from_millis(20));
     }
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("ready, disarmed")]);
+    notifier.send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("ready, disarmed")]);
     say("ready: the control loop runs and the robot's state is fresh");
     if d.auto_arm {
         say("auto_arm: arming");
@@ -428,7 +528,135 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
     let why = loop {
         std::thread::sleep(Duration::from_millis(10));
         for e in runtime.events() {
+            if let (Some((w, _, _)), RuntimeEvent::Worker(we)) = (watching.as_mut(), &e) {
+                if matches!(
+                    we,
+                    coxswain::control::inference::WorkerEvent::InferFailed { .. }
+                        | coxswain::control::inference::WorkerEvent::ObserveFailed { .. }
+                ) {
+                    w.inference_failed(1);
+                }
+            }
+            remember(&mut recent, &e.to_string());
             log_event(&e, say);
+        }
+        // Queries: the state, and hot swaps (prepared on their own thread: loading a model takes time the
+        // watchdog must not wait for).
+        while let Ok(Some(q)) = queries.try_recv() {
+            let key = q.key_expr().as_str().to_string();
+            if key.ends_with("/runtime/state") {
+                let st = runtime.status();
+                let body = serde_json::json!({
+                    "robot": robot.id,
+                    "state": st.stats.state.unwrap_or(SafetyState::Idle).to_string(),
+                    "armed": st.stats.armed,
+                    "healthy": healthy,
+                    "ticks": st.stats.ticks,
+                    "overruns": st.overruns,
+                    "lateness_p99_us": st.lateness_p99_ns as f64 / 1e3,
+                    "chunks_accepted": st.stats.chunks_accepted,
+                    "chunks_rejected": st.stats.chunks_rejected,
+                    "starved_ticks": st.stats.starved_ticks,
+                    "safety_interventions": st.stats.safety_interventions,
+                    "estops": st.stats.estops,
+                    "model": model.json(),
+                    "swap": {
+                        "pending": pending.is_some() || swap_asked.is_some(),
+                        "watching": watching.as_ref().map(|(_, _, prev)| serde_json::json!({"previous": prev.name})),
+                    },
+                    "recent": recent.iter().collect::<Vec<_>>(),
+                });
+                reply(&q, &body);
+            } else if key.ends_with("/runtime/model/swap") {
+                if pending.is_some() || swap_asked.is_some() || watching.is_some() {
+                    reply(&q, &serde_json::json!({"ok": false, "message": "a swap is already in progress"}));
+                    continue;
+                }
+                match SwapRequest::parse(&q) {
+                    Ok(req) => {
+                        let line = format!("swap requested: {}", req.path.display());
+                        remember(&mut recent, &line);
+                        say(&line);
+                        let mut p = PendingSwap::start(req, &d, runtime.running_manifest().clone(), chunk_budget_s);
+                        p.query = Some(q);
+                        pending = Some(p);
+                    }
+                    Err(e) => reply(&q, &serde_json::json!({"ok": false, "message": e})),
+                }
+            } else {
+                let _ = q.reply_err(format!("{key}: no such query (state, model/swap)")).wait();
+            }
+        }
+        if let Some(p) = pending.as_mut() {
+            if let Some(done) = p.poll() {
+                let query = p.query.take();
+                pending = None;
+                let answer = match done.and_then(|(policy, info)| {
+                    let name = policy.manifest().name.clone();
+                    runtime.swap(policy).map_err(|e| format!("{e:#}"))?;
+                    Ok((name, info))
+                }) {
+                    Ok((name, info)) => {
+                        swap_asked = Some(Instant::now());
+                        model_next = Some(info);
+                        format!("{name} checked and loaded beside the running model; it takes over at the next chunk boundary and is watched for {} s", d.swap.window_s)
+                    }
+                    Err(e) => format!("refused: {e}"),
+                };
+                let ok = !answer.starts_with("refused");
+                let line = format!("swap: {answer}");
+                remember(&mut recent, &line);
+                say(&line);
+                if let Some(q) = query {
+                    reply(&q, &serde_json::json!({"ok": ok, "message": answer}));
+                }
+            }
+        }
+        if let Some(old) = runtime.take_replaced() {
+            let st = runtime.status();
+            let line = if rolling_back {
+                rolling_back = false;
+                format!("rolled back: {} runs again", runtime.running_manifest().name)
+            } else {
+                let took = swap_asked.take().map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+                let next = model_next.take().unwrap_or_else(|| model.clone());
+                let previous = std::mem::replace(&mut model, next);
+                let line = format!(
+                    "swapped: {} took over from {} at a chunk boundary, {took:.0} ms after it was loaded",
+                    runtime.running_manifest().name,
+                    previous.name
+                );
+                watching = Some((coxswain::swap::SwapWatch::new(d.swap, st.now_s, st.stats), old, previous));
+                line
+            };
+            remember(&mut recent, &line);
+            say(&line);
+        }
+        if let Some((w, _, _)) = &watching {
+            let st = runtime.status();
+            match w.check(st.now_s, &st.stats) {
+                coxswain::swap::Verdict::Watching => {}
+                coxswain::swap::Verdict::Keep => {
+                    let line = format!("swap kept: {} ran {} s within its limits", model.name, d.swap.window_s);
+                    remember(&mut recent, &line);
+                    say(&line);
+                    watching = None;
+                }
+                coxswain::swap::Verdict::RollBack(why) => {
+                    if let Some((_, old, previous)) = watching.take() {
+                        let line = format!("rolling back from {} to {}: {why}", model.name, previous.name);
+                        remember(&mut recent, &line);
+                        say(&line);
+                        match runtime.restore(old) {
+                            Ok(()) => {
+                                rolling_back = true;
+                                model = previous;
+                            }
+                            Err(e) => say(&format!("ROLLBACK FAILED: {e:#}")),
+                        }
+                    }
+                }
+            }
         }
         let st = runtime.status();
         let armed = st.stats.armed;
@@ -457,7 +685,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
         }
         if let Some(period) = watchdog {
             if healthy && last_feed.elapsed() >= period {
-                notify(&[sd_notify::NotifyState::Watchdog]);
+                notifier.send(&[sd_notify::NotifyState::Watchdog]);
                 last_feed = Instant::now();
             }
         }
@@ -473,10 +701,10 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 st.overruns,
                 if healthy { "" } else { ", UNHEALTHY" }
             );
-            notify(&[sd_notify::NotifyState::Status(&status)]);
+            notifier.send(&[sd_notify::NotifyState::Status(&status)]);
         }
         if signals.reload.swap(false, Ordering::Relaxed) {
-            notify(&[sd_notify::NotifyState::Reloading]);
+            notifier.send(&[sd_notify::NotifyState::Reloading]);
             match reload(&d) {
                 Ok((next, lines)) => {
                     for l in &lines {
@@ -486,7 +714,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 }
                 Err(e) => say(&format!("reload refused, the running deployment stays: {e:#}")),
             }
-            notify(&[sd_notify::NotifyState::Ready]);
+            notifier.send(&[sd_notify::NotifyState::Ready]);
         }
         if signals.stop.load(Ordering::Relaxed) {
             break "signal";
@@ -495,7 +723,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
             break "the control loop ended";
         }
     };
-    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("stopping")]);
+    notifier.send(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("stopping")]);
     say(&format!("stopping ({why}): controlled stop"));
     finish(runtime, say, why)
 }
@@ -612,4 +840,189 @@ fn finish(runtime: Runtime, say: &mut dyn FnMut(&str), why: &str) -> anyhow::Res
         }
     }
     Ok(ServeSummary { lines, stop_completed })
+}
+
+/// The running model as the state query reports it.
+#[derive(Debug, Clone)]
+struct ModelInfo {
+    name: String,
+    path: PathBuf,
+    sha256: std::collections::BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    fn of(m: &coxswain::policy::Manifest) -> anyhow::Result<ModelInfo> {
+        Ok(ModelInfo { name: m.name.clone(), path: m.path.clone(), sha256: coxswain::replay::model_hashes(&m.path)? })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"name": self.name, "path": self.path.display().to_string(), "sha256": self.sha256})
+    }
+}
+
+const RECENT_LINES: usize = 32;
+
+fn remember(recent: &mut std::collections::VecDeque<String>, line: &str) {
+    if recent.len() == RECENT_LINES {
+        recent.pop_front();
+    }
+    recent.push_back(line.to_string());
+}
+
+fn reply(q: &coxswain_zenoh::zenoh::query::Query, body: &serde_json::Value) {
+    if let Err(e) = q.reply(q.key_expr().clone(), body.to_string()).wait() {
+        tracing::warn!(target: "coxswain", "replying to {}: {e}", q.key_expr());
+    }
+}
+
+/// A hot-swap request: the model folder on the robot and the sender's SHA-256 of its files.
+#[derive(Debug)]
+struct SwapRequest {
+    path: PathBuf,
+    sha256: std::collections::BTreeMap<String, String>,
+}
+
+impl SwapRequest {
+    fn parse(q: &coxswain_zenoh::zenoh::query::Query) -> Result<SwapRequest, String> {
+        let bytes = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            path: PathBuf,
+            #[serde(default)]
+            sha256: std::collections::BTreeMap<String, String>,
+        }
+        let raw: Raw = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the swap request is not {{\"path\": ..., \"sha256\": {{file: hex}}}}: {e}"))?;
+        Ok(SwapRequest { path: raw.path, sha256: raw.sha256 })
+    }
+}
+
+/// What `coxswain swap` sends: the model folder and the SHA-256 of every file its manifest names.
+pub fn swap_request(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let m = coxswain::policy::Manifest::load(path)?;
+    let mut sha = serde_json::Map::new();
+    for (rel, file) in named_files(&m) {
+        let bytes = std::fs::read(&file).with_context(|| format!("{}: reading", file.display()))?;
+        sha.insert(rel, coxswain::replay::sha256_hex(&bytes).into());
+    }
+    let dir = std::fs::canonicalize(path).with_context(|| format!("{}: resolving", path.display()))?;
+    Ok(serde_json::json!({"path": dir.display().to_string(), "sha256": sha}))
+}
+
+/// The files a manifest names, relative to its folder (`manifest.toml` first): what a swap's hashes cover.
+fn named_files(m: &coxswain::policy::Manifest) -> Vec<(String, PathBuf)> {
+    let dir = m.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut paths = vec![m.path.clone(), m.onnx.clone()];
+    paths.extend(m.encoders.iter().map(|e| e.onnx.clone()));
+    paths.extend(m.rtc.iter().map(|r| r.vjp_onnx.clone()));
+    let st = &m.steering;
+    if let Some(coxswain::steering::config::SelectionSpec::Critic(g)) = &st.selection {
+        paths.push(g.onnx.clone());
+    }
+    paths.extend(st.edit.iter().map(|e| e.graph.onnx.clone()));
+    paths.extend(st.noise.iter().map(|n| n.graph.onnx.clone()));
+    paths.extend(st.residual.iter().map(|r| r.graph.onnx.clone()));
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for p in paths {
+        let rel = pathdiff(&p, &dir);
+        if !out.iter().any(|(r, _)| *r == rel) {
+            out.push((rel, p));
+        }
+    }
+    out
+}
+
+/// `path` relative to `dir` (with `..` where it lies outside), as the sender names it.
+fn pathdiff(path: &Path, dir: &Path) -> String {
+    let (p, d): (Vec<_>, Vec<_>) = (path.components().collect(), dir.components().collect());
+    let common = p.iter().zip(&d).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); d.len() - common];
+    parts.extend(p[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    parts.join("/")
+}
+
+/// A swap being checked and loaded on its own thread.
+struct PendingSwap {
+    rx: std::sync::mpsc::Receiver<Result<(Policy, ModelInfo), String>>,
+    query: Option<coxswain_zenoh::zenoh::query::Query>,
+}
+
+impl PendingSwap {
+    fn start(
+        req: SwapRequest,
+        d: &Deployment,
+        running: coxswain::policy::Manifest,
+        chunk_budget_s: f64,
+    ) -> PendingSwap {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (onnx, candidates, seed) = (d.onnx.clone(), d.candidates, d.seed);
+        std::thread::spawn(move || {
+            let _ = tx.send(prepare(&req, &onnx, candidates, seed, &running, chunk_budget_s));
+        });
+        PendingSwap { rx, query: None }
+    }
+
+    /// The result, once the thread is done.
+    fn poll(&mut self) -> Option<Result<(Policy, ModelInfo), String>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err("the swap's check thread died".into())),
+        }
+    }
+}
+
+/// Every check before a swapped-in model may load beside the running one.
+fn prepare(
+    req: &SwapRequest,
+    onnx: &OnnxConfig,
+    candidates: usize,
+    seed: u64,
+    running: &coxswain::policy::Manifest,
+    chunk_budget_s: f64,
+) -> Result<(Policy, ModelInfo), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{e}");
+    let manifest = coxswain::policy::Manifest::load(&req.path).map_err(|e| err(&e))?;
+    // The hashes first: nothing of a file that does not match is loaded.
+    for (rel, path) in named_files(&manifest) {
+        let Some(want) = req.sha256.get(&rel) else {
+            return Err(format!("no sha256 given for {rel} (the manifest names it)"));
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let got = coxswain::replay::sha256_hex(&bytes);
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!("{rel}: sha256 {got} is not the {want} the sender gave"));
+        }
+    }
+    if let Some(why) = coxswain::runtime::swap_incompatibility(running, &manifest) {
+        return Err(why);
+    }
+    let rt = OrtRuntime::load(onnx.library.as_deref()).map_err(|e| err(&e))?;
+    let opts = PolicyOptions { session: onnx.session.clone(), candidates, seed, explore: false };
+    let mut policy = Policy::load(rt, &req.path, &opts).map_err(|e| err(&e))?;
+    // A test inference on a neutral observation: finite, and within one chunk's execution time.
+    let frame = policy.neutral_frame().map_err(|e| err(&e))?;
+    let mut took_s = f64::INFINITY;
+    for _ in 0..3 {
+        policy.reset().map_err(|e| err(&e))?;
+        policy.observe(&frame, 0.0).map_err(|e| err(&e))?;
+        let t = Instant::now();
+        policy.infer().map_err(|e| format!("test inference: {e}"))?;
+        took_s = took_s.min(t.elapsed().as_secs_f64());
+        let chunk = policy.chunk();
+        if let Some(bad) = (0..chunk.candidates).flat_map(|c| chunk.candidate(c).iter()).find(|v| !v.is_finite()) {
+            return Err(format!("test inference gave a non-finite action ({bad})"));
+        }
+    }
+    if took_s > chunk_budget_s {
+        return Err(format!(
+            "test inference took {:.1} ms, more than one chunk's execution time ({:.1} ms)",
+            took_s * 1e3,
+            chunk_budget_s * 1e3
+        ));
+    }
+    policy.reset().map_err(|e| err(&e))?;
+    let info = ModelInfo::of(policy.manifest()).map_err(|e| format!("{e:#}"))?;
+    Ok((policy, info))
 }

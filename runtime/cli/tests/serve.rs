@@ -260,3 +260,96 @@ fn a_bad_deployment_is_refused_naming_the_file_and_the_field() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One query from the test's session (the simulator's, which `serve` is connected to); the JSON answer.
+fn ask(rig: &Rig, suffix: &str, payload: Option<String>) -> serde_json::Value {
+    use coxswain_zenoh::zenoh::Wait;
+    let key = format!("robot/sim-arm/{suffix}");
+    for _ in 0..50 {
+        let mut get = rig.session.get(&key).timeout(Duration::from_secs(30));
+        if let Some(p) = &payload {
+            get = get.payload(p.clone());
+        }
+        if let Ok(reply) = get.wait().unwrap().recv() {
+            let bytes = reply
+                .result()
+                .map(|s| s.payload().to_bytes().into_owned())
+                .unwrap_or_else(|e| e.payload().to_bytes().into_owned());
+            return serde_json::from_slice(&bytes).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{key}: no answer");
+}
+
+fn wait_log(dir: &Path, text: &str, seconds: f64) -> bool {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        if logs(dir).contains(text) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn serve_hot_swaps_a_checked_model_refuses_a_wrong_hash_and_rolls_back_one_that_goes_bad() {
+    let dir = temp_dir("swap");
+    let rig = rig();
+    let deploy = deployment(&dir, &rig.endpoint);
+    // A short watch, so the test does not wait the default 10 s for a good model to be kept; no limit on
+    // safety interventions (a loaded test machine's stale-state holds count as such; the rate limit has its
+    // unit test), so that what rolls back here is the refused chunks.
+    let text =
+        std::fs::read_to_string(&deploy).unwrap() + "\n[swap]\nwatch_s = 2.0\nmax_interventions_per_s = 1000000\n";
+    std::fs::write(&deploy, text).unwrap();
+    let (mut child, sock) = serve(&dir, &deploy);
+    let mut seen = Vec::new();
+    assert!(receive_until(&sock, &mut seen, 40.0, |l| l == "READY=1"), "{}", logs(&dir));
+    arm(&rig, 1);
+    // Past the start: the first second of motion from rest is where the safety filter shapes the most.
+    std::thread::sleep(Duration::from_secs(2));
+    let state = ask(&rig, "runtime/state", None);
+    assert_eq!(state["model"]["name"], "reach-dp", "{state}");
+    assert!(state["model"]["sha256"]["policy.onnx"].as_str().unwrap().len() == 64, "{state}");
+
+    // A hash that does not match: refused before anything loads; reach-dp runs on.
+    let mut req = coxswain_cli::serve::swap_request(&repo().join("models/reach-dp-dsrl")).unwrap();
+    let good = req.clone();
+    req["sha256"]["noise.onnx"] = "00".repeat(32).into();
+    let answer = ask(&rig, "runtime/model/swap", Some(req.to_string()));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("noise.onnx: sha256"), "{answer}");
+
+    // The right hashes: checked, loaded beside, taken over, watched, kept.
+    let answer = ask(&rig, "runtime/model/swap", Some(good.to_string()));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(wait_log(&dir, "swapped: reach-dp-dsrl took over from reach-dp", 10.0), "{}", logs(&dir));
+    assert!(wait_log(&dir, "swap kept: reach-dp-dsrl", 10.0), "{}", logs(&dir));
+    assert_eq!(ask(&rig, "runtime/state", None)["model"]["name"], "reach-dp-dsrl");
+
+    // A model that passes every check but whose chunks the controller refuses (its action offset puts the
+    // shoulder outside its limits): rolled back to reach-dp-dsrl.
+    let bad = dir.join("broken");
+    std::fs::create_dir_all(&bad).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("models/reach-dp/manifest.toml"))
+        .unwrap()
+        .replace(
+            "onnx = \"policy.onnx\"",
+            &format!("onnx = \"{}\"", repo().join("models/reach-dp/policy.onnx").display()),
+        )
+        .replace("offset = [-0.7005050182342529,", "offset = [2.2994949817657471,")
+        .replace("name = \"reach-dp\"", "name = \"reach-dp-broken\"");
+    std::fs::write(bad.join("manifest.toml"), manifest).unwrap();
+    let answer = ask(&rig, "runtime/model/swap", Some(coxswain_cli::serve::swap_request(&bad).unwrap().to_string()));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(wait_log(&dir, "rolling back from reach-dp-broken to reach-dp-dsrl", 10.0), "{}", logs(&dir));
+    assert!(wait_log(&dir, "rolled back: reach-dp-dsrl runs again", 5.0), "{}", logs(&dir));
+    assert_eq!(ask(&rig, "runtime/state", None)["model"]["name"], "reach-dp-dsrl");
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = wait_exit(&mut child, 15.0).expect("serve exits after SIGTERM");
+    assert!(status.success(), "{}", logs(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}

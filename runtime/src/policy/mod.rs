@@ -373,6 +373,19 @@ impl Policy {
         self.frame.clone()
     }
 
+    /// A frame whose normalized observation is zero: each field at its term's offset (for the newest history
+    /// slot), the centre of the demonstrations. What a test inference runs on (`coxswain sample`, a hot
+    /// swap's check). Fields no term normalizes (steering-only vectors) stay zero.
+    pub fn neutral_frame(&self) -> Result<Frame> {
+        let mut frame = self.new_frame();
+        for t in &self.manifest.terms {
+            if frame.id(t.field.name()).is_some() {
+                frame.set(t.field.name(), &t.offset[(t.history - 1) * t.size..])?;
+            }
+        }
+        Ok(frame)
+    }
+
     /// Starts an episode: empties the history, zeroes the last action and recurrent state, and marks every
     /// encoder's cache stale.
     pub fn reset(&mut self) -> Result<()> {
