@@ -14,3 +14,4 @@ cargo bench --locked -p coxswain --bench sampler
 cargo bench --locked -p coxswain --bench control_timing
 cargo bench --locked -p coxswain --bench steering
 cargo bench --locked -p coxswain-zenoh --bench roundtrip
+cargo bench --locked -p coxswain-cli --bench swap

@@ -681,7 +681,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 ));
             }
             healthy = now_healthy;
-            last_check = (Instant::now(), st.clone());
+            last_check = (Instant::now(), st);
         }
         if let Some(period) = watchdog {
             if healthy && last_feed.elapsed() >= period {
