@@ -774,6 +774,20 @@ fn serve(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The session of a one-shot client (`coxswain arm`, `swap`, `status`): the given config, or peer defaults.
+fn client_session(
+    zenoh_config: Option<PathBuf>,
+    connect: Vec<String>,
+) -> anyhow::Result<coxswain_zenoh::zenoh::Session> {
+    let opts = coxswain_zenoh::session::SessionOptions {
+        config_file: zenoh_config,
+        connect_timeout_ms: if connect.is_empty() { 0 } else { 5000 },
+        connect,
+        ..Default::default()
+    };
+    Ok(coxswain_zenoh::session::open(&opts)?)
+}
+
 /// One query to a running service's `robot/<id>/<suffix>`; prints the JSON answer. Exits 1 without an
 /// answer, or when the answer says `"ok": false`.
 fn query(
@@ -790,13 +804,7 @@ fn query(
     }
     let robot = coxswain_cli::robot::load(robot)?;
     let key = format!("{}/{suffix}", robot.topics.prefix);
-    let opts = coxswain_zenoh::session::SessionOptions {
-        config_file: zenoh_config,
-        connect_timeout_ms: if connect.is_empty() { 0 } else { 5000 },
-        connect,
-        ..Default::default()
-    };
-    let session = coxswain_zenoh::session::open(&opts)?;
+    let session = client_session(zenoh_config, connect)?;
     let timeout = std::time::Duration::from_secs_f64(timeout_s);
     // The link may take a moment to route the query: ask again until the time is up.
     let until = std::time::Instant::now() + timeout;
@@ -847,13 +855,7 @@ fn arm(
         .map_err(|_| anyhow::anyhow!("--source: at most {} bytes", coxswain_msg::ARM_SOURCE_MAX_LEN))?;
     msg.reason = heapless::String::try_from(reason)
         .map_err(|_| anyhow::anyhow!("--reason: at most {} bytes", coxswain_msg::ARM_REASON_MAX_LEN))?;
-    let opts = coxswain_zenoh::session::SessionOptions {
-        config_file: zenoh_config,
-        connect_timeout_ms: if connect.is_empty() { 0 } else { 5000 },
-        connect,
-        ..Default::default()
-    };
-    let session = coxswain_zenoh::session::open(&opts)?;
+    let session = client_session(zenoh_config, connect)?;
     let mut publisher = coxswain_zenoh::ControlPublisher::<ArmRequest>::new(
         &session,
         &keys.arm,
