@@ -46,7 +46,7 @@ CONFIGS = [
     ("base + EXPO edit (best-of-16 by critic)", "models/reach-dp-expo", 8),
     ("base + DSRL noise policy", "models/reach-dp-dsrl", 1),
     ("base + residual policy", "models/reach-dp-residual", 1),
-    ("best combination: noise policy + residual + guidance", "models/reach-dp-best", 1),
+    ("best combination: noise policy + residual", "models/reach-dp-best", 1),
 ]
 DSRL = REPO / "models" / "reach-dp-dsrl"
 README_BEGIN = "<!-- steering-results:begin (models/tools/steering_results.py writes this block) -->"
