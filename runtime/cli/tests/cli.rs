@@ -613,7 +613,10 @@ fn a_recorded_run_holds_each_episodes_outcome_and_each_chunks_observation_as_its
 
 /// Successes of `coxswain run --clock sim` over `episodes` seeded episodes of `policy` on `scenario`.
 fn successes(policy: &str, scenario: &str, episodes: usize, seed: u64, extra: &[&str]) -> usize {
-    let dir = temp_dir(&format!("successes-{}-{seed}", policy.replace('/', "-")));
+    // Tests run in parallel, two of them with the same policy and seed: each call gets its own folder.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = temp_dir(&format!("successes-{}-{seed}-{call}", policy.replace('/', "-")));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("summary.json");
     let (n, s) = (episodes.to_string(), seed.to_string());
