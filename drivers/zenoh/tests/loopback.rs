@@ -83,15 +83,23 @@ fn garbage_and_the_wrong_message_kind_never_reach_the_reader() {
         reader.latest().is_some()
     }));
     // Garbage bytes, then a JointCommand on the joint-state key.
-    good.publish_raw(&[0xde, 0xad, 0xbe, 0xef, 0x00]).unwrap();
     let mut wrong = ControlPublisher::<JointCommand>::new(&driver, &keys.joint_state, Qos::Control).unwrap();
     let mut cmd = JointCommand::default();
     cmd.header.seq = 1_000_000;
     cmd.position_rad.push(9.0).unwrap();
     cmd.velocity_rad_s.push(0.0).unwrap();
     cmd.effort_nm.push(0.0).unwrap();
-    wrong.publish(&cmd).unwrap();
-    assert!(eventually(|| reader.stats().decode_errors >= 2), "{:?}", reader.stats());
+    // A new publisher's first samples can go before its route exists: send until one arrives.
+    assert!(
+        eventually(|| {
+            good.publish_raw(&[0xde, 0xad, 0xbe, 0xef, 0x00]).unwrap();
+            cmd.header.seq += 1;
+            wrong.publish(&cmd).unwrap();
+            reader.stats().decode_errors >= 2
+        }),
+        "{:?}",
+        reader.stats()
+    );
     assert!(matches!(reader.last_decode_error(), Some(DecodeError::WrongKind { .. })));
     let s = reader.latest().unwrap();
     assert_eq!(s.value.position_rad.as_slice(), &[0.5], "the slot still holds the last good state");
