@@ -96,6 +96,7 @@ fn garbage_and_the_wrong_message_kind_never_reach_the_reader() {
             cmd.header.seq += 1;
             wrong.publish(&cmd).unwrap();
             reader.stats().decode_errors >= 2
+                && matches!(reader.last_decode_error(), Some(DecodeError::WrongKind { .. }))
         }),
         "{:?}",
         reader.stats()
