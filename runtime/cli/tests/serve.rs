@@ -71,8 +71,27 @@ fn deployment(dir: &Path, endpoint: &str) -> PathBuf {
     path
 }
 
+/// The `coxswain serve` child, killed when the test ends however it ends (a failed assertion must not
+/// leave a service running).
+struct Serve(Child);
+
+impl Serve {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `coxswain serve` with its notify socket; WATCHDOG_USEC asks for a feed every 100 ms.
-fn serve(dir: &Path, deploy: &Path) -> (Child, UnixDatagram) {
+fn serve(dir: &Path, deploy: &Path) -> (Serve, UnixDatagram) {
     let socket = dir.join("notify.sock");
     let listener = UnixDatagram::bind(&socket).unwrap();
     listener.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -86,7 +105,7 @@ fn serve(dir: &Path, deploy: &Path) -> (Child, UnixDatagram) {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    (child, listener)
+    (Serve(child), listener)
 }
 
 /// Notify datagrams received until `until` returns true for one of them or `seconds` pass.
@@ -130,10 +149,10 @@ fn moved_from(q: &[f64], start: &[f64]) -> f64 {
     q.iter().zip(start).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
 }
 
-fn wait_exit(child: &mut Child, seconds: f64) -> Option<std::process::ExitStatus> {
+fn wait_exit(child: &mut Serve, seconds: f64) -> Option<std::process::ExitStatus> {
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < end {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             return Some(s);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -170,7 +189,7 @@ fn serve_is_ready_disarmed_moves_only_once_armed_feeds_the_watchdog_and_stops_on
     assert!(kill.success());
     assert!(receive_until(&sock, &mut seen, 10.0, |l| l == "STOPPING=1"), "no STOPPING=1: {seen:?}\n{}", logs(&dir));
     let status = wait_exit(&mut child, 15.0).unwrap_or_else(|| {
-        let _ = child.kill();
+        let _ = child.0.kill();
         panic!("serve did not exit within 15 s of SIGTERM\n{}", logs(&dir))
     });
     assert!(status.success(), "exit {status:?}\n{}", logs(&dir));
@@ -212,7 +231,7 @@ fn the_watchdog_is_no_longer_fed_once_the_robots_state_goes_stale() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = wait_exit(&mut child, 15.0);
     if status.is_none() {
-        let _ = child.kill();
+        let _ = child.0.kill();
     }
     assert!(status.is_some(), "serve did not exit after SIGTERM\n{}", logs(&dir));
     let _ = std::fs::remove_dir_all(&dir);
