@@ -484,9 +484,10 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
     say(&format!("serving {} on {} (disarmed until armed)", d.policy.display(), robot.id));
 
     let stale_s = robot.stop.stale_state_timeout_ms / 1e3;
+    let state_fresh = |s: &coxswain::control::ControlStats| s.state_present && s.state_age_s < stale_s;
     let fresh = |rt: &Runtime| {
         let s = rt.status().stats;
-        s.ticks > 0 && s.state_present && s.state_age_s < stale_s
+        s.ticks > 0 && state_fresh(&s)
     };
     // Ready: the policy is loaded (above), the loop runs, and the robot's state is fresh.
     let started = Instant::now();
@@ -671,7 +672,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
             let prev = &last_check.1;
             let ticks_advanced = st.stats.ticks > prev.stats.ticks;
             let overruns = st.overruns.saturating_sub(prev.overruns) as f64 / dt.as_secs_f64();
-            let state_fresh = st.stats.state_present && st.stats.state_age_s < stale_s;
+            let state_fresh = state_fresh(&st.stats);
             let now_healthy =
                 ticks_advanced && overruns <= d.health.max_overruns_per_s as f64 && state_fresh && !st.shutting_down;
             if now_healthy != healthy {
