@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod error;
+pub mod experience;
 pub mod onnx;
 pub mod policy;
 pub mod record;

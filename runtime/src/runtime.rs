@@ -34,7 +34,7 @@ use coxswain_zenoh::order::Verdict;
 use coxswain_zenoh::publisher::Qos;
 use coxswain_zenoh::queue::{QueueHealth, QueuedPublisher, SendError};
 use coxswain_zenoh::zenoh::pubsub::Subscriber;
-use coxswain_zenoh::zenoh::Session;
+use coxswain_zenoh::zenoh::{Session, Wait};
 use coxswain_zenoh::{subscribe_latest, ControlPublisher, LatestReader, RobotKeys, SlotStats};
 
 use crate::control::inference::{ChunkHook, ChunkMsg, InferenceStats, InferenceWorker, WorkerEvent};
@@ -65,6 +65,8 @@ pub struct RuntimeOptions {
     pub tick_ring: usize,
     /// Record the run (MCAP, [`crate::record::run`]): every tick, chunk and event.
     pub record: Option<RecordSetup>,
+    /// Stream chunks, interventions and episode outcomes to a learner ([`crate::experience`]).
+    pub experience: Option<crate::experience::ExperienceOptions>,
 }
 
 /// Where and what to record.
@@ -89,6 +91,7 @@ impl Default for RuntimeOptions {
             status_period: Duration::from_millis(200),
             tick_ring: 0,
             record: None,
+            experience: None,
         }
     }
 }
@@ -137,6 +140,10 @@ pub struct RuntimeReport {
     pub events_lost: u64,
     /// The recording, when one was asked for.
     pub recording: Option<RecorderEnd>,
+    /// The experience stream, when one was asked for.
+    pub experience: Option<crate::experience::ExperienceReport>,
+    /// Messages on `robot/<id>/task/episode` that were not episode outcomes.
+    pub episode_decode_errors: u64,
 }
 
 /// The Zenoh side of a tick's input.
@@ -185,6 +192,7 @@ impl InputSource for ZenohInput {
         while let Some(a) = self.arm.pop() {
             let r = match a.value.action {
                 ArmAction::Disarm => Request::Disarm,
+                ArmAction::Takeover => Request::Takeover,
                 ArmAction::Arm if a.verdict == Verdict::Stale => continue,
                 ArmAction::Arm => Request::Arm,
             };
@@ -243,6 +251,10 @@ pub struct Runtime {
     events: Receiver<RuntimeEvent>,
     tick_ring: Option<Arc<TickRing>>,
     recorder: Option<RecorderThread>,
+    experience: Option<crate::experience::ExperienceStream>,
+    episode_errors: Arc<std::sync::atomic::AtomicU64>,
+    /// The owner's notes go to the recording and the experience stream.
+    sinks: Sinks,
     rt: crate::rt::RtReport,
     /// Hot swap: workers for the inference thread to take over from, and the ones it replaced.
     swap_tx: Sender<Box<InferenceWorker>>,
@@ -390,15 +402,41 @@ impl Runtime {
             RecordSink { items: record_tx.clone(), drops: r.drop_counter(), chunk, event }
         });
         drop(record_tx);
-        let chunk_hook: Option<ChunkHook> = record_to.clone().map(|sink| {
+        let (experience, experience_to) = match opts.experience {
+            Some(o) => {
+                let (stream, sink) = crate::experience::ExperienceStream::start(session, &keys, o)?;
+                (Some(stream), Some(sink))
+            }
+            None => (None, None),
+        };
+        let sinks = Sinks { record: record_to, experience: experience_to };
+        let owner_sinks = sinks.clone();
+        let chunk_hook: Option<ChunkHook> = sinks.any().then(|| {
+            let sinks = sinks.clone();
             Box::new(move |w: &InferenceWorker, msg: &ChunkMsg| {
                 // Off the control thread: the copy allocates here, and a full channel drops and counts.
-                let record = Box::new(ChunkRecord::of(w, msg, true));
-                if sink.items.try_send(RecordItem::Chunk(record)).is_err() {
-                    sink.drops.record_drop(sink.chunk);
-                }
+                sinks.offer(RecordItem::Chunk(Box::new(ChunkRecord::of(w, msg, true))));
             }) as ChunkHook
         });
+        // Episode outcomes from whoever scores the task go into the recording and the experience stream.
+        let episode_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        if sinks.any() {
+            let key = keys.custom(crate::experience::EPISODE_TOPIC_SUFFIX)?;
+            let (to, errors, name) = (sinks.clone(), episode_errors.clone(), key.to_string());
+            let sub = session
+                .declare_subscriber(key.clone())
+                .callback(move |sample| match crate::experience::parse_episode(&sample.payload().to_bytes()) {
+                    Ok(ep) => to.offer(RecordItem::Episode(Box::new(ep))),
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(target: "coxswain", "{name}: {e}");
+                        }
+                    }
+                })
+                .wait()
+                .map_err(|e| Error::Usage(format!("subscribing to {key}: {e}")))?;
+            subscribers.push(sub);
+        }
 
         let chunk_len = manifest.action.executed_horizon() * manifest.action.dim();
         let (ctl_ends, worker_ends) = channels(&frame, chunk_len, 4);
@@ -471,7 +509,10 @@ impl Runtime {
             foreign: foreign_stats,
             publish_health,
             lost: 0,
-            record: record_to,
+            sinks,
+            episode_errors: episode_errors.clone(),
+            episode_errors_seen: 0,
+            episode_topic: keys.custom(crate::experience::EPISODE_TOPIC_SUFFIX)?.to_string(),
         };
         let monitor = std::thread::Builder::new()
             .name("coxswain-monitor".into())
@@ -486,6 +527,9 @@ impl Runtime {
             events: owner_rx,
             tick_ring: if recorder.is_some() { None } else { tick_ring },
             recorder,
+            experience,
+            episode_errors,
+            sinks: owner_sinks,
             rt,
             swap_tx,
             replaced_rx,
@@ -495,6 +539,19 @@ impl Runtime {
             seed: opts.seed,
             _subscribers: subscribers,
         })
+    }
+
+    /// Writes what the owner did (`kind`: `params`, `model_swap`, ...) into the recording and the
+    /// experience stream, where there are; dropped and counted like every record when they are full.
+    pub fn note(&self, kind: &'static str, text: &str) {
+        if self.sinks.any() {
+            self.sinks.offer(RecordItem::Note(kind, text.to_string()));
+        }
+    }
+
+    /// Experience items dropped so far (its queue was full), when there is an experience stream.
+    pub fn experience_dropped(&self) -> Option<u64> {
+        self.experience.as_ref().map(crate::experience::ExperienceStream::dropped)
     }
 
     /// The manifest of the policy running now.
@@ -591,6 +648,7 @@ impl Runtime {
         let end = end.ok_or_else(|| Error::Usage("the monitor thread panicked".into()))?;
         // Every producer has ended: what is queued is all there is.
         let recording = self.recorder.take().map(RecorderThread::finish);
+        let experience = self.experience.take().map(crate::experience::ExperienceStream::finish);
         Ok(RuntimeReport {
             control,
             inference,
@@ -599,6 +657,8 @@ impl Runtime {
             foreign_commands: end.foreign,
             events_lost: end.lost,
             recording,
+            experience,
+            episode_decode_errors: self.episode_errors.load(Ordering::Relaxed),
         })
     }
 }
@@ -628,7 +688,10 @@ struct Monitor {
     foreign: ForeignWatch,
     publish_health: QueueHealth,
     lost: u64,
-    record: Option<RecordSink>,
+    sinks: Sinks,
+    episode_errors: Arc<std::sync::atomic::AtomicU64>,
+    episode_errors_seen: u64,
+    episode_topic: String,
 }
 
 /// Where the monitor and the inference thread hand records to the recorder thread.
@@ -638,6 +701,44 @@ struct RecordSink {
     drops: RecordDropCounter,
     chunk: crate::record::ChannelId,
     event: crate::record::ChannelId,
+}
+
+/// The recorder and the experience stream, each where asked for. Offering never blocks: a full channel
+/// drops the item and counts it where its consumer reports drops.
+#[derive(Clone)]
+struct Sinks {
+    record: Option<RecordSink>,
+    experience: Option<crate::experience::ExperienceSink>,
+}
+
+impl Sinks {
+    fn any(&self) -> bool {
+        self.record.is_some() || self.experience.is_some()
+    }
+
+    fn offer(&self, item: RecordItem) {
+        match (&self.record, &self.experience) {
+            (Some(r), Some(x)) => {
+                x.offer(item.clone());
+                r.offer(item);
+            }
+            (Some(r), None) => r.offer(item),
+            (None, Some(x)) => x.offer(item),
+            (None, None) => {}
+        }
+    }
+}
+
+impl RecordSink {
+    fn offer(&self, item: RecordItem) {
+        let channel = match item {
+            RecordItem::Chunk(_) => self.chunk,
+            RecordItem::Runtime(_) | RecordItem::Episode(_) | RecordItem::Note(..) => self.event,
+        };
+        if self.items.try_send(item).is_err() {
+            self.drops.record_drop(channel);
+        }
+    }
 }
 
 /// Unix time now, nanoseconds (a recording's log-time base).
@@ -650,10 +751,8 @@ fn unix_now_ns() -> u64 {
 impl Monitor {
     fn emit(&mut self, e: RuntimeEvent) {
         tracing::debug!(target: "coxswain", "{e}");
-        if let Some(r) = &self.record {
-            if r.items.try_send(RecordItem::Runtime(e.clone())).is_err() {
-                r.drops.record_drop(r.event);
-            }
+        if self.sinks.any() {
+            self.sinks.offer(RecordItem::Runtime(e.clone()));
         }
         if self.owner.try_send(e).is_err() {
             self.lost += 1;
@@ -700,6 +799,15 @@ impl Monitor {
                     *before = now;
                     topics.push(RuntimeEvent::Topic { topic: self.state_topic.clone(), what, total: now });
                 }
+            }
+            let bad = self.episode_errors.load(Ordering::Relaxed);
+            if bad > self.episode_errors_seen {
+                self.episode_errors_seen = bad;
+                topics.push(RuntimeEvent::Topic {
+                    topic: self.episode_topic.clone(),
+                    what: "messages that were not episode outcomes",
+                    total: bad,
+                });
             }
             for e in topics.drain(..) {
                 self.emit(e);

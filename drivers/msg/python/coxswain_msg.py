@@ -226,6 +226,7 @@ class EStop:
 class ArmAction(IntEnum):
     Arm = 0
     Disarm = 1
+    Takeover = 2
 
 
 @dataclass

@@ -29,6 +29,10 @@ pub enum ArmAction {
     /// Forbid motion: hold now, and until the next `Arm`.
     #[default]
     Disarm = 1,
+    /// A person takes over (a hand on the arm, a teleoperation): the same as `Disarm`, marked as a human
+    /// takeover in the runtime's log, recording and experience stream (what a learner treats as an
+    /// intervention).
+    Takeover = 2,
 }
 
 /// A request to arm or disarm the runtime, on `robot/<id>/runtime/arm`.

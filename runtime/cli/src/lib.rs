@@ -5,6 +5,7 @@
 //! simulator: this crate is where the simulator meets it.
 
 pub mod demo;
+pub mod params;
 pub mod plant;
 pub mod robot;
 pub mod serve;

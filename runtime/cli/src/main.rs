@@ -76,6 +76,9 @@ enum Command {
         /// Disarm instead: the arm holds, and nothing moves until the next arm.
         #[arg(long)]
         disarm: bool,
+        /// A person takes over: disarm, marked as a human takeover (an intervention in the experience stream).
+        #[arg(long, conflicts_with = "disarm")]
+        takeover: bool,
         /// Who asks (recorded in the runtime's log).
         #[arg(long, default_value = "coxswain arm")]
         source: String,
@@ -489,8 +492,13 @@ fn main() -> ExitCode {
         Command::Status { robot, zenoh_config, connect, timeout_s } => {
             query(&robot, "runtime/state", None, zenoh_config, connect, timeout_s)
         }
-        Command::Arm { robot, disarm, source, reason, zenoh_config, connect, wait_s } => {
-            arm(&robot, disarm, &source, &reason, zenoh_config, connect, wait_s)
+        Command::Arm { robot, disarm, takeover, source, reason, zenoh_config, connect, wait_s } => {
+            let action = match (disarm, takeover) {
+                (true, _) => coxswain_msg::ArmAction::Disarm,
+                (_, true) => coxswain_msg::ArmAction::Takeover,
+                _ => coxswain_msg::ArmAction::Arm,
+            };
+            arm(&robot, action, &source, &reason, zenoh_config, connect, wait_s)
         }
         Command::Run(args) => run(*args),
         Command::Replay { files, robot, policy, no_policy, ort_lib } => {
@@ -837,7 +845,7 @@ fn query(
 /// `coxswain arm`: one ArmRequest, once a runtime subscribes.
 fn arm(
     robot: &std::path::Path,
-    disarm: bool,
+    action: coxswain_msg::ArmAction,
     source: &str,
     reason: &str,
     zenoh_config: Option<PathBuf>,
@@ -850,7 +858,7 @@ fn arm(
     }
     let robot = coxswain_cli::robot::load(robot)?;
     let keys = coxswain_zenoh::RobotKeys::from_robot(&robot)?;
-    let mut msg = ArmRequest { action: if disarm { ArmAction::Disarm } else { ArmAction::Arm }, ..Default::default() };
+    let mut msg = ArmRequest { action, ..Default::default() };
     msg.source = heapless::String::try_from(source)
         .map_err(|_| anyhow::anyhow!("--source: at most {} bytes", coxswain_msg::ARM_SOURCE_MAX_LEN))?;
     msg.reason = heapless::String::try_from(reason)
@@ -875,7 +883,12 @@ fn arm(
     publisher.publish(&msg)?;
     // Let the sample leave before the session closes.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    out!("{} sent to {}", if disarm { "disarm" } else { "arm" }, keys.arm);
+    let what = match action {
+        ArmAction::Arm => "arm",
+        ArmAction::Disarm => "disarm",
+        ArmAction::Takeover => "takeover",
+    };
+    out!("{what} sent to {}", keys.arm);
     Ok(())
 }
 

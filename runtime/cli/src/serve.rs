@@ -101,6 +101,9 @@ struct RawFile {
     health: RawHealth,
     #[serde(default)]
     swap: RawSwap,
+    experience: Option<RawExperience>,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, [f64; 2]>,
     /// Read by [`OnnxConfig::load`].
     #[allow(dead_code)]
     onnx: Option<toml::Value>,
@@ -168,6 +171,13 @@ struct RawSwap {
     max_interventions_per_s: Option<f64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExperience {
+    enabled: Option<bool>,
+    capacity: Option<usize>,
+}
+
 /// When the loop counts as healthy (the watchdog is fed only then).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Health {
@@ -192,6 +202,10 @@ pub struct Deployment {
     pub health: Health,
     /// What a hot-swapped model may do before it is rolled back.
     pub swap: coxswain::swap::WatchLimits,
+    /// Stream experience to a learner (`[experience]`).
+    pub experience: Option<coxswain::experience::ExperienceOptions>,
+    /// Steering parameters settable over Zenoh, with their bounds (`[params]`).
+    pub params: Vec<crate::params::Bound>,
     pub onnx: OnnxConfig,
 }
 
@@ -287,6 +301,17 @@ impl Deployment {
         swap.max_rejected_chunks = raw.swap.max_rejected_chunks.unwrap_or(swap.max_rejected_chunks);
         swap.max_starved_ticks = raw.swap.max_starved_ticks.unwrap_or(swap.max_starved_ticks);
         swap.max_inference_failures = raw.swap.max_inference_failures.unwrap_or(swap.max_inference_failures);
+        let experience = match &raw.experience {
+            Some(x) if x.enabled.unwrap_or(true) => {
+                let capacity = x.capacity.unwrap_or(coxswain::experience::ExperienceOptions::default().capacity);
+                if capacity == 0 {
+                    return Err(field(path, "experience.capacity", "must be at least 1"));
+                }
+                Some(coxswain::experience::ExperienceOptions { capacity })
+            }
+            _ => None,
+        };
+        let params = crate::params::bounds(path, &raw.params)?;
         let onnx = OnnxConfig::load(path)?;
         Ok(Deployment {
             path: path.to_path_buf(),
@@ -301,6 +326,8 @@ impl Deployment {
             rt,
             health,
             swap,
+            experience,
+            params,
             onnx,
         })
     }
@@ -371,6 +398,18 @@ pub fn describe(d: &Deployment) -> anyhow::Result<Vec<String>> {
         }
         None => lines.push("record     off".to_string()),
     }
+    lines.push(match d.experience {
+        Some(x) => format!("experience streamed on {}/experience/** (queue of {})", robot.topics.prefix, x.capacity),
+        None => "experience off".to_string(),
+    });
+    let manifest = coxswain::policy::Manifest::load(&d.policy)?;
+    crate::params::check(&d.path, &d.params, &manifest, d.candidates)?;
+    lines.push(if d.params.is_empty() {
+        "params     none settable".to_string()
+    } else {
+        let each: Vec<String> = d.params.iter().map(|b| format!("{} in [{}, {}]", b.name, b.low, b.high)).collect();
+        format!("params     settable on {}/runtime/params: {}", robot.topics.prefix, each.join(", "))
+    });
     Ok(lines)
 }
 
@@ -449,6 +488,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
     let opts =
         PolicyOptions { session: d.onnx.session.clone(), candidates: d.candidates, seed: d.seed, explore: false };
     let policy = Policy::load(rt, &d.policy, &opts)?;
+    crate::params::check(&d.path, &d.params, policy.manifest(), d.candidates)?;
     let horizon = policy.manifest().action.executed_horizon();
     let execution = coxswain::control::ExecutionConfig::from_robot(&robot)?.resolve(horizon);
     let mut session_opts = d.zenoh.clone();
@@ -463,9 +503,10 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
         }),
         None => None,
     };
-    let ropts = RuntimeOptions { execution, rt: d.rt, seed: d.seed, record, ..Default::default() };
+    let ropts =
+        RuntimeOptions { execution, rt: d.rt, seed: d.seed, record, experience: d.experience, ..Default::default() };
     let chunk_budget_s = execution.execute_actions as f64 * policy.manifest().action.dt_s;
-    let mut model = ModelInfo::of(policy.manifest())?;
+    let mut model = ModelInfo::of(policy.manifest(), d.candidates)?;
     let mut runtime = Runtime::start(&session, &robot, policy, &ropts)?;
     let queries = session
         .declare_queryable(format!("{}/runtime/**", robot.topics.prefix))
@@ -561,6 +602,8 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                     "safety_interventions": st.stats.safety_interventions,
                     "estops": st.stats.estops,
                     "model": model.json(),
+                    "params": crate::params::report(&d.params, runtime.running_manifest(), model.candidates),
+                    "experience": runtime.experience_dropped().map(|n| serde_json::json!({"dropped": n})),
                     "swap": {
                         "pending": pending.is_some() || swap_asked.is_some(),
                         "watching": watching.as_ref().map(|(_, _, prev)| serde_json::json!({"previous": prev.name})),
@@ -576,24 +619,61 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 match SwapRequest::parse(&q) {
                     Ok(req) => {
                         let line = format!("swap requested: {}", req.path.display());
-                        remember(&mut recent, &line);
-                        say(&line);
-                        let mut p = PendingSwap::start(req, &d, runtime.running_manifest().clone(), chunk_budget_s);
+                        tell(&runtime, &mut recent, say, "model_swap", &line);
+                        let mut p = PendingSwap::start(
+                            Load::Folder(req),
+                            &d,
+                            model.candidates,
+                            runtime.running_manifest().clone(),
+                            chunk_budget_s,
+                        );
                         p.query = Some(q);
                         pending = Some(p);
                     }
                     Err(e) => reply(&q, &serde_json::json!({"ok": false, "message": e})),
                 }
+            } else if key.ends_with("/runtime/params") {
+                let running = runtime.running_manifest();
+                let Some(req) = q.payload().map(|p| p.to_bytes().into_owned()).filter(|b| !b.is_empty()) else {
+                    reply(&q, &crate::params::report(&d.params, running, model.candidates));
+                    continue;
+                };
+                if pending.is_some() || swap_asked.is_some() || watching.is_some() {
+                    reply(
+                        &q,
+                        &serde_json::json!({"ok": false, "message": "a swap is in progress; set parameters after it"}),
+                    );
+                    continue;
+                }
+                match ParamsRequest::parse(&req).and_then(|r| {
+                    let changes = crate::params::changes(&d.params, &r.set)?;
+                    let (manifest, candidates) = crate::params::apply(running, model.candidates, &changes)?;
+                    let each: Vec<String> = changes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    Ok((manifest, candidates, format!("params {} (from {})", each.join(", "), r.source)))
+                }) {
+                    Ok((manifest, candidates, what)) => {
+                        tell(&runtime, &mut recent, say, "params", &format!("{what}: requested"));
+                        let load = Load::Params { manifest: Box::new(manifest), candidates, what };
+                        let mut p = PendingSwap::start(load, &d, model.candidates, running.clone(), chunk_budget_s);
+                        p.query = Some(q);
+                        pending = Some(p);
+                    }
+                    Err(e) => {
+                        tell(&runtime, &mut recent, say, "params", &format!("params refused: {e}"));
+                        reply(&q, &serde_json::json!({"ok": false, "message": e}));
+                    }
+                }
             } else {
-                let _ = q.reply_err(format!("{key}: no such query (state, model/swap)")).wait();
+                let _ = q.reply_err(format!("{key}: no such query (state, params, model/swap)")).wait();
             }
         }
         if let Some(p) = pending.as_mut() {
             if let Some(done) = p.poll() {
                 let query = p.query.take();
+                let label = p.label.take();
                 pending = None;
                 let answer = match done.and_then(|(policy, info)| {
-                    let name = policy.manifest().name.clone();
+                    let name = label.unwrap_or_else(|| policy.manifest().name.clone());
                     runtime.swap(policy).map_err(|e| format!("{e:#}"))?;
                     Ok((name, info))
                 }) {
@@ -606,8 +686,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 };
                 let ok = !answer.starts_with("refused");
                 let line = format!("swap: {answer}");
-                remember(&mut recent, &line);
-                say(&line);
+                tell(&runtime, &mut recent, say, "model_swap", &line);
                 if let Some(q) = query {
                     reply(&q, &serde_json::json!({"ok": ok, "message": answer}));
                 }
@@ -630,8 +709,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 watching = Some((coxswain::swap::SwapWatch::new(d.swap, st.now_s, st.stats), old, previous));
                 line
             };
-            remember(&mut recent, &line);
-            say(&line);
+            tell(&runtime, &mut recent, say, "model_swap", &line);
         }
         if let Some((w, _, _)) = &watching {
             let st = runtime.status();
@@ -639,15 +717,13 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 coxswain::swap::Verdict::Watching => {}
                 coxswain::swap::Verdict::Keep => {
                     let line = format!("swap kept: {} ran {} s within its limits", model.name, d.swap.window_s);
-                    remember(&mut recent, &line);
-                    say(&line);
+                    tell(&runtime, &mut recent, say, "model_swap", &line);
                     watching = None;
                 }
                 coxswain::swap::Verdict::RollBack(why) => {
                     if let Some((_, old, previous)) = watching.take() {
                         let line = format!("rolling back from {} to {}: {why}", model.name, previous.name);
-                        remember(&mut recent, &line);
-                        say(&line);
+                        tell(&runtime, &mut recent, say, "model_rollback", &line);
                         match runtime.restore(old) {
                             Ok(()) => {
                                 rolling_back = true;
@@ -840,6 +916,15 @@ fn finish(runtime: Runtime, say: &mut dyn FnMut(&str), why: &str) -> anyhow::Res
             Err(e) => lines.push(format!("recording          FAILED: {e}")),
         }
     }
+    if let Some(x) = &report.experience {
+        lines.push(format!(
+            "experience         {} chunks, {} events, {} episodes sent; {} dropped (queue full), {} put errors",
+            x.chunks, x.events, x.episodes, x.dropped, x.put_errors
+        ));
+    }
+    if report.episode_decode_errors > 0 {
+        lines.push(format!("episode outcomes   {} messages were not episode outcomes", report.episode_decode_errors));
+    }
     Ok(ServeSummary { lines, stop_completed })
 }
 
@@ -849,15 +934,27 @@ struct ModelInfo {
     name: String,
     path: PathBuf,
     sha256: std::collections::BTreeMap<String, String>,
+    /// Candidates per inference it runs with.
+    candidates: usize,
 }
 
 impl ModelInfo {
-    fn of(m: &coxswain::policy::Manifest) -> anyhow::Result<ModelInfo> {
-        Ok(ModelInfo { name: m.name.clone(), path: m.path.clone(), sha256: coxswain::replay::model_hashes(&m.path)? })
+    fn of(m: &coxswain::policy::Manifest, candidates: usize) -> anyhow::Result<ModelInfo> {
+        Ok(ModelInfo {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            sha256: coxswain::replay::model_hashes(&m.path)?,
+            candidates,
+        })
     }
 
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({"name": self.name, "path": self.path.display().to_string(), "sha256": self.sha256})
+        serde_json::json!({
+            "name": self.name,
+            "path": self.path.display().to_string(),
+            "sha256": self.sha256,
+            "candidates": self.candidates,
+        })
     }
 }
 
@@ -868,6 +965,19 @@ fn remember(recent: &mut std::collections::VecDeque<String>, line: &str) {
         recent.pop_front();
     }
     recent.push_back(line.to_string());
+}
+
+/// A line for the log, the state query's recent lines, and the recording and experience stream.
+fn tell(
+    runtime: &Runtime,
+    recent: &mut std::collections::VecDeque<String>,
+    say: &mut dyn FnMut(&str),
+    kind: &'static str,
+    line: &str,
+) {
+    remember(recent, line);
+    say(line);
+    runtime.note(kind, line);
 }
 
 fn reply(q: &coxswain_zenoh::zenoh::query::Query, body: &serde_json::Value) {
@@ -897,6 +1007,32 @@ impl SwapRequest {
             .map_err(|e| format!("the swap request is not {{\"path\": ..., \"sha256\": {{file: hex}}}}: {e}"))?;
         Ok(SwapRequest { path: raw.path, sha256: raw.sha256 })
     }
+}
+
+/// A parameter change: `{"set": {name: value}, "source": "who"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamsRequest {
+    set: std::collections::BTreeMap<String, f64>,
+    #[serde(default = "unnamed")]
+    source: String,
+}
+
+fn unnamed() -> String {
+    "unnamed".into()
+}
+
+impl ParamsRequest {
+    fn parse(bytes: &[u8]) -> Result<ParamsRequest, String> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| format!("the params request is not {{\"set\": {{name: number}}, \"source\": ...}}: {e}"))
+    }
+}
+
+/// What a pending swap loads: a model folder, or the running model with changed parameters.
+enum Load {
+    Folder(SwapRequest),
+    Params { manifest: Box<coxswain::policy::Manifest>, candidates: usize, what: String },
 }
 
 /// What `coxswain swap` sends: the model folder and the SHA-256 of every file its manifest names.
@@ -947,21 +1083,29 @@ fn pathdiff(path: &Path, dir: &Path) -> String {
 struct PendingSwap {
     rx: std::sync::mpsc::Receiver<Result<(Policy, ModelInfo), String>>,
     query: Option<coxswain_zenoh::zenoh::query::Query>,
+    /// What the log calls it before it is loaded (a parameter change; a folder is named by its manifest).
+    label: Option<String>,
 }
 
 impl PendingSwap {
+    /// Checks and loads `load` on its own thread; a model folder runs with `candidates` (the running count).
     fn start(
-        req: SwapRequest,
+        load: Load,
         d: &Deployment,
+        candidates: usize,
         running: coxswain::policy::Manifest,
         chunk_budget_s: f64,
     ) -> PendingSwap {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (onnx, candidates, seed) = (d.onnx.clone(), d.candidates, d.seed);
+        let (onnx, seed) = (d.onnx.clone(), d.seed);
+        let label = match &load {
+            Load::Params { what, .. } => Some(what.clone()),
+            Load::Folder(_) => None,
+        };
         std::thread::spawn(move || {
-            let _ = tx.send(prepare(&req, &onnx, candidates, seed, &running, chunk_budget_s));
+            let _ = tx.send(prepare(load, &onnx, candidates, seed, &running, chunk_budget_s));
         });
-        PendingSwap { rx, query: None }
+        PendingSwap { rx, query: None, label }
     }
 
     /// The result, once the thread is done.
@@ -976,7 +1120,7 @@ impl PendingSwap {
 
 /// Every check before a swapped-in model may load beside the running one.
 fn prepare(
-    req: &SwapRequest,
+    load: Load,
     onnx: &OnnxConfig,
     candidates: usize,
     seed: u64,
@@ -984,24 +1128,17 @@ fn prepare(
     chunk_budget_s: f64,
 ) -> Result<(Policy, ModelInfo), String> {
     let err = |e: &dyn std::fmt::Display| format!("{e}");
-    let manifest = coxswain::policy::Manifest::load(&req.path).map_err(|e| err(&e))?;
-    // The hashes first: nothing of a file that does not match is loaded.
-    for (rel, path) in named_files(&manifest) {
-        let Some(want) = req.sha256.get(&rel) else {
-            return Err(format!("no sha256 given for {rel} (the manifest names it)"));
-        };
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let got = coxswain::replay::sha256_hex(&bytes);
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(format!("{rel}: sha256 {got} is not the {want} the sender gave"));
-        }
-    }
+    let (manifest, candidates) = match load {
+        // The running model's files, checked when they were loaded; only values of its manifest differ.
+        Load::Params { manifest, candidates, .. } => (*manifest, candidates),
+        Load::Folder(req) => (checked_manifest(&req)?, candidates),
+    };
     if let Some(why) = coxswain::runtime::swap_incompatibility(running, &manifest) {
         return Err(why);
     }
     let rt = OrtRuntime::load(onnx.library.as_deref()).map_err(|e| err(&e))?;
     let opts = PolicyOptions { session: onnx.session.clone(), candidates, seed, explore: false };
-    let mut policy = Policy::load(rt, &req.path, &opts).map_err(|e| err(&e))?;
+    let mut policy = Policy::from_manifest(rt, manifest, &opts).map_err(|e| err(&e))?;
     // A test inference on a neutral observation: finite, and within one chunk's execution time.
     let frame = policy.neutral_frame().map_err(|e| err(&e))?;
     let mut took_s = f64::INFINITY;
@@ -1024,6 +1161,23 @@ fn prepare(
         ));
     }
     policy.reset().map_err(|e| err(&e))?;
-    let info = ModelInfo::of(policy.manifest()).map_err(|e| format!("{e:#}"))?;
+    let info = ModelInfo::of(policy.manifest(), candidates).map_err(|e| format!("{e:#}"))?;
     Ok((policy, info))
+}
+
+/// A swapped-in folder's manifest, once every file it names matches the sender's SHA-256.
+fn checked_manifest(req: &SwapRequest) -> Result<coxswain::policy::Manifest, String> {
+    let manifest = coxswain::policy::Manifest::load(&req.path).map_err(|e| e.to_string())?;
+    // The hashes first: nothing of a file that does not match is loaded.
+    for (rel, path) in named_files(&manifest) {
+        let Some(want) = req.sha256.get(&rel) else {
+            return Err(format!("no sha256 given for {rel} (the manifest names it)"));
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let got = coxswain::replay::sha256_hex(&bytes);
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!("{rel}: sha256 {got} is not the {want} the sender gave"));
+        }
+    }
+    Ok(manifest)
 }

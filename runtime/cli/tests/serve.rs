@@ -320,8 +320,9 @@ fn serve_hot_swaps_a_checked_model_refuses_a_wrong_hash_and_rolls_back_one_that_
     // A short watch, so the test does not wait the default 10 s for a good model to be kept; no limit on
     // safety interventions (a loaded test machine's stale-state holds count as such; the rate limit has its
     // unit test), so that what rolls back here is the refused chunks.
-    let text =
-        std::fs::read_to_string(&deploy).unwrap() + "\n[swap]\nwatch_s = 2.0\nmax_interventions_per_s = 1000000\n";
+    // The experience stream is on with no learner anywhere: nothing of it may be in the way.
+    let text = std::fs::read_to_string(&deploy).unwrap()
+        + "\n[swap]\nwatch_s = 2.0\nmax_interventions_per_s = 1000000\n\n[experience]\n";
     std::fs::write(&deploy, text).unwrap();
     let (mut child, sock) = serve(&dir, &deploy);
     let mut seen = Vec::new();
@@ -370,5 +371,115 @@ fn serve_hot_swaps_a_checked_model_refuses_a_wrong_hash_and_rolls_back_one_that_
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = wait_exit(&mut child, 15.0).expect("serve exits after SIGTERM");
     assert!(status.success(), "{}", logs(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_streams_chunks_interventions_and_episodes_to_a_learner_and_sets_only_declared_parameters_within_bounds() {
+    use coxswain_zenoh::zenoh::Wait;
+    let dir = temp_dir("experience");
+    let rig = rig();
+    // The learner: everything under robot/sim-arm/experience/.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> = Default::default();
+    let sink = got.clone();
+    let _learner = rig
+        .session
+        .declare_subscriber("robot/sim-arm/experience/**")
+        .callback(move |s| {
+            let v: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
+            sink.lock().unwrap().push((s.key_expr().as_str().to_string(), v));
+        })
+        .wait()
+        .unwrap();
+    let deploy = deployment(&dir, &rig.endpoint);
+    let text = std::fs::read_to_string(&deploy).unwrap().replace("models/reach-dp\"", "models/reach-dp-residual\"")
+        + &format!(
+            "\n[experience]\ncapacity = 512\n\n[params]\nresidual_alpha = [0.0, 1.0]\ncandidates = [1, 4]\n\n\
+             [swap]\nwatch_s = 1.0\nmax_interventions_per_s = 1000000\n\n[record]\ndir = \"{}\"\n",
+            dir.join("rec").display()
+        );
+    std::fs::write(&deploy, text).unwrap();
+    let (mut child, sock) = serve(&dir, &deploy);
+    let mut seen = Vec::new();
+    assert!(receive_until(&sock, &mut seen, 40.0, |l| l == "READY=1"), "{}", logs(&dir));
+    arm(&rig, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The declared parameters, their values and bounds.
+    let params = ask(&rig, "runtime/params", None);
+    assert_eq!(params["residual_alpha"]["value"], 1.0, "{params}");
+    assert_eq!(
+        (params["residual_alpha"]["low"].as_f64(), params["residual_alpha"]["high"].as_f64()),
+        (Some(0.0), Some(1.0))
+    );
+    assert_eq!(params["candidates"]["value"], 1.0, "{params}");
+    // Outside its bounds, or not declared: refused, and nothing changes.
+    let set = |body: &str| ask(&rig, "runtime/params", Some(body.to_string()));
+    let answer = set(r#"{"set": {"residual_alpha": 1.5}, "source": "test"}"#);
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("outside the declared [0, 1]"), "{answer}");
+    let answer = set(r#"{"set": {"guidance_scale": 3.0}}"#);
+    assert!(answer["message"].as_str().unwrap().contains("guidance_scale: not settable here"), "{answer}");
+    // Within bounds: built, checked and swapped in at a chunk boundary.
+    let answer = set(r#"{"set": {"residual_alpha": 0.5}, "source": "test"}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(wait_log(&dir, "swap kept: reach-dp-residual", 10.0), "{}", logs(&dir));
+    let state = ask(&rig, "runtime/state", None);
+    assert_eq!(state["params"]["residual_alpha"]["value"], 0.5, "{state}");
+
+    // An episode outcome from the scorer (here the test), one message that is not, and a person taking over.
+    let outcome = serde_json::json!({"episode": 0, "start_t_s": 0.0, "end_t_s": 3.0, "success": true,
+        "final_distance_m": 0.004, "min_clearance_m": 0.12, "target_m": [0.31, 0.12]});
+    rig.session.put("robot/sim-arm/task/episode", outcome.to_string()).wait().unwrap();
+    rig.session.put("robot/sim-arm/task/episode", "not json").wait().unwrap();
+    let mut publisher = ControlPublisher::<ArmRequest>::new(&rig.session, &rig.keys.arm, Qos::Safety).unwrap();
+    let now = coxswain::rt::MonoTime::now().as_nanos();
+    let takeover =
+        ArmRequest { header: coxswain_msg::Header::new(2, now), action: ArmAction::Takeover, ..Default::default() };
+    publisher.publish(&takeover).unwrap();
+    assert!(wait_log(&dir, "disarmed: human takeover", 5.0), "{}", logs(&dir));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = wait_exit(&mut child, 15.0).expect("serve exits after SIGTERM");
+    assert!(status.success(), "{}", logs(&dir));
+    let out = logs(&dir);
+    assert!(out.contains("1 messages were not episode outcomes"), "{out}");
+
+    let got = got.lock().unwrap();
+    let of = |suffix: &str| got.iter().filter(|(k, _)| k.ends_with(suffix)).map(|(_, v)| v).collect::<Vec<_>>();
+    let chunks = of("/experience/chunk");
+    // About 2.6 s of motion at 0.8 s per chunk: every chunk the runtime made, each with its fate.
+    let accepted = chunks.iter().filter(|c| c["accepted"] == true).count();
+    assert!(
+        accepted >= 3 && out.contains(&format!("{accepted} accepted")),
+        "{accepted} of {} chunks\n{out}",
+        chunks.len()
+    );
+    assert!(chunks.iter().all(|c| c["model"] == "reach-dp-residual" && c["observation"].as_array().is_some()));
+    let events = of("/experience/event");
+    let took = events.iter().find(|e| e["kind"] == "disarmed").expect("the disarm is streamed");
+    assert_eq!((took["takeover"].as_bool(), took["intervention"].as_bool()), (Some(true), Some(true)), "{took}");
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "params" && e["text"].as_str().unwrap().contains("residual_alpha = 0.5")));
+    let episodes = of("/experience/episode");
+    assert_eq!(episodes.len(), 1, "{episodes:?}");
+    assert_eq!(episodes[0]["detail"], outcome);
+    // The stream counts its events, so a learner sees what it missed: here nothing.
+    let n: Vec<u64> = events.iter().map(|e| e["n"].as_u64().unwrap()).collect();
+    assert_eq!(n, (0..n.len() as u64).collect::<Vec<_>>());
+
+    // The recording holds the parameter change, the takeover and the episode too.
+    let rec = coxswain::record::read_dir(&dir.join("rec")).unwrap();
+    let kinds: Vec<String> = rec
+        .messages
+        .iter()
+        .filter(|m| &*m.topic == coxswain::record::EVENT_TOPIC)
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.data).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["params", "model_swap", "disarmed", "episode_end"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} not recorded: {kinds:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -92,6 +92,9 @@ pub enum Request {
     Arm,
     /// Forbid motion from now on: a running policy or homing is brought to a hold first.
     Disarm,
+    /// A person takes over: the same as `Disarm`, with the reason [`TAKEOVER`] (an intervention a learner
+    /// reads from the experience stream).
+    Takeover,
     /// Move to a pose (robot order) under the homing profile, then hold. Needs `Arm`.
     Home { target_rad: Joints },
     /// Start executing the policy (from the next chunk). Needs `Arm`.
@@ -101,6 +104,9 @@ pub enum Request {
     /// A controlled stop per the robot's stop category, latched like an e-stop (shutdown, Ctrl-C).
     Halt,
 }
+
+/// The reason of the `Disarmed` event a [`Request::Takeover`] gives.
+pub const TAKEOVER: &str = "human takeover";
 
 /// A finished chunk handed to the controller this tick. Its actions travel beside the input
 /// ([`ControlInput::chunk_rad`]) and are recorded once, with the chunk.

@@ -646,6 +646,7 @@ impl Controller {
                 }
             }
             Request::Disarm => self.disarm("operator", out),
+            Request::Takeover => self.disarm(io::TAKEOVER, out),
             Request::Home { target_rad } => {
                 if !self.armed {
                     out.emit(Event::Refused { request: "home", why: "not armed" });

@@ -127,6 +127,9 @@ pub struct ChunkRecord {
     /// the state a learner pairs with the chunk, its noise and its scores.
     #[serde(default)]
     pub observation: Vec<f32>,
+    /// The manifest name of the policy that made it (a hot swap changes it mid-run).
+    #[serde(default)]
+    pub model: String,
 }
 
 impl ChunkRecord {
@@ -164,6 +167,7 @@ impl ChunkRecord {
             noise_u: trace.exploration.as_ref().map(|(u, _)| u.clone()),
             noise_log_prob: trace.exploration.map(|(_, lp)| lp),
             observation: worker.policy().observation_input().to_vec(),
+            model: m.name.clone(),
         }
     }
 
@@ -224,23 +228,64 @@ pub struct EpisodeRecord {
     pub target_m: Vec<f64>,
 }
 
+impl EpisodeRecord {
+    /// A line for the log.
+    pub fn text(&self) -> String {
+        format!(
+            "episode {}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+            self.episode,
+            if self.success { "success" } else { "failure" },
+            1000.0 * self.final_distance_m,
+            1000.0 * self.min_clearance_m
+        )
+    }
+}
+
+/// An episode's outcome as recorded and streamed (`kind` [`EPISODE_END`]).
 #[derive(Serialize)]
-struct EpisodeMsg<'a> {
-    t_s: f64,
-    tick: Option<u64>,
-    kind: &'a str,
-    text: &'a str,
-    detail: &'a EpisodeRecord,
+pub(crate) struct EpisodeMsg<'a> {
+    pub(crate) t_s: f64,
+    pub(crate) tick: Option<u64>,
+    pub(crate) kind: &'a str,
+    pub(crate) text: &'a str,
+    pub(crate) detail: &'a EpisodeRecord,
 }
 
 /// What became of a chunk, as the control thread said.
 #[derive(Debug, Clone)]
-struct Fate {
+pub(crate) struct Fate {
     t_s: f64,
     accepted: bool,
     spliced: bool,
     rejection: Option<String>,
     latency_s: Option<f64>,
+}
+
+impl Fate {
+    /// The chunk and its fate, when `e` says what became of a chunk.
+    fn of(e: &TimedEvent) -> Option<(u64, Fate)> {
+        let t_s = e.t_s;
+        Some(match e.event {
+            Event::ChunkAccepted { seq, spliced, latency_s } => {
+                (seq, Fate { t_s, accepted: true, spliced, rejection: None, latency_s: Some(latency_s) })
+            }
+            Event::ChunkRejected { seq, rejection } => (
+                seq,
+                Fate { t_s, accepted: false, spliced: false, rejection: Some(rejection.to_string()), latency_s: None },
+            ),
+            Event::ChunkIgnored { seq } => (
+                seq,
+                Fate {
+                    t_s,
+                    accepted: false,
+                    spliced: false,
+                    rejection: Some("arrived while the policy was stopped".into()),
+                    latency_s: None,
+                },
+            ),
+            _ => return None,
+        })
+    }
 }
 
 /// Writes a run's ticks, chunks, events and log lines (see the module docs). Synchronous.
@@ -254,14 +299,77 @@ pub struct RunRecorder {
     base_ns: u64,
     last_t_s: f64,
     last_flush_t_s: f64,
-    /// Chunks made whose fate is not known yet, and fates whose chunk has not arrived yet.
-    pending: BTreeMap<u64, ChunkRecord>,
-    fates: BTreeMap<u64, Fate>,
+    fates: FateBook,
     ticks_dropped_seen: u64,
 }
 
 /// How many chunks may wait for their fate (a chunk nobody takes is written with what is known).
 const MAX_PENDING_CHUNKS: usize = 64;
+
+/// Pairs the chunks the inference thread made with what the control thread did with them, whichever comes
+/// first: chunks made whose fate is not known yet, and fates whose chunk has not arrived yet, each at most
+/// [`MAX_PENDING_CHUNKS`]. The recorder and the experience stream both write a chunk once it is paired.
+#[derive(Debug, Default)]
+pub(crate) struct FateBook {
+    pending: BTreeMap<u64, ChunkRecord>,
+    fates: BTreeMap<u64, Fate>,
+}
+
+impl FateBook {
+    /// A chunk arrived: `done` gets it with its fate if that is known, and the oldest waiting chunk (with no
+    /// fate) when too many wait.
+    pub(crate) fn chunk(&mut self, c: ChunkRecord, done: &mut impl FnMut(ChunkRecord, Option<Fate>)) {
+        if let Some(f) = self.fates.remove(&c.seq) {
+            return done(c, Some(f));
+        }
+        self.pending.insert(c.seq, c);
+        while self.pending.len() > MAX_PENDING_CHUNKS {
+            let Some((_, oldest)) = self.pending.pop_first() else { break };
+            done(oldest, None);
+        }
+    }
+
+    /// A control event: when it is a chunk's fate and the chunk is waiting, `done` gets both.
+    pub(crate) fn event(&mut self, e: &TimedEvent, done: &mut impl FnMut(ChunkRecord, Option<Fate>)) {
+        let Some((seq, fate)) = Fate::of(e) else { return };
+        match self.pending.remove(&seq) {
+            Some(c) => done(c, Some(fate)),
+            None => {
+                self.fates.insert(seq, fate);
+                while self.fates.len() > MAX_PENDING_CHUNKS {
+                    self.fates.pop_first();
+                }
+            }
+        }
+    }
+
+    /// The chunks still waiting, in order (their fate unknown).
+    pub(crate) fn drain(&mut self, done: &mut impl FnMut(ChunkRecord, Option<Fate>)) {
+        for (_, c) in std::mem::take(&mut self.pending) {
+            done(c, None);
+        }
+    }
+}
+
+impl ChunkRecord {
+    /// Writes the fate into the record; the time it is known at (the tick that took it), or `None`.
+    pub(crate) fn settle(&mut self, fate: Option<Fate>) -> Option<f64> {
+        match fate {
+            Some(f) => {
+                self.received_t_s = Some(f.t_s);
+                self.accepted = f.accepted;
+                self.spliced = f.spliced;
+                self.rejection = f.rejection;
+                self.latency_s = f.latency_s.or(Some(f.t_s - self.requested_t_s));
+                Some(f.t_s)
+            }
+            None => {
+                self.rejection = Some("not taken by the control thread before the recording ended".into());
+                None
+            }
+        }
+    }
+}
 
 impl RunRecorder {
     /// Opens the first file; `metadata` goes into every file; log times are `base_ns` plus the control clock.
@@ -281,8 +389,7 @@ impl RunRecorder {
             base_ns,
             last_t_s: 0.0,
             last_flush_t_s: 0.0,
-            pending: BTreeMap::new(),
-            fates: BTreeMap::new(),
+            fates: FateBook::default(),
             ticks_dropped_seen: 0,
         })
     }
@@ -340,72 +447,26 @@ impl RunRecorder {
     }
 
     /// A chunk the inference thread made: written once the control thread says what became of it.
-    pub fn chunk(&mut self, mut c: ChunkRecord) -> RecordResult<()> {
-        if let Some(f) = self.fates.remove(&c.seq) {
-            return self.write_chunk(&mut c, Some(f));
-        }
-        self.pending.insert(c.seq, c);
-        while self.pending.len() > MAX_PENDING_CHUNKS {
-            let Some((_, mut oldest)) = self.pending.pop_first() else { break };
-            self.write_chunk(&mut oldest, None)?;
+    pub fn chunk(&mut self, c: ChunkRecord) -> RecordResult<()> {
+        let mut paired = Vec::new();
+        self.fates.chunk(c, &mut |c, f| paired.push((c, f)));
+        self.write_chunks(paired)
+    }
+
+    fn write_chunks(&mut self, paired: Vec<(ChunkRecord, Option<Fate>)>) -> RecordResult<()> {
+        for (mut c, fate) in paired {
+            let t_s = c.settle(fate).unwrap_or(self.last_t_s);
+            self.rec.write(self.chunk, self.time_ns(t_s), &c)?;
         }
         Ok(())
-    }
-
-    fn write_chunk(&mut self, c: &mut ChunkRecord, fate: Option<Fate>) -> RecordResult<()> {
-        let t_s = match fate {
-            Some(f) => {
-                c.received_t_s = Some(f.t_s);
-                c.accepted = f.accepted;
-                c.spliced = f.spliced;
-                c.rejection = f.rejection;
-                c.latency_s = f.latency_s.or(Some(f.t_s - c.requested_t_s));
-                f.t_s
-            }
-            None => {
-                c.rejection = Some("not taken by the control thread before the recording ended".into());
-                self.last_t_s
-            }
-        };
-        self.rec.write(self.chunk, self.time_ns(t_s), &*c)
-    }
-
-    fn fate(&mut self, seq: u64, fate: Fate) -> RecordResult<()> {
-        match self.pending.remove(&seq) {
-            Some(mut c) => self.write_chunk(&mut c, Some(fate)),
-            None => {
-                self.fates.insert(seq, fate);
-                while self.fates.len() > MAX_PENDING_CHUNKS {
-                    self.fates.pop_first();
-                }
-                Ok(())
-            }
-        }
     }
 
     /// A control event (and, for chunk events, the chunk's fate).
     pub fn control_event(&mut self, e: &TimedEvent) -> RecordResult<()> {
         let (t_s, event) = (e.t_s, &e.event);
-        match *event {
-            Event::ChunkAccepted { seq, spliced, latency_s } => {
-                self.fate(seq, Fate { t_s, accepted: true, spliced, rejection: None, latency_s: Some(latency_s) })?
-            }
-            Event::ChunkRejected { seq, rejection } => self.fate(
-                seq,
-                Fate { t_s, accepted: false, spliced: false, rejection: Some(rejection.to_string()), latency_s: None },
-            )?,
-            Event::ChunkIgnored { seq } => self.fate(
-                seq,
-                Fate {
-                    t_s,
-                    accepted: false,
-                    spliced: false,
-                    rejection: Some("arrived while the policy was stopped".into()),
-                    latency_s: None,
-                },
-            )?,
-            _ => {}
-        }
+        let mut paired = Vec::new();
+        self.fates.event(e, &mut |c, f| paired.push((c, f)));
+        self.write_chunks(paired)?;
         let text = event.text();
         let (from, to, reason) = match event {
             Event::SafetyTransition { transition: t } => (Some(t.from), Some(t.to), Some(t.reason.to_string())),
@@ -447,14 +508,17 @@ impl RunRecorder {
     /// How an episode of a simulated task ended (`kind` `episode_end`; the outcome is in `detail`): what a
     /// learner reads as the episode's boundary, reward and success flag.
     pub fn episode(&mut self, tick: u64, t_s: f64, outcome: &EpisodeRecord) -> RecordResult<()> {
-        let text = format!(
-            "episode {}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
-            outcome.episode,
-            if outcome.success { "success" } else { "failure" },
-            1000.0 * outcome.final_distance_m,
-            1000.0 * outcome.min_clearance_m
-        );
+        let text = outcome.text();
         let msg = EpisodeMsg { t_s, tick: Some(tick), kind: EPISODE_END, text: &text, detail: outcome };
+        let ns = self.time_ns(t_s);
+        self.rec.write(self.event, ns, &msg)?;
+        self.rec.write(self.log, ns, &FoxgloveLog::new(ns, LogLevel::Info, "coxswain.task", text))
+    }
+
+    /// An episode's outcome that arrived from outside (over Zenoh), at the latest tick's time.
+    pub fn episode_now(&mut self, outcome: &EpisodeRecord) -> RecordResult<()> {
+        let (t_s, text) = (self.last_t_s, outcome.text());
+        let msg = EpisodeMsg { t_s, tick: None, kind: EPISODE_END, text: &text, detail: outcome };
         let ns = self.time_ns(t_s);
         self.rec.write(self.event, ns, &msg)?;
         self.rec.write(self.log, ns, &FoxgloveLog::new(ns, LogLevel::Info, "coxswain.task", text))
@@ -493,19 +557,22 @@ impl RunRecorder {
 
     /// Writes the chunks still waiting, closes the file and says what was recorded.
     pub fn finish(mut self) -> RecordResult<RecordingSummary> {
-        let pending = std::mem::take(&mut self.pending);
-        for (_, mut c) in pending {
-            self.write_chunk(&mut c, None)?;
-        }
+        let mut left = Vec::new();
+        self.fates.drain(&mut |c, f| left.push((c, f)));
+        self.write_chunks(left)?;
         self.rec.finish()
     }
 }
 
-/// What the real-time recorder is handed beside the tick ring.
-#[derive(Debug)]
+/// What the real-time recorder (and the experience stream) is handed beside the tick ring.
+#[derive(Debug, Clone)]
 pub enum RecordItem {
     Chunk(Box<ChunkRecord>),
     Runtime(RuntimeEvent),
+    /// An episode's outcome from whoever scores the task (`robot/<id>/task/episode`).
+    Episode(Box<EpisodeRecord>),
+    /// Something the runtime's owner did (a parameter change, a model swap, a rollback): kind and text.
+    Note(&'static str, String),
 }
 
 /// How a real-time recording ended.
@@ -587,6 +654,8 @@ fn drain(mut rec: RunRecorder, ticks: &TickRing, items: &Receiver<RecordItem>, s
             count(match item {
                 RecordItem::Chunk(c) => rec.chunk(*c),
                 RecordItem::Runtime(e) => rec.runtime_event(&e),
+                RecordItem::Episode(ep) => rec.episode_now(&ep),
+                RecordItem::Note(kind, text) => rec.note(kind, &text),
             });
         }
         rec.ticks_dropped(ticks.dropped.load(Ordering::Relaxed));

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use coxswain_sim::{SimNode, SimOptions};
 use coxswain_zenoh::session::{open, SessionOptions};
+use coxswain_zenoh::zenoh::Wait;
 
 #[derive(Parser, Debug)]
 #[command(name = "coxswain-sim", version, about = "A simulated robot speaking coxswain's Zenoh topics.")]
@@ -40,6 +41,11 @@ struct Args {
     /// Start an episode of the robot's task (it places the arm at the episode's start pose).
     #[arg(long)]
     episode: bool,
+    /// Run episodes one after another: each lasts the task's episode_duration_s, is scored, its outcome is
+    /// published on robot/<id>/task/episode (JSON, what coxswain records and streams to a learner), and the
+    /// next target is drawn from where the arm is.
+    #[arg(long, conflicts_with = "episode")]
+    episodes: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,18 +60,50 @@ fn main() -> anyhow::Result<()> {
     };
     let session = open(&opts).context("opening the zenoh session")?;
     let sim = SimNode::spawn(&session, &robot, SimOptions { seed: args.seed })?;
-    if args.episode {
+    if args.episode || args.episodes {
         if let Some(e) = sim.new_episode() {
             eprintln!("coxswain-sim: episode start {:?} target {:?}", e.start_rad, e.target_m);
         }
+        sim.begin_scoring();
     }
+    let reach = coxswain_sim::config::ReachConfig::from_robot(&robot)?;
+    let episode_s = match (&reach, args.episodes) {
+        (Some(r), true) => Some(r.episode_duration_s),
+        (None, true) => anyhow::bail!("--episodes: {} declares no [task.reach]", args.robot.display()),
+        _ => None,
+    };
+    let outcomes = format!("{}/task/episode", robot.topics.prefix);
     eprintln!(
         "coxswain-sim: {} publishing {} at {} Hz; faults on {}/sim/faults",
         robot.id, robot.topics.joint_state, robot.state_hz, robot.topics.prefix
     );
     let started = std::time::Instant::now();
+    let (mut episode, mut episode_started) = (0usize, 0.0f64);
     loop {
         std::thread::sleep(Duration::from_millis(200));
+        let now_s = started.elapsed().as_secs_f64();
+        if let Some(len) = episode_s.filter(|len| now_s - episode_started >= *len) {
+            let snap = sim.snapshot();
+            if let (Some(e), Some(o)) = (&snap.episode, &snap.outcome) {
+                let msg = serde_json::json!({
+                    "episode": episode,
+                    "start_t_s": episode_started,
+                    "end_t_s": episode_started + len,
+                    "success": o.success,
+                    "final_distance_m": o.final_distance_m,
+                    "min_clearance_m": o.min_clearance_m,
+                    "target_m": e.target_m,
+                });
+                eprintln!("coxswain-sim: episode {episode}: {}", if o.success { "success" } else { "failure" });
+                if let Err(e) = session.put(&outcomes, msg.to_string()).wait() {
+                    eprintln!("coxswain-sim: publishing the outcome on {outcomes}: {e}");
+                }
+            }
+            episode += 1;
+            episode_started = now_s;
+            sim.draw_episode();
+            sim.begin_scoring();
+        }
         if args.duration_s.is_some_and(|d| started.elapsed().as_secs_f64() >= d) {
             break;
         }
