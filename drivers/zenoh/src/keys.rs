@@ -8,6 +8,10 @@
 //! | `robot/<id>/sensor/<name>` | `ImuSample`, `ImageHeader`, a vector | sensors -> runtime |
 //! | `robot/<id>/safety/estop` | `EStop` | anyone -> runtime and drivers |
 //! | `robot/<id>/runtime/status` | `RuntimeStatus` | runtime -> dashboards |
+//! | `robot/<id>/runtime/arm` | `ArmRequest` | operators -> runtime |
+//! | `robot/<id>/runtime/state`, `.../params`, `.../model/swap` | queries, JSON | operators, learners -> `coxswain serve` |
+//! | `robot/<id>/experience/{chunk,event,episode}` | JSON (`coxswain::experience`) | runtime -> learners |
+//! | `robot/<id>/task/episode` | JSON episode outcome | whoever scores the task -> runtime |
 //!
 //! To add a topic: declare a sensor in the robot description (`[topics.sensors] name = "imu"`), or use
 //! [`RobotKeys::custom`] for anything else under the robot's prefix.
