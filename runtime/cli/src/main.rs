@@ -101,14 +101,37 @@ enum Command {
         /// The robot description (for the robot's key prefix).
         #[arg(long)]
         robot: PathBuf,
-        /// The model folder, as the robot sees it (this machine hashes its files).
+        /// The model folder, as the robot sees it (this machine hashes its files); with --push, a folder on
+        /// this machine.
         #[arg(long)]
         policy: PathBuf,
+        /// Send the folder's files first (into the deployment's [swap] upload_dir on the robot), then swap to
+        /// them. The folder must hold every file its manifest names.
+        #[arg(long)]
+        push: bool,
         #[arg(long)]
         zenoh_config: Option<PathBuf>,
         #[arg(long)]
         connect: Vec<String>,
         /// Seconds to wait for the answer (the check loads the model and runs it).
+        #[arg(long, default_value_t = 30.0)]
+        timeout_s: f64,
+    },
+    /// Print the steering parameters a running `coxswain serve` lets you set (values and bounds), or set
+    /// some: `--set residual_alpha=0.5`. The change is checked, swapped in at a chunk boundary and watched.
+    Params {
+        #[arg(long)]
+        robot: PathBuf,
+        /// name=value; repeat for several.
+        #[arg(long)]
+        set: Vec<String>,
+        /// Who asks (in the runtime's log and recording).
+        #[arg(long, default_value = "coxswain params")]
+        source: String,
+        #[arg(long)]
+        zenoh_config: Option<PathBuf>,
+        #[arg(long)]
+        connect: Vec<String>,
         #[arg(long, default_value_t = 30.0)]
         timeout_s: f64,
     },
@@ -485,9 +508,16 @@ fn main() -> ExitCode {
         Command::Check { robot: Some(robot), policy, ort } => check(&robot, policy.as_deref(), &ort),
         Command::Check { robot: None, policy, ort } => check_deployment(policy.as_deref(), ort),
         Command::Serve { config } => serve(&config),
-        Command::Swap { robot, policy, zenoh_config, connect, timeout_s } => {
+        Command::Swap { robot, policy, push: true, zenoh_config, connect, timeout_s } => {
+            push_and_swap(&robot, &policy, zenoh_config, connect, timeout_s)
+        }
+        Command::Swap { robot, policy, push: false, zenoh_config, connect, timeout_s } => {
             let body = coxswain_cli::serve::swap_request(&policy).map(|b| b.to_string());
             body.and_then(|b| query(&robot, "runtime/model/swap", Some(b), zenoh_config, connect, timeout_s))
+        }
+        Command::Params { robot, set, source, zenoh_config, connect, timeout_s } => {
+            let body = params_request(&set, &source);
+            body.and_then(|b| query(&robot, "runtime/params", b, zenoh_config, connect, timeout_s))
         }
         Command::Status { robot, zenoh_config, connect, timeout_s } => {
             query(&robot, "runtime/state", None, zenoh_config, connect, timeout_s)
@@ -798,10 +828,25 @@ fn client_session(
 
 /// One query to a running service's `robot/<id>/<suffix>`; prints the JSON answer. Exits 1 without an
 /// answer, or when the answer says `"ok": false`.
-fn query(
+/// The params query's payload for `--set name=value ...` (none: ask for the values).
+fn params_request(set: &[String], source: &str) -> anyhow::Result<Option<String>> {
+    if set.is_empty() {
+        return Ok(None);
+    }
+    let mut values = serde_json::Map::new();
+    for s in set {
+        let (name, value) = s.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {s}: expected name=value"))?;
+        let v: f64 = value.trim().parse().map_err(|_| anyhow::anyhow!("--set {s}: `{value}` is not a number"))?;
+        values.insert(name.trim().to_string(), v.into());
+    }
+    Ok(Some(serde_json::json!({"set": values, "source": source}).to_string()))
+}
+
+/// `coxswain swap --push`: every file of the folder to `runtime/model/upload`, then the swap request for
+/// the folder the robot wrote them to.
+fn push_and_swap(
     robot: &std::path::Path,
-    suffix: &str,
-    payload: Option<String>,
+    policy: &std::path::Path,
     zenoh_config: Option<PathBuf>,
     connect: Vec<String>,
     timeout_s: f64,
@@ -810,15 +855,77 @@ fn query(
     if !(timeout_s.is_finite() && timeout_s > 0.0) {
         bail!("--timeout-s {timeout_s}: must be a positive number of seconds");
     }
+    let files = coxswain_cli::serve::upload_files(policy)?;
+    let mut body = coxswain_cli::serve::swap_request(policy)?;
+    let robot = coxswain_cli::robot::load(robot)?;
+    let key = format!("{}/runtime/model/upload", robot.topics.prefix);
+    let session = client_session(zenoh_config, connect)?;
+    let timeout = std::time::Duration::from_secs_f64(timeout_s);
+    let until = std::time::Instant::now() + timeout;
+    let mut remote = None;
+    for (head, bytes) in files {
+        let attachment = serde_json::to_string(&head)?;
+        // The link may take a moment to route the first query: ask again until the time is up.
+        let answer = loop {
+            let replies = session
+                .get(&key)
+                .payload(bytes.clone())
+                .attachment(attachment.clone())
+                .timeout(timeout)
+                .wait()
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            if let Ok(reply) = replies.recv() {
+                let text = match reply.result() {
+                    Ok(sample) => String::from_utf8_lossy(&sample.payload().to_bytes()).into_owned(),
+                    Err(e) => bail!("{key}: {}", String::from_utf8_lossy(&e.payload().to_bytes())),
+                };
+                break serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+            }
+            if std::time::Instant::now() >= until {
+                bail!("{key}: no answer within {timeout_s} s (is coxswain serve running and connected?)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        if answer["ok"] != true {
+            bail!("{key}: {} refused: {}", head.file, answer["message"]);
+        }
+        out!("pushed {} ({} bytes)", head.file, bytes.len());
+        remote = answer["path"].as_str().map(str::to_string);
+    }
+    body["path"] = remote.ok_or_else(|| anyhow::anyhow!("{key}: the robot named no folder"))?.into();
+    query_on(&session, &format!("{}/runtime/model/swap", robot.topics.prefix), Some(body.to_string()), timeout_s)
+}
+
+fn query(
+    robot: &std::path::Path,
+    suffix: &str,
+    payload: Option<String>,
+    zenoh_config: Option<PathBuf>,
+    connect: Vec<String>,
+    timeout_s: f64,
+) -> anyhow::Result<()> {
+    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+        bail!("--timeout-s {timeout_s}: must be a positive number of seconds");
+    }
     let robot = coxswain_cli::robot::load(robot)?;
     let key = format!("{}/{suffix}", robot.topics.prefix);
     let session = client_session(zenoh_config, connect)?;
+    query_on(&session, &key, payload, timeout_s)
+}
+
+/// One query on `key` until an answer comes or `timeout_s` pass; prints the answer, fails on `"ok": false`.
+fn query_on(
+    session: &coxswain_zenoh::zenoh::Session,
+    key: &str,
+    payload: Option<String>,
+    timeout_s: f64,
+) -> anyhow::Result<()> {
+    use coxswain_zenoh::zenoh::Wait;
     let timeout = std::time::Duration::from_secs_f64(timeout_s);
     // The link may take a moment to route the query: ask again until the time is up.
     let until = std::time::Instant::now() + timeout;
     loop {
-        let mut get =
-            session.get(&key).timeout(timeout.min(until.saturating_duration_since(std::time::Instant::now())));
+        let mut get = session.get(key).timeout(timeout.min(until.saturating_duration_since(std::time::Instant::now())));
         if let Some(p) = &payload {
             get = get.payload(p.clone());
         }

@@ -164,6 +164,8 @@ struct RawHealth {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSwap {
+    /// Where model folders pushed over Zenoh are written (none: pushes are refused).
+    upload_dir: Option<PathBuf>,
     watch_s: Option<f64>,
     max_rejected_chunks: Option<u64>,
     max_starved_ticks: Option<u64>,
@@ -202,6 +204,8 @@ pub struct Deployment {
     pub health: Health,
     /// What a hot-swapped model may do before it is rolled back.
     pub swap: coxswain::swap::WatchLimits,
+    /// Where pushed model folders go (`[swap] upload_dir`); none: pushes are refused.
+    pub upload_dir: Option<PathBuf>,
     /// Stream experience to a learner (`[experience]`).
     pub experience: Option<coxswain::experience::ExperienceOptions>,
     /// Steering parameters settable over Zenoh, with their bounds (`[params]`).
@@ -326,6 +330,7 @@ impl Deployment {
             rt,
             health,
             swap,
+            upload_dir: raw.swap.upload_dir.as_deref().map(rel),
             experience,
             params,
             onnx,
@@ -383,20 +388,14 @@ pub fn describe(d: &Deployment) -> anyhow::Result<Vec<String>> {
     ];
     match &d.record {
         Some(r) => {
-            // The folder, or the nearest folder above it that exists (serve creates the rest), must be writable.
-            let existing = r.dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
-            let writable =
-                std::fs::metadata(existing).map(|m| m.is_dir() && !m.permissions().readonly()).unwrap_or(false);
-            if !writable {
-                return Err(field(
-                    &d.path,
-                    "record.dir",
-                    format!("{}: {} is not a writable folder", r.dir.display(), existing.display()),
-                ));
-            }
+            writable_folder(&d.path, "record.dir", &r.dir)?;
             lines.push(format!("record     {}", r.dir.display()));
         }
         None => lines.push("record     off".to_string()),
+    }
+    if let Some(dir) = &d.upload_dir {
+        writable_folder(&d.path, "swap.upload_dir", dir)?;
+        lines.push(format!("uploads    model folders pushed over Zenoh go to {}", dir.display()));
     }
     lines.push(match d.experience {
         Some(x) => format!("experience streamed on {}/experience/** (queue of {})", robot.topics.prefix, x.capacity),
@@ -411,6 +410,16 @@ pub fn describe(d: &Deployment) -> anyhow::Result<Vec<String>> {
         format!("params     settable on {}/runtime/params: {}", robot.topics.prefix, each.join(", "))
     });
     Ok(lines)
+}
+
+/// The folder, or the nearest folder above it that exists (serve creates the rest), must be writable.
+fn writable_folder(path: &Path, name: &str, dir: &Path) -> anyhow::Result<()> {
+    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    let writable = std::fs::metadata(existing).map(|m| m.is_dir() && !m.permissions().readonly()).unwrap_or(false);
+    if !writable {
+        return Err(field(path, name, format!("{}: {} is not a writable folder", dir.display(), existing.display())));
+    }
+    Ok(())
 }
 
 /// The process's signal flags.
@@ -632,6 +641,23 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                     }
                     Err(e) => reply(&q, &serde_json::json!({"ok": false, "message": e})),
                 }
+            } else if key.ends_with("/runtime/model/upload") {
+                let answer = match (&d.upload_dir, pending.is_some() || swap_asked.is_some()) {
+                    (None, _) => Err("this deployment takes no pushed models ([swap] upload_dir)".to_string()),
+                    (Some(_), true) => Err("a swap is in progress; push after it".to_string()),
+                    (Some(dir), false) => receive_upload(&q, dir),
+                };
+                let body = match answer {
+                    Ok((path, bytes)) => {
+                        say(&format!("upload: {} ({bytes} bytes)", path.display()));
+                        serde_json::json!({"ok": true, "path": path.display().to_string()})
+                    }
+                    Err(e) => {
+                        tell(&runtime, &mut recent, say, "model_upload", &format!("upload refused: {e}"));
+                        serde_json::json!({"ok": false, "message": e})
+                    }
+                };
+                reply(&q, &body);
             } else if key.ends_with("/runtime/params") {
                 let running = runtime.running_manifest();
                 let Some(req) = q.payload().map(|p| p.to_bytes().into_owned()).filter(|b| !b.is_empty()) else {
@@ -664,7 +690,7 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                     }
                 }
             } else {
-                let _ = q.reply_err(format!("{key}: no such query (state, params, model/swap)")).wait();
+                let _ = q.reply_err(format!("{key}: no such query (state, params, model/swap, model/upload)")).wait();
             }
         }
         if let Some(p) = pending.as_mut() {
@@ -1035,6 +1061,92 @@ enum Load {
     Params { manifest: Box<coxswain::policy::Manifest>, candidates: usize, what: String },
 }
 
+/// What one upload query says of its payload (the query's attachment, JSON).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadHeader {
+    /// The model folder's name under the upload folder: letters, digits, `.`, `_`, `-`.
+    pub model: String,
+    /// The file's path inside the folder, `/`-separated, with no `..`.
+    pub file: String,
+    /// SHA-256 of the payload, hex.
+    pub sha256: String,
+}
+
+/// Largest file a push may carry.
+const MAX_UPLOAD_BYTES: usize = 256 << 20;
+
+fn safe_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// Checks one pushed file (name, path inside the folder, size, hash) and writes it under `dir/<model>/`
+/// (through a temporary file, so a half-written file is never read as a model). Returns the model folder.
+fn receive_upload(q: &coxswain_zenoh::zenoh::query::Query, dir: &Path) -> Result<(PathBuf, usize), String> {
+    let head = q.attachment().map(|a| a.to_bytes().into_owned()).unwrap_or_default();
+    let head: UploadHeader = serde_json::from_slice(&head)
+        .map_err(|e| format!("the upload's attachment is not {{\"model\", \"file\", \"sha256\"}}: {e}"))?;
+    let bytes = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
+    let target = upload_target(dir, &head, &bytes)?;
+    let folder = dir.join(&head.model);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let part = target.with_extension("part");
+    std::fs::write(&part, &bytes)
+        .and_then(|()| std::fs::rename(&part, &target))
+        .map_err(|e| format!("{}: {e}", target.display()))?;
+    Ok((folder, bytes.len()))
+}
+
+/// Where a pushed file goes, or why it may not: a bad folder name, a path that leaves the folder, too
+/// large, or a hash that does not match.
+fn upload_target(dir: &Path, head: &UploadHeader, bytes: &[u8]) -> Result<PathBuf, String> {
+    if !safe_name(&head.model) {
+        return Err(format!("model `{}`: a folder name is letters, digits, `.`, `_` and `-`", head.model));
+    }
+    let parts: Vec<&str> = head.file.split('/').collect();
+    if head.file.starts_with('/') || parts.iter().any(|p| !safe_name(p)) {
+        return Err(format!(
+            "file `{}`: a path inside the model folder, with no `..` (a pushed model is self-contained)",
+            head.file
+        ));
+    }
+    if bytes.len() > MAX_UPLOAD_BYTES {
+        return Err(format!("file `{}`: {} bytes, more than {MAX_UPLOAD_BYTES}", head.file, bytes.len()));
+    }
+    let got = coxswain::replay::sha256_hex(bytes);
+    if !got.eq_ignore_ascii_case(&head.sha256) {
+        return Err(format!("file `{}`: sha256 {got} is not the {} the sender gave", head.file, head.sha256));
+    }
+    Ok(parts.iter().fold(dir.join(&head.model), |p, part| p.join(part)))
+}
+
+/// What `coxswain swap --push` sends before the swap request: each file the manifest names, with its header.
+/// The folder must be self-contained (no file outside it).
+pub fn upload_files(path: &Path) -> anyhow::Result<Vec<(UploadHeader, Vec<u8>)>> {
+    let m = coxswain::policy::Manifest::load(path)?;
+    let model = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| safe_name(n))
+        .with_context(|| format!("{}: the folder's name must be letters, digits, `.`, `_` and `-`", path.display()))?;
+    let mut out = Vec::new();
+    for (rel, file) in named_files(&m) {
+        if rel.split('/').any(|p| p == "..") {
+            bail!(
+                "{}: names {rel}, outside the folder; a pushed model must hold every file it names (copy it in)",
+                m.path.display()
+            );
+        }
+        let bytes = std::fs::read(&file).with_context(|| format!("{}: reading", file.display()))?;
+        let sha256 = coxswain::replay::sha256_hex(&bytes);
+        out.push((UploadHeader { model: model.clone(), file: rel, sha256 }, bytes));
+    }
+    Ok(out)
+}
+
 /// What `coxswain swap` sends: the model folder and the SHA-256 of every file its manifest names.
 pub fn swap_request(path: &Path) -> anyhow::Result<serde_json::Value> {
     let m = coxswain::policy::Manifest::load(path)?;
@@ -1180,4 +1292,37 @@ fn checked_manifest(req: &SwapRequest) -> Result<coxswain::policy::Manifest, Str
         }
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(model: &str, file: &str, bytes: &[u8]) -> UploadHeader {
+        UploadHeader { model: model.into(), file: file.into(), sha256: coxswain::replay::sha256_hex(bytes) }
+    }
+
+    #[test]
+    fn a_pushed_file_lands_inside_its_model_folder_and_one_that_would_leave_it_is_refused() {
+        let dir = Path::new("/var/lib/coxswain/models");
+        let ok = upload_target(dir, &head("reach-v2", "stages/noise.onnx", b"x"), b"x").unwrap();
+        assert_eq!(ok, dir.join("reach-v2/stages/noise.onnx"));
+        for (model, file) in [
+            ("reach-v2", "../../etc/passwd"),
+            ("reach-v2", "/etc/passwd"),
+            ("..", "policy.onnx"),
+            ("a/b", "policy.onnx"),
+            ("reach-v2", "a//b"),
+        ] {
+            let e = upload_target(dir, &head(model, file, b"x"), b"x").unwrap_err();
+            assert!(e.contains("folder name") || e.contains("no `..`"), "{model} {file}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_pushed_file_whose_bytes_do_not_match_the_senders_hash_is_refused_naming_the_file() {
+        let dir = Path::new("/tmp");
+        let e = upload_target(dir, &head("m", "policy.onnx", b"what was sent"), b"what arrived").unwrap_err();
+        assert!(e.contains("file `policy.onnx`: sha256") && e.contains("the sender gave"), "{e}");
+    }
 }

@@ -483,3 +483,71 @@ fn serve_streams_chunks_interventions_and_episodes_to_a_learner_and_sets_only_de
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn coxswain_swap_push_sends_a_model_folder_that_serve_checks_writes_and_swaps_to_and_coxswain_params_sets_one() {
+    let dir = temp_dir("push");
+    let rig = rig();
+    let deploy = deployment(&dir, &rig.endpoint);
+    // serve also listens, for the CLI to connect to it directly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let zenoh = std::fs::read_to_string(dir.join("zenoh.json5"))
+        .unwrap()
+        .replace("listen: { endpoints: [] }", &format!("listen: {{ endpoints: [\"tcp/127.0.0.1:{port}\"] }}"));
+    std::fs::write(dir.join("zenoh.json5"), zenoh).unwrap();
+    let text = std::fs::read_to_string(&deploy).unwrap()
+        + &format!(
+            "\n[swap]\nwatch_s = 1.0\nmax_interventions_per_s = 1000000\nupload_dir = \"{}\"\n\n[params]\ncandidates = [1, 3]\n",
+            dir.join("uploads").display()
+        );
+    std::fs::write(&deploy, text).unwrap();
+    let (mut child, sock) = serve(&dir, &deploy);
+    let mut seen = Vec::new();
+    assert!(receive_until(&sock, &mut seen, 40.0, |l| l == "READY=1"), "{}", logs(&dir));
+    arm(&rig, 1);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let cli = |args: &[&str]| {
+        let connect = format!("tcp/127.0.0.1:{port}");
+        let robot = repo().join("firmware-configs/sim-arm.toml");
+        let mut all = vec![args[0], "--robot", robot.to_str().unwrap(), "--connect", &connect];
+        all.extend(&args[1..]);
+        let out = Command::new(env!("CARGO_BIN_EXE_coxswain")).args(&all).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // A self-contained copy of reach-dp under another name, on "this machine".
+    let local = dir.join("reach-dp-v2");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::copy(repo().join("models/reach-dp/policy.onnx"), local.join("policy.onnx")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("models/reach-dp/manifest.toml"))
+        .unwrap()
+        .replace("name = \"reach-dp\"", "name = \"reach-dp-v2\"");
+    std::fs::write(local.join("manifest.toml"), manifest).unwrap();
+    let (ok, out) = cli(&["swap", "--push", "--policy", local.to_str().unwrap()]);
+    assert!(ok, "{out}\n{}", logs(&dir));
+    assert!(out.contains("pushed policy.onnx") && out.contains("\"ok\":true"), "{out}");
+    assert!(wait_log(&dir, "swap kept: reach-dp-v2", 10.0), "{}", logs(&dir));
+    let written = dir.join("uploads/reach-dp-v2/policy.onnx");
+    assert_eq!(std::fs::read(&written).unwrap(), std::fs::read(local.join("policy.onnx")).unwrap());
+
+    // A folder that names a file outside itself cannot be pushed (reach-dp-dsrl shares reach-dp's graph).
+    let (ok, out) = cli(&["swap", "--push", "--policy", repo().join("models/reach-dp-dsrl").to_str().unwrap()]);
+    assert!(!ok && out.contains("outside the folder"), "{out}");
+
+    // Parameters: out of bounds refused (exit 1), within bounds applied.
+    let (ok, out) = cli(&["params", "--set", "candidates=5"]);
+    assert!(!ok && out.contains("outside the declared [1, 3]"), "{out}");
+    let (ok, out) = cli(&["params", "--set", "candidates=2"]);
+    assert!(ok, "{out}");
+    assert!(wait_log(&dir, "swap kept: reach-dp-v2", 10.0), "{}", logs(&dir));
+    let (ok, out) = cli(&["params"]);
+    assert!(ok && out.contains("\"candidates\":{\"high\":3.0,\"low\":1.0,\"value\":2.0}"), "{out}");
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = wait_exit(&mut child, 15.0).expect("serve exits after SIGTERM");
+    assert!(status.success(), "{}", logs(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
