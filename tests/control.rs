@@ -360,8 +360,10 @@ fn scripted(chunks: impl Fn(usize, &mut [f64]) -> bool) -> (Vec<SafetyState>, co
                     *v = q[i % 3];
                 }
                 if chunks(made, &mut input.chunk_rad) {
-                    due =
-                        Some((k + 2, ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false }));
+                    due = Some((
+                        k + 2,
+                        ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false, generation: 0 },
+                    ));
                 }
                 made += 1;
             }

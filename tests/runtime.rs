@@ -452,6 +452,57 @@ fn a_hot_swap_mid_motion_starves_no_tick_rejects_no_chunk_and_keeps_the_proposed
 }
 
 #[test]
+fn a_hot_swap_to_a_tick_rate_residual_runs_it_from_the_new_workers_chunks_and_a_rollback_takes_it_out() {
+    let dir = std::env::temp_dir().join(format!("coxswain-rt-swap-tick-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // reach-dp-residual's learned residual run at tick rate (plumbing: it was trained at chunk rate), with
+    // a budget a loaded debug build keeps.
+    let text = std::fs::read_to_string(model("reach-dp-residual").join("manifest.toml"))
+        .unwrap()
+        .replace(
+            "\"../reach-dp/policy.onnx\"",
+            &format!("{:?}", model("reach-dp").join("policy.onnx").display().to_string()),
+        )
+        .replace(
+            "\"residual.onnx\"",
+            &format!("{:?}", model("reach-dp-residual").join("residual.onnx").display().to_string()),
+        )
+        .replace("rate = \"chunk\"", "rate = \"tick\"\nbudget_us = 100000");
+    std::fs::write(dir.join("manifest.toml"), text).unwrap();
+    let (mut rt, _driver, _session, _keys) = rig();
+    let mut seen = vec![];
+    running(&rt, &mut seen);
+    let before = rt.status().stats;
+    assert_eq!(before.tick_residual.applied, 0, "reach-dp has no residual");
+
+    rt.swap(Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap()).unwrap();
+    let old = replaced(&rt);
+    assert!(
+        wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.tick_residual.applied > 50),
+        "the swapped-in tick residual runs: {:?}",
+        rt.status().stats.tick_residual
+    );
+    let during = rt.status().stats;
+    assert_eq!(during.starved_ticks, before.starved_ticks, "ticks without a chunk across the swap");
+    assert_eq!(during.chunks_rejected, before.chunks_rejected);
+
+    // Back to reach-dp: its first chunk takes the residual out again.
+    rt.restore(old).unwrap();
+    let _tick_worker = replaced(&rt);
+    assert!(
+        wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.tick_residual.applied == 0),
+        "the rollback took the tick residual out: {:?}",
+        rt.status().stats.tick_residual
+    );
+    let chunks = rt.status().stats.chunks_accepted;
+    assert!(wait_for(&rt, &mut seen, 5.0, |_| rt.status().stats.chunks_accepted > chunks + 1), "still running");
+    assert_eq!(rt.status().stats.tick_residual.applied, 0);
+    assert_eq!(rt.status().stats.starved_ticks, before.starved_ticks);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_policy_that_cannot_replace_the_running_one_is_refused_and_the_running_one_goes_on() {
     let dir = std::env::temp_dir().join(format!("coxswain-rt-swap-refused-{}", std::process::id()));
     let (mut rt, _driver, _session, _keys) = rig();

@@ -43,7 +43,7 @@ use crate::control::runner::{
     channels, CommandSink, ControlParts, ControlReport, ControlStatus, ControlThread, InputSource, SinkError, TickRing,
     TimedEvent,
 };
-use crate::control::{Controller, ExecutionOptions};
+use crate::control::{Controller, ExecutionOptions, ResidualSlot, ResidualSwapEnds};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::record::{
@@ -259,6 +259,11 @@ pub struct Runtime {
     /// Hot swap: workers for the inference thread to take over from, and the ones it replaced.
     swap_tx: Sender<Box<InferenceWorker>>,
     replaced_rx: Receiver<Box<InferenceWorker>>,
+    /// Hot swap: tick-rate residuals for the controller, and the ones it gave back (freed here).
+    residual_tx: Sender<Box<ResidualSlot>>,
+    retired_rx: Receiver<Box<ResidualSlot>>,
+    /// The last hot swap's number.
+    generation: u64,
     /// What a swapped-in policy must agree with, and how its stages are built.
     running: crate::policy::Manifest,
     robot: Robot,
@@ -269,8 +274,8 @@ pub struct Runtime {
 
 /// Why a policy cannot replace the running one without a restart (`None`: it can). The controller and the
 /// observation frames stay as they are across a swap, so the action layout, the observation terms and the
-/// steering fields must be the same; a tick-rate residual lives in the controller, so neither side may
-/// have one.
+/// steering fields must be the same. A tick-rate residual may come, go or change: the controller switches
+/// to the new one with the first chunk of the new policy ([`crate::control::ResidualSlot`]).
 pub fn swap_incompatibility(running: &crate::policy::Manifest, new: &crate::policy::Manifest) -> Option<String> {
     let (a, b) = (&running.action, &new.action);
     if a.joints != b.joints {
@@ -293,15 +298,6 @@ pub fn swap_incompatibility(running: &crate::policy::Manifest, new: &crate::poli
             "[steering.fields] {:?} differ from the running {:?}",
             new.steering.fields, running.steering.fields
         ));
-    }
-    let tick = |m: &crate::policy::Manifest| {
-        m.steering
-            .residual
-            .as_ref()
-            .is_some_and(|r| matches!(r.rate, crate::steering::config::ResidualRate::Tick { .. }))
-    };
-    if tick(running) || tick(new) {
-        return Some("a tick-rate residual runs in the controller: swapping it needs a restart".into());
     }
     None
 }
@@ -326,7 +322,11 @@ impl Runtime {
     pub fn start(session: &Session, robot: &Robot, policy: Policy, opts: &RuntimeOptions) -> Result<Runtime> {
         let manifest = policy.manifest().clone();
         let keys = RobotKeys::from_robot(robot)?;
-        let (controller, frame, worker) = Controller::with_worker(policy, robot, opts.execution, opts.seed, true)?;
+        let (mut controller, frame, worker) = Controller::with_worker(policy, robot, opts.execution, opts.seed, true)?;
+        // Hot swaps' tick-rate residuals: one waiting at a time, two on their way back to be freed here.
+        let (residual_tx, residual_rx) = crossbeam::channel::bounded::<Box<ResidualSlot>>(1);
+        let (retired_tx, retired_rx) = crossbeam::channel::bounded::<Box<ResidualSlot>>(2);
+        controller.with_residual_swaps(ResidualSwapEnds { incoming: residual_rx, retired: retired_tx });
 
         let mut subscribers = Vec::new();
         let (sub, state) = subscribe_latest::<JointState>(session, &keys.joint_state)?;
@@ -533,6 +533,9 @@ impl Runtime {
             rt,
             swap_tx,
             replaced_rx,
+            residual_tx,
+            retired_rx,
+            generation: 0,
             running: manifest,
             robot: robot.clone(),
             rtc_mode: opts.execution.rtc,
@@ -568,24 +571,47 @@ impl Runtime {
         if let Some(why) = swap_incompatibility(&self.running, policy.manifest()) {
             return Err(Error::Usage(format!("{}: {why}", policy.manifest().path.display())));
         }
-        let stages = crate::steering::Stages::build(&mut policy, &self.robot, self.seed)?;
+        if self.swap_tx.is_full() || self.residual_tx.is_full() {
+            return Err(Error::Usage("a swap is already waiting for the inference thread".into()));
+        }
+        let mut stages = crate::steering::Stages::build(&mut policy, &self.robot, self.seed)?;
+        // A tick-rate residual goes to the controller, bound to the robot's joints here, ahead of the
+        // worker: the controller runs it from the worker's first chunk.
+        let mut residual = stages.tick_residual.take();
+        if let Some(r) = residual.as_mut() {
+            r.bind(crate::policy::robot::bind(policy.manifest(), &self.robot)?.robot_index, true);
+        }
+        let generation = self.generation + 1;
         let manifest = policy.manifest().clone();
-        let mut worker = InferenceWorker::new(policy, self.rtc_mode, self.seed)?.with_stages(stages);
+        let mut worker =
+            InferenceWorker::new(policy, self.rtc_mode, self.seed)?.with_stages(stages).with_generation(generation);
         worker.enforce_budgets(true);
+        self.free_retired();
+        self.residual_tx
+            .try_send(Box::new(ResidualSlot { generation, residual }))
+            .map_err(|_| Error::Usage("a swap is already waiting for the control thread".into()))?;
         self.swap_tx
             .try_send(Box::new(worker))
             .map_err(|_| Error::Usage("a swap is already waiting for the inference thread".into()))?;
+        self.generation = generation;
         self.running = manifest;
         Ok(())
     }
 
+    /// Frees the tick residuals the controller gave back (here, off the control thread).
+    fn free_retired(&self) {
+        while self.retired_rx.try_recv().is_ok() {}
+    }
+
     /// The worker the inference thread replaced at the last swap, once it has (keep it to roll back to).
     pub fn take_replaced(&self) -> Option<InferenceWorker> {
+        self.free_retired();
         self.replaced_rx.try_recv().ok().map(|b| *b)
     }
 
     /// Rolls back: hands `worker` (a replaced one, from [`Runtime::take_replaced`]) back to the inference
-    /// thread, which takes it over at its next chunk boundary.
+    /// thread, which takes it over at its next chunk boundary. Its tick-rate residual is still in the
+    /// controller (on standby), which switches back to it with the worker's first chunk.
     pub fn restore(&mut self, worker: InferenceWorker) -> Result<()> {
         let manifest = worker.policy().manifest().clone();
         self.swap_tx

@@ -6,7 +6,7 @@
 //! | `candidates` | chunks sampled per inference (a whole number) | a generative policy |
 //! | `guidance_scale` | `[steering.guidance] scale` | cost guidance |
 //! | `guidance_cap` | `[steering.guidance] cap` | cost guidance |
-//! | `residual_alpha` | `[steering.residual] alpha` | a chunk-rate residual |
+//! | `residual_alpha` | `[steering.residual] alpha` | a residual (chunk or tick rate) |
 //!
 //! A change is never written into a running stage: the running manifest with the new values is built into a
 //! new policy beside the running one, checked like a hot-swapped model (a test inference with finite output
@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use coxswain::policy::Manifest;
-use coxswain::steering::config::ResidualRate;
 
 /// The parameters there are, in the order they are reported.
 pub const NAMES: [&str; 4] = ["candidates", "guidance_scale", "guidance_cap", "residual_alpha"];
@@ -58,11 +57,9 @@ pub fn value(m: &Manifest, candidates: usize, name: &str) -> Result<f64, String>
         "candidates" => Err(format!("{} is not a generative policy: it makes one chunk per inference", m.name)),
         "guidance_scale" => Ok(guidance()?.scale),
         "guidance_cap" => Ok(guidance()?.cap),
-        "residual_alpha" => match &st.residual {
-            Some(r) if r.rate == ResidualRate::Chunk => Ok(r.alpha),
-            Some(_) => Err(format!("{}'s residual runs at tick rate, inside the control loop: not swappable", m.name)),
-            None => Err(format!("{} has no [steering.residual]", m.name)),
-        },
+        "residual_alpha" => {
+            st.residual.as_ref().map(|r| r.alpha).ok_or_else(|| format!("{} has no [steering.residual]", m.name))
+        }
         other => Err(format!("no such parameter `{other}`")),
     }
 }

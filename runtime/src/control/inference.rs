@@ -197,6 +197,8 @@ pub type ChunkHook = Box<dyn FnMut(&InferenceWorker, &ChunkMsg) + Send>;
 #[derive(Debug)]
 pub struct InferenceWorker {
     policy: Policy,
+    /// Which hot swap made it (0: the first worker); its chunks carry it.
+    generation: u64,
     rtc: bool,
     noise: TapNoise,
     /// The executed part of the chosen candidate (normalized, `(H - past) * A`).
@@ -268,6 +270,7 @@ impl InferenceWorker {
             scores: vec![0.0; policy_candidates],
             selected: 0,
             swaps: None,
+            generation: 0,
         })
     }
 
@@ -276,6 +279,18 @@ impl InferenceWorker {
     pub fn with_swaps(mut self, ends: SwapEnds) -> Self {
         self.swaps = Some(ends);
         self
+    }
+
+    /// Marks its chunks as made by hot swap `generation` (the controller switches to that swap's tick-rate
+    /// residual with the first of them).
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The hot swap that made it (0: the first worker).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// `next` takes this worker's place and its continuity (the previous chunk for RTC, the executed past,
@@ -467,6 +482,7 @@ impl InferenceWorker {
                         t0_s: request.t_s,
                         requested_t_s: request.sent_t_s,
                         rtc: guided,
+                        generation: self.generation,
                     },
                     inference_s,
                 })

@@ -119,6 +119,10 @@ pub struct ChunkIn {
     pub requested_t_s: f64,
     /// Whether it was made to continue the previous chunk (RTC).
     pub rtc: bool,
+    /// Which hot swap's worker made it (0: the policy started with): the controller switches to that
+    /// swap's tick-rate residual with its first chunk ([`crate::control::ResidualSlot`]).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Everything one tick reads. The runner overwrites it in place every tick.

@@ -254,6 +254,28 @@ pub struct Controller {
     stats: ControlStats,
     /// The tick-rate residual, between the interpolated action and the safety filter.
     tick_residual: Option<crate::steering::residual::TickResidual>,
+    /// The hot swap whose residual `tick_residual` is (0: the policy started with).
+    tick_generation: u64,
+    /// A hot swap's residual waiting for that swap's first chunk, or the one it replaced (kept for a
+    /// rollback): swapping with `tick_residual` moves two boxes' contents, nothing is allocated or freed.
+    standby: Option<Box<ResidualSlot>>,
+    residual_swaps: Option<ResidualSwapEnds>,
+}
+
+/// The tick-rate residual of one hot swap (`generation`), on its way to the controller or back.
+#[derive(Debug)]
+pub struct ResidualSlot {
+    pub generation: u64,
+    /// `None`: that swap's policy has no tick-rate residual.
+    pub residual: Option<crate::steering::residual::TickResidual>,
+}
+
+/// Where the controller gets hot swaps' residuals, and where it sends those it no longer keeps (to be
+/// freed by the owner, off the control thread).
+#[derive(Debug)]
+pub struct ResidualSwapEnds {
+    pub incoming: crossbeam::channel::Receiver<Box<ResidualSlot>>,
+    pub retired: crossbeam::channel::Sender<Box<ResidualSlot>>,
 }
 
 impl Controller {
@@ -266,6 +288,37 @@ impl Controller {
             r.bind(joints, real_time);
             r
         });
+    }
+
+    /// Takes hot swaps' tick-rate residuals from `ends` (see [`ResidualSlot`]): each runs from the first
+    /// chunk of its swap's worker, and the one it replaced stays on standby for a rollback.
+    pub fn with_residual_swaps(&mut self, ends: ResidualSwapEnds) {
+        self.residual_swaps = Some(ends);
+    }
+
+    /// Which hot swap's tick-rate residual runs now (0: the first policy's).
+    pub fn tick_generation(&self) -> u64 {
+        self.tick_generation
+    }
+
+    /// Takes a hot swap's residual onto standby (the one there goes back to the owner), and switches to
+    /// the standby when a chunk of its swap arrives. Lock-free channel calls only; nothing is freed here.
+    fn residual_handover(&mut self, chunk_generation: Option<u64>) {
+        if let Some(ends) = &self.residual_swaps {
+            // Only when the owner has room to take the one it replaces (else it would be freed here).
+            if !ends.retired.is_full() {
+                if let Ok(slot) = ends.incoming.try_recv() {
+                    if let Some(old) = self.standby.replace(slot) {
+                        let _ = ends.retired.try_send(old);
+                    }
+                }
+            }
+        }
+        let Some(g) = chunk_generation.filter(|g| *g != self.tick_generation) else { return };
+        if let Some(slot) = self.standby.as_mut().filter(|s| s.generation == g) {
+            std::mem::swap(&mut self.tick_residual, &mut slot.residual);
+            std::mem::swap(&mut self.tick_generation, &mut slot.generation);
+        }
     }
 
     /// The controller, its observation frame and the inference worker for `policy` on `robot`, with every
@@ -405,6 +458,9 @@ impl Controller {
             malformed: false,
             foreign: ForeignTracker::default(),
             tick_residual: None,
+            tick_generation: 0,
+            standby: None,
+            residual_swaps: None,
             seen_transitions: 0,
             stats: ControlStats::default(),
         })
@@ -470,6 +526,7 @@ impl Controller {
 
     /// One control period. See the module docs; allocates nothing.
     pub fn step(&mut self, input: &ControlInput, out: &mut ControlOutput) {
+        self.residual_handover(input.chunk.map(|c| c.generation));
         out.events.clear();
         out.events_lost = 0;
         out.request = None;
