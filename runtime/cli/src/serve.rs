@@ -31,6 +31,23 @@
 //! max_overruns_per_s = 5             # more missed deadlines than this in a second: unhealthy
 //! status_period_s = 1.0
 //!
+//! [swap]                             # hot swaps (below)
+//! upload_dir = "/var/lib/coxswain/models"   # where pushed model folders go (none: pushes are refused)
+//! watch_s = 10                       # a swapped-in model is watched this long, then kept
+//! max_rejected_chunks = 0            # more than these in the window: roll back
+//! max_starved_ticks = 0
+//! max_inference_failures = 0
+//! max_interventions_per_s = 50
+//!
+//! [experience]                       # optional: stream to a learner (coxswain::experience)
+//! capacity = 256                     # items queued for its thread; more are dropped and counted
+//!
+//! [params]                           # steering parameters settable over Zenoh, each [low, high]
+//! candidates = [1, 4]
+//! guidance_scale = [0.0, 40.0]
+//! guidance_cap = [0.0, 1.0]
+//! residual_alpha = [0.0, 1.0]
+//!
 //! [onnx]                             # the ONNX Runtime library and session options (as in `--config`)
 //! intra_op_threads = 1
 //! ```
@@ -57,6 +74,15 @@
 //!   beside the running one and taken over at a chunk boundary. For `[swap] watch_s` after that, rejected
 //!   chunks, starved ticks, inference failures or too many safety interventions roll it back to the previous
 //!   model ([`coxswain::swap::SwapWatch`]), with the reason in the log. The reply says what happened.
+//! - `robot/<id>/runtime/model/upload` with a file as payload and `{"model", "file", "sha256"}` as attachment
+//!   (`coxswain swap --push` sends one per file): checked ([`upload_files`] is the sender's side) and written
+//!   under `[swap] upload_dir/<model>/`; the reply names the folder, which a swap request then names.
+//! - `robot/<id>/runtime/params`: no payload, the declared parameters' values and bounds; with
+//!   `{"set": {"<name>": value}, "source": "<who>"}`, a change within bounds ([`crate::params`]), applied as a
+//!   hot swap of the running model with the new values.
+//!
+//! Parameter changes, swaps, uploads refused and rollbacks are logged, kept in the state's recent lines, and
+//! written to the recording and the experience stream as notes ([`coxswain::Runtime::note`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
