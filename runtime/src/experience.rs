@@ -294,6 +294,7 @@ pub fn parse_episode(bytes: &[u8]) -> std::result::Result<EpisodeRecord, String>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::safety::{Reason, StopReason, Transition};

@@ -3,6 +3,7 @@
 //! own certificate. What it must hold: only the runtime's certificate may command the joints, only an
 //! operator's may arm or ask for a model swap or a parameter change, anyone authenticated may still send
 //! the e-stop and ask for the state, and a certificate from another CA gets no session at all.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -135,6 +135,7 @@ pub fn report(bounds: &[Bound], m: &Manifest, candidates: usize) -> serde_json::
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1321,6 +1321,7 @@ fn checked_manifest(req: &SwapRequest) -> Result<coxswain::policy::Manifest, Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
