@@ -183,3 +183,59 @@ fn missing_onnx_file_names_the_file() {
         other => panic!("expected an I/O error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_deploy_convention_stated_wrong_names_its_field() {
+    let conv =
+        |name: &str| std::fs::read_to_string(model(&format!("conventions-test/{name}")).join("manifest.toml")).unwrap();
+    let cases = [
+        // A frame-major history needs every term equally deep: the first that is not is named.
+        (
+            "frame-major",
+            "field = \"joint_vel\"\nhistory = 3",
+            "field = \"joint_vel\"\nhistory = 2",
+            "observation.terms[1].history",
+        ),
+        (
+            "frame-major",
+            "history_layout = \"frame_major\"",
+            "history_layout = \"by_frame\"",
+            "observation.history_layout",
+        ),
+        ("clip", "clip = [-0.3, 0.8]", "clip = [0.8, -0.3]", "observation.terms[1].clip"),
+        ("clip", "clip_stage = \"raw\"", "clip_stage = \"before\"", "observation.terms[0].clip_stage"),
+        ("clip", "clip_high = [0.5, 1.0, 1.5]", "clip_high = [0.5, 1.0]", "observation.terms[2].clip_high"),
+        ("clip", "clip = [-0.3, 0.8]", "clip = 0.5\nclip_low = -1.0", "observation.terms[1].clip"),
+        ("phase", "period_s = 0.8\n", "", "observation.terms[0].period_s"),
+        ("phase", "reset_field = \"command\"", "reset_field = \"speed\"", "observation.terms[0].reset_field"),
+        ("phase", "encoding = \"fraction\"", "encoding = \"degrees\"", "observation.terms[1].encoding"),
+        ("phase", "values = [0.5, 1.2]", "values = []", "observation.terms[2].values"),
+        (
+            "phase",
+            "field = \"command\"\nsize = 3",
+            "field = \"command\"\nsize = 3\nperiod_s = 1.0",
+            "observation.terms[3].period_s",
+        ),
+        ("last-action-clipped", "clip = [-1.0, 1.0]\n", "", "observation.last_action"),
+    ];
+    for (name, from, to, want) in cases {
+        let text = replace_once(&conv(name), from, to);
+        match Manifest::parse(&text, &model(&format!("conventions-test/{name}")).join("manifest.toml")) {
+            Err(Error::Field { field, message, .. }) => assert_eq!(field, want, "{to}: {message}"),
+            other => panic!("{name}: {to}: expected a field error on {want}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_frame_major_history_whose_width_differs_from_the_graph_names_the_field_and_the_tensor() {
+    let dir = model("conventions-test/frame-major");
+    let text = replace_once(
+        &std::fs::read_to_string(dir.join("manifest.toml")).unwrap(),
+        "field = \"command\"\nsize = 3\nhistory = 3\nscale = [2.0, 2.0, 0.25]",
+        "field = \"command\"\nsize = 2\nhistory = 3\nscale = 2.0",
+    );
+    let (field, tensor, message) = binding_error(load(dir, &text, 1));
+    assert_eq!((field.as_str(), tensor.as_str()), ("io.observation", "obs"), "{message}");
+    assert!(message.contains("24") && message.contains("27"), "{message}");
+}

@@ -596,9 +596,26 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
         m.action.dt_s,
         m.action.clip
     );
-    out!("observation {} values:", m.observation_dim());
-    for t in &m.terms {
-        out!("  {:<18} size {:>2} x history {}", t.field.name(), t.size, t.history);
+    let input = m.io.observation.as_deref().unwrap_or("(the encoders' input)");
+    out!(
+        "input      {input}: {} values, {}, built from:",
+        m.observation_dim(),
+        match m.history_layout {
+            coxswain::policy::manifest::HistoryLayout::TermMajor => "term-major (each term's frames, oldest first)",
+            coxswain::policy::manifest::HistoryLayout::FrameMajor => "frame-major (whole frames, oldest first)",
+        }
+    );
+    for (i, (t, slots)) in m.terms.iter().zip(m.term_offsets()).enumerate() {
+        let at: Vec<String> = slots.iter().map(|r| format!("{}..{}", r.start, r.end)).collect();
+        let note = m.term_note(i);
+        out!(
+            "  {:<18} size {:>2} x history {}  at {}{}",
+            t.field.name(),
+            t.size,
+            t.history,
+            at.join(", "),
+            if note.is_empty() { String::new() } else { format!("  ({note})") }
+        );
     }
     let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> =
         policy.encoder_graphs().zip(&m.encoders).map(|(g, e)| (e.name.as_str(), g)).collect();

@@ -392,7 +392,7 @@ impl Controller {
                 Field::AngVel => Source::AngVel,
                 Field::ProjectedGravity => Source::Gravity,
                 Field::LinAcc => Source::LinAcc,
-                Field::LastAction => continue,
+                Field::LastAction | Field::Constant | Field::Phase => continue,
                 Field::Named(name) => {
                     let i = match vector_fields.iter().position(|n| n == name) {
                         Some(i) => i,

@@ -36,6 +36,58 @@
 //! method = "ddim"               # ddim | ddpm (diffusion), euler (flow)
 //! steps = 10
 //! ```
+//!
+//! # Deploy conventions
+//! What locomotion and manipulation deploy codes do to their observations, said in the manifest
+//! (`models/conventions-test/` has one test model per convention; `tests/conventions.rs` checks each against
+//! an independent Python reference).
+//!
+//! **History layout.** Term-major (the default) puts every frame of a term, oldest first, then the next term
+//! (IsaacLab's per-term history). Frame-major puts the whole oldest frame (every term in order), then the next
+//! (legged_gym, HIMLoco); every term then has the same `history`.
+//! ```toml
+//! [observation]
+//! history_layout = "frame_major"    # term_major | frame_major
+//! ```
+//!
+//! **Clipping.** `clip = 5.0` is `[-5, 5]`; `clip = [-0.3, 0.8]` is one range for every element;
+//! `clip_low`/`clip_high` are per element (one value or one per element; a missing side is unbounded).
+//! `clip_stage` says where: `scaled` (default) clips `(raw - offset) * scale`, `raw` clips the raw value
+//! before offset and scale.
+//! ```toml
+//! [[observation.terms]]
+//! field = "velocity_command"
+//! size = 3
+//! scale = [2.0, 2.0, 0.25]
+//! clip_low = [-1.0, -0.5, -2.0]
+//! clip_high = [1.0, 0.5, 2.0]
+//! clip_stage = "raw"                # clip the command axes, then scale them
+//! ```
+//!
+//! **Gait phase and constants.** A `phase` term is a clock the policy advances: `phi` starts at 0 (at every
+//! reset); each policy tick (each observation) the term reads `phi`, then `phi += step_s / period_s` (mod 1).
+//! While `reset_field`'s norm is below `reset_below`, `phi` is 0 and does not advance (a standing robot).
+//! `encoding = "sin_cos"` (default) reads `[sin 2 pi phi, cos 2 pi phi]`, `"fraction"` reads `[phi]`. A
+//! `constant` term reads its `values`. Both take `history`, `offset`, `scale` and clips like any term.
+//! ```toml
+//! [[observation.terms]]
+//! field = "phase"
+//! period_s = 0.8                    # one gait cycle
+//! step_s = 0.02                     # the policy's tick
+//! reset_field = "velocity_command"
+//! reset_below = 0.1
+//!
+//! [[observation.terms]]
+//! field = "constant"
+//! values = [0.5, 1.2]               # gait frequency, foot clearance
+//! ```
+//!
+//! **The fed-back action.** A `last_action` term reads the graph's previous output as it came (`raw`, the
+//! default) or clipped to `[action] clip` (`clipped`), both before the action's scale and offset.
+//! ```toml
+//! [observation]
+//! last_action = "clipped"           # raw | clipped (needs [action] clip)
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -141,6 +193,10 @@ pub struct RawStatePair {
 #[serde(deny_unknown_fields)]
 pub struct RawObservation {
     pub terms: Vec<RawTerm>,
+    /// `term_major` (default) or `frame_major`.
+    pub history_layout: Option<String>,
+    /// What a `last_action` term reads: `raw` (default) or `clipped`.
+    pub last_action: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +208,28 @@ pub struct RawTerm {
     pub history: usize,
     pub offset: Option<OneOrMany>,
     pub scale: Option<OneOrMany>,
-    pub clip: Option<f64>,
+    /// `c` (symmetric) or `[low, high]`, every element; per element: `clip_low`/`clip_high`.
+    pub clip: Option<RawClip>,
+    pub clip_low: Option<OneOrMany>,
+    pub clip_high: Option<OneOrMany>,
+    /// `scaled` (default: after offset and scale) or `raw` (before).
+    pub clip_stage: Option<String>,
+    /// `constant` terms: the values.
+    pub values: Option<Vec<f64>>,
+    /// `phase` terms: the gait period, the step per policy tick, the encoding, the reset rule.
+    pub period_s: Option<f64>,
+    pub step_s: Option<f64>,
+    pub encoding: Option<String>,
+    pub reset_field: Option<String>,
+    pub reset_below: Option<f64>,
+}
+
+/// A term's `clip`: one symmetric bound, or `[low, high]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RawClip {
+    Symmetric(f64),
+    Range([f64; 2]),
 }
 
 fn one_usize() -> usize {
@@ -243,8 +320,13 @@ pub enum Field {
     ProjectedGravity,
     /// Body linear acceleration from the IMU, m/s^2.
     LinAcc,
-    /// The policy's own previous raw output (before scale and offset), filled in by the policy.
+    /// The policy's own previous output (before scale and offset; raw or clipped per
+    /// `[observation] last_action`), filled in by the policy.
     LastAction,
+    /// Fixed values (`values`), e.g. gait parameters.
+    Constant,
+    /// A gait clock the policy advances every tick ([`PhaseSpec`]).
+    Phase,
     /// Any other named vector (a velocity command, a task target, a sensor reading); needs `size`.
     Named(String),
 }
@@ -259,6 +341,8 @@ impl Field {
             "projected_gravity" => Field::ProjectedGravity,
             "lin_acc" => Field::LinAcc,
             "last_action" => Field::LastAction,
+            "constant" => Field::Constant,
+            "phase" => Field::Phase,
             other => Field::Named(other.to_string()),
         }
     }
@@ -272,6 +356,8 @@ impl Field {
             Field::ProjectedGravity => "projected_gravity",
             Field::LinAcc => "lin_acc",
             Field::LastAction => "last_action",
+            Field::Constant => "constant",
+            Field::Phase => "phase",
             Field::Named(n) => n,
         }
     }
@@ -287,7 +373,61 @@ pub struct Term {
     pub offset: Vec<f32>,
     /// `size * history` values, oldest history slot first.
     pub scale: Vec<f32>,
-    pub clip: Option<f32>,
+    pub clip: Option<TermClip>,
+    /// `constant` terms: their `size` values (raw: offset and scale apply as to any term).
+    pub values: Vec<f32>,
+    pub phase: Option<PhaseSpec>,
+}
+
+impl Term {
+    /// Whether the policy computes the term itself (it reads nothing of the frame).
+    pub fn is_computed(&self) -> bool {
+        matches!(self.field, Field::LastAction | Field::Constant | Field::Phase)
+    }
+}
+
+/// Per-element bounds of a term, and where they apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TermClip {
+    /// `size` values each.
+    pub low: Vec<f32>,
+    pub high: Vec<f32>,
+    /// Before offset and scale (`clip_stage = "raw"`) instead of after.
+    pub raw: bool,
+}
+
+/// How a history of several terms is laid out in the graph input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryLayout {
+    /// All frames of the first term (oldest first), then all frames of the next (IsaacLab's per-term
+    /// history).
+    #[default]
+    TermMajor,
+    /// The whole oldest frame (every term in order), then the next frame (legged_gym / HIMLoco stacks);
+    /// every term has the same history.
+    FrameMajor,
+}
+
+/// What a `last_action` term reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastActionSource {
+    /// The graph's output as it came (before `[action] clip`, scale and offset).
+    #[default]
+    Raw,
+    /// The output clipped to `[action] clip` (still before scale and offset).
+    Clipped,
+}
+
+/// A gait phase: `phi` in [0, 1) starts at 0 (at every reset). Each policy tick (each observation) the
+/// term reads the current `phi` and then `phi` advances by `step_s / period_s` (mod 1). When `reset_field`'s
+/// norm (its raw values) is below `reset_below` at a tick, `phi` is 0 for that tick and does not advance.
+/// `encoding`: `sin_cos` gives `[sin(2 pi phi), cos(2 pi phi)]` (size 2), `fraction` gives `[phi]` (size 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseSpec {
+    pub period_s: f64,
+    pub step_s: f64,
+    pub sin_cos: bool,
+    pub reset: Option<(String, f64)>,
 }
 
 /// How graph outputs become joint targets.
@@ -426,6 +566,8 @@ pub struct Manifest {
     pub onnx: PathBuf,
     pub io: Io,
     pub terms: Vec<Term>,
+    pub history_layout: HistoryLayout,
+    pub last_action: LastActionSource,
     pub action: ActionLayout,
     pub sampler: Option<Sampler>,
     pub encoders: Vec<Encoder>,
@@ -475,6 +617,66 @@ impl Manifest {
     /// Length of one assembled observation vector.
     pub fn observation_dim(&self) -> usize {
         self.terms.iter().map(|t| t.size * t.history).sum()
+    }
+
+    /// Where each term's history slots (oldest first) lie in the observation vector, per the history
+    /// layout: one range of `size` values per slot.
+    pub fn term_offsets(&self) -> Vec<Vec<std::ops::Range<usize>>> {
+        let mut out: Vec<Vec<std::ops::Range<usize>>> = self.terms.iter().map(|_| Vec::new()).collect();
+        let mut o = 0;
+        match self.history_layout {
+            HistoryLayout::TermMajor => {
+                for (i, t) in self.terms.iter().enumerate() {
+                    for _ in 0..t.history {
+                        out[i].push(o..o + t.size);
+                        o += t.size;
+                    }
+                }
+            }
+            HistoryLayout::FrameMajor => {
+                for _ in 0..self.terms.first().map_or(0, |t| t.history) {
+                    for (i, t) in self.terms.iter().enumerate() {
+                        out[i].push(o..o + t.size);
+                        o += t.size;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A line on how term `i` is computed beyond `(raw - offset) * scale`: its source, its clip.
+    pub fn term_note(&self, i: usize) -> String {
+        let t = &self.terms[i];
+        let mut parts = Vec::new();
+        match (&t.field, &t.phase) {
+            (Field::Phase, Some(p)) => parts.push(format!(
+                "phase, period {} s, step {} s, {}{}",
+                p.period_s,
+                p.step_s,
+                if p.sin_cos { "sin/cos" } else { "fraction" },
+                p.reset.as_ref().map_or(String::new(), |(f, b)| format!(", 0 while |{f}| < {b}"))
+            )),
+            (Field::Constant, _) => parts.push(format!("constant {:?}", t.values)),
+            (Field::LastAction, _) => parts.push(format!(
+                "the previous output, {}",
+                match self.last_action {
+                    LastActionSource::Raw => "raw",
+                    LastActionSource::Clipped => "clipped to [action] clip",
+                }
+            )),
+            _ => {}
+        }
+        if let Some(c) = &t.clip {
+            let same = c.low.iter().all(|v| *v == c.low[0]) && c.high.iter().all(|v| *v == c.high[0]);
+            let range = if same {
+                format!("[{}, {}]", c.low[0], c.high[0])
+            } else {
+                format!("low {:?} high {:?}", c.low, c.high)
+            };
+            parts.push(format!("clip {range} {}", if c.raw { "before offset and scale" } else { "after scale" }));
+        }
+        parts.join("; ")
     }
 
     /// Checks every value of `raw` and builds the typed manifest.
@@ -546,9 +748,23 @@ impl Manifest {
         for (i, t) in raw.observation.terms.iter().enumerate() {
             let at = |f: &str| format!("observation.terms[{i}].{f}");
             let field = Field::parse(&t.field);
+            let values = match (&field, &t.values) {
+                (Field::Constant, Some(v)) if !v.is_empty() && v.iter().all(|x| x.is_finite()) => {
+                    v.iter().map(|x| *x as f32).collect()
+                }
+                (Field::Constant, Some(v)) => {
+                    return Err(err(&at("values"), format!("needs at least one value, all finite; got {v:?}")))
+                }
+                (Field::Constant, None) => return Err(err(&at("values"), "is required for a constant term".into())),
+                (_, Some(_)) => return Err(err(&at("values"), "only a `constant` term has values".into())),
+                (_, None) => Vec::new(),
+            };
+            let phase = phase_spec(path, &at, &field, t)?;
             let implied = match field {
                 Field::JointPos | Field::JointVel | Field::JointEffort | Field::LastAction => Some(n_joints),
                 Field::AngVel | Field::ProjectedGravity | Field::LinAcc => Some(3),
+                Field::Constant => Some(values.len()),
+                Field::Phase => Some(if phase.as_ref().is_some_and(|p| p.sin_cos) { 2 } else { 1 }),
                 Field::Named(_) => None,
             };
             let size = match (implied, t.size) {
@@ -563,7 +779,7 @@ impl Manifest {
                         &at("size"),
                         format!(
                             "is required for field `{}` (known fields: joint_pos, joint_vel, joint_effort, \
-                             ang_vel, projected_gravity, lin_acc, last_action)",
+                             ang_vel, projected_gravity, lin_acc, last_action, constant, phase)",
                             t.field
                         ),
                     ))
@@ -574,12 +790,45 @@ impl Manifest {
             }
             let offset = expand_history(path, &at("offset"), t.offset.as_ref(), size, t.history, 0.0)?;
             let scale = expand_history(path, &at("scale"), t.scale.as_ref(), size, t.history, 1.0)?;
-            let clip = match t.clip {
-                Some(c) if c.is_finite() && c > 0.0 => Some(c as f32),
-                Some(c) => return Err(err(&at("clip"), format!("must be positive, got {c}"))),
-                None => None,
-            };
-            terms.push(Term { field, size, history: t.history, offset, scale, clip });
+            let clip = term_clip(path, &at, t, size)?;
+            terms.push(Term { field, size, history: t.history, offset, scale, clip, values, phase });
+        }
+        let history_layout = match raw.observation.history_layout.as_deref() {
+            None | Some("term_major") => HistoryLayout::TermMajor,
+            Some("frame_major") => {
+                let h = terms[0].history;
+                if let Some(i) = terms.iter().position(|t| t.history != h) {
+                    return Err(err(
+                        &format!("observation.terms[{i}].history"),
+                        format!(
+                            "is {}, but a frame_major history needs every term {h} frames deep (as terms[0])",
+                            terms[i].history
+                        ),
+                    ));
+                }
+                HistoryLayout::FrameMajor
+            }
+            Some(other) => {
+                return Err(err("observation.history_layout", format!("`{other}` is not term_major or frame_major")))
+            }
+        };
+        let last_action = match raw.observation.last_action.as_deref() {
+            None | Some("raw") => LastActionSource::Raw,
+            Some("clipped") if action.clip.is_some() => LastActionSource::Clipped,
+            Some("clipped") => {
+                return Err(err("observation.last_action", "`clipped` needs an [action] clip to clip to".into()))
+            }
+            Some(other) => return Err(err("observation.last_action", format!("`{other}` is not raw or clipped"))),
+        };
+        for (i, t) in terms.iter().enumerate() {
+            if let Some((name, _)) = t.phase.as_ref().and_then(|p| p.reset.as_ref()) {
+                if !terms.iter().any(|o| !o.is_computed() && o.field.name() == name) {
+                    return Err(err(
+                        &format!("observation.terms[{i}].reset_field"),
+                        format!("`{name}` is not a field another term reads"),
+                    ));
+                }
+            }
         }
 
         // Graph tensor roles.
@@ -701,6 +950,8 @@ impl Manifest {
             onnx: dir.join(&raw.model.onnx),
             io,
             terms,
+            history_layout,
+            last_action,
             action,
             sampler,
             encoders,
@@ -713,6 +964,85 @@ impl Manifest {
 /// Per-term offsets and scales: one value, one per element of a frame (the same for every history slot), or
 /// one per element of every history slot (oldest first), as exporters that normalize the flattened
 /// observation write them. Always expanded to `size * history` values.
+/// A term's clip: `clip = c` (symmetric), `clip = [low, high]`, or per element `clip_low`/`clip_high`
+/// (a missing side is unbounded); `clip_stage` says before or after offset and scale.
+fn term_clip(path: &Path, at: &dyn Fn(&str) -> String, t: &RawTerm, size: usize) -> Result<Option<TermClip>> {
+    let err = |f: &str, m: String| Error::field(path, at(f), m);
+    let (low, high) = match (&t.clip, &t.clip_low, &t.clip_high) {
+        (None, None, None) => {
+            if t.clip_stage.is_some() {
+                return Err(err("clip_stage", "says when to clip, and the term has no clip".into()));
+            }
+            return Ok(None);
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(err("clip", "give either clip or clip_low/clip_high, not both".into()))
+        }
+        (Some(RawClip::Symmetric(c)), None, None) if c.is_finite() && *c > 0.0 => {
+            (vec![-*c as f32; size], vec![*c as f32; size])
+        }
+        (Some(RawClip::Symmetric(c)), None, None) => return Err(err("clip", format!("must be positive, got {c}"))),
+        (Some(RawClip::Range([lo, hi])), None, None) => (vec![*lo as f32; size], vec![*hi as f32; size]),
+        (None, lo, hi) => {
+            let side = |name: &str, v: &Option<OneOrMany>, unbounded: f32| -> Result<Vec<f32>> {
+                match v {
+                    None => Ok(vec![unbounded; size]),
+                    Some(v) => v.expand(size).map_err(|m| err(name, m)),
+                }
+            };
+            (side("clip_low", lo, f32::NEG_INFINITY)?, side("clip_high", hi, f32::INFINITY)?)
+        }
+    };
+    if let Some(j) = (0..size).find(|&j| low[j].is_nan() || high[j].is_nan() || low[j] >= high[j]) {
+        return Err(err("clip", format!("element {j}: [{}, {}] is not an interval low < high", low[j], high[j])));
+    }
+    let raw = match t.clip_stage.as_deref() {
+        None | Some("scaled") => false,
+        Some("raw") => true,
+        Some(other) => return Err(err("clip_stage", format!("`{other}` is not scaled or raw"))),
+    };
+    Ok(Some(TermClip { low, high, raw }))
+}
+
+/// A `phase` term's clock (and an error for phase keys on any other term).
+fn phase_spec(path: &Path, at: &dyn Fn(&str) -> String, field: &Field, t: &RawTerm) -> Result<Option<PhaseSpec>> {
+    let err = |f: &str, m: String| Error::field(path, at(f), m);
+    if *field != Field::Phase {
+        for (name, set) in [
+            ("period_s", t.period_s.is_some()),
+            ("step_s", t.step_s.is_some()),
+            ("encoding", t.encoding.is_some()),
+            ("reset_field", t.reset_field.is_some()),
+            ("reset_below", t.reset_below.is_some()),
+        ] {
+            if set {
+                return Err(err(name, "only a `phase` term has it".into()));
+            }
+        }
+        return Ok(None);
+    }
+    let positive = |name: &str, v: Option<f64>| match v {
+        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Some(v) => Err(err(name, format!("must be a positive number of seconds, got {v}"))),
+        None => Err(err(name, "is required for a phase term".into())),
+    };
+    let period_s = positive("period_s", t.period_s)?;
+    let step_s = positive("step_s", t.step_s)?;
+    let sin_cos = match t.encoding.as_deref() {
+        None | Some("sin_cos") => true,
+        Some("fraction") => false,
+        Some(other) => return Err(err("encoding", format!("`{other}` is not sin_cos or fraction"))),
+    };
+    let reset = match (&t.reset_field, t.reset_below) {
+        (None, None) => None,
+        (Some(f), Some(b)) if b.is_finite() && b >= 0.0 => Some((f.clone(), b)),
+        (Some(_), Some(b)) => return Err(err("reset_below", format!("must be finite and >= 0, got {b}"))),
+        (Some(_), None) => return Err(err("reset_below", "is required with reset_field".into())),
+        (None, Some(_)) => return Err(err("reset_field", "is required with reset_below".into())),
+    };
+    Ok(Some(PhaseSpec { period_s, step_s, sin_cos, reset }))
+}
+
 fn expand_history(
     path: &Path,
     field: &str,

@@ -240,7 +240,7 @@ impl Policy {
         let frame = Frame::for_manifest(&manifest);
         let latest = frame.clone();
         let a = manifest.action.dim();
-        let history = History::new(&manifest.terms, &frame, a);
+        let history = History::new(&manifest.terms, manifest.history_layout, &frame, a);
         let state_out = plan.state_len.iter().map(|l| vec![0.0; *l]).collect();
         Ok(Policy {
             head,
@@ -409,8 +409,16 @@ impl Policy {
         let a = self.manifest.action.dim();
         // The first executed action (after any predicted past).
         let start = candidate * len + self.manifest.action.past * a;
-        self.history.set_last_action(&self.chunk_norm[start..start + a]);
+        self.history.feed_output(&self.chunk_norm[start..start + a], self.fed_back_clip());
         Ok(())
+    }
+
+    /// The clip the fed-back action gets (`[observation] last_action = "clipped"`).
+    fn fed_back_clip(&self) -> Option<(f32, f32)> {
+        match self.manifest.last_action {
+            crate::policy::manifest::LastActionSource::Raw => None,
+            crate::policy::manifest::LastActionSource::Clipped => self.manifest.action.clip,
+        }
     }
 
     /// Overrides the last action that a `last_action` term reads (raw, before scale and offset). The policy
@@ -602,7 +610,7 @@ impl Policy {
         self.unnormalize();
         let a = self.manifest.action.dim();
         let first = self.manifest.action.past * a;
-        self.history.set_last_action(&self.chunk_norm[first..first + a]);
+        self.history.feed_output(&self.chunk_norm[first..first + a], self.fed_back_clip());
         self.inferences += 1;
         self.last_latency_s = started.elapsed().as_secs_f64();
         Ok(())

@@ -2,12 +2,14 @@
 //!
 //! A [`Frame`] holds the raw values of every field the manifest's terms read, for one instant, in SI units
 //! and in the policy's joint order. The policy keeps the last few frames in a ring ([`History`]) and
-//! assembles the graph's observation vector from them: term after term (term-major), each term's frames
-//! oldest first, each value `(raw - offset) * scale`, optionally clipped. At reset the whole history is
-//! filled with the first frame, as IsaacLab and the locomotion deploy codes do.
+//! assembles the graph's observation vector from them: term after term, each term's frames oldest first
+//! (term-major), or whole frames oldest first (frame-major); each value `(raw - offset) * scale`,
+//! optionally clipped per element before or after. At reset the whole history is filled with the first
+//! frame, as IsaacLab and the locomotion deploy codes do. The policy computes `last_action`, `constant` and
+//! `phase` terms itself; they are stored with each frame, so their history is what they were then.
 
 use crate::error::{Error, Result};
-use crate::policy::manifest::{Field, Term};
+use crate::policy::manifest::{Field, HistoryLayout, PhaseSpec, Term, TermClip};
 
 /// Where one field lives inside a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,7 @@ impl Frame {
         let mut slots: Vec<Slot> = Vec::new();
         let mut len = 0;
         for t in terms {
-            if t.field == Field::LastAction || slots.iter().any(|s| s.name == t.field.name()) {
+            if t.is_computed() || slots.iter().any(|s| s.name == t.field.name()) {
                 continue;
             }
             slots.push(Slot { name: t.field.name().to_string(), offset: len, size: t.size, optional: false });
@@ -148,16 +150,29 @@ struct TermPlan {
     history: usize,
     offset: Vec<f32>,
     scale: Vec<f32>,
-    clip: Option<f32>,
+    clip: Option<TermClip>,
 }
 
-/// The last `depth` frames (plus the policy's last action) and the assembled observation vector.
+/// A `phase` term's clock: where it writes in a stored frame, and what resets it.
+#[derive(Debug, Clone)]
+struct PhaseClock {
+    /// Offset in the computed part of a stored frame.
+    at: usize,
+    spec: PhaseSpec,
+    /// Frame offset and size of the reset field, and its threshold.
+    reset: Option<(usize, usize, f64)>,
+    phi: f64,
+}
+
+/// The last `depth` frames (plus what the policy computes: the last action, constants, gait phases) and
+/// the assembled observation vector.
 #[derive(Debug, Clone)]
 pub(crate) struct History {
     plans: Vec<TermPlan>,
+    layout: HistoryLayout,
     /// Field name of each term, for errors.
     names: Vec<String>,
-    /// Stored frame = the frame's values followed by the last action.
+    /// Stored frame = the frame's values, the last action, then the computed terms' values.
     stride: usize,
     frame_len: usize,
     depth: usize,
@@ -165,35 +180,53 @@ pub(crate) struct History {
     newest: usize,
     primed: bool,
     last_action: Vec<f32>,
+    /// Constants (with where they go in `computed`) and phase clocks; `computed` is this tick's values.
+    constants: Vec<(usize, Vec<f32>)>,
+    phases: Vec<PhaseClock>,
+    computed: Vec<f32>,
     assembled: Vec<f32>,
 }
 
 impl History {
-    pub(crate) fn new(terms: &[Term], frame: &Frame, action_dim: usize) -> History {
+    pub(crate) fn new(terms: &[Term], layout: HistoryLayout, frame: &Frame, action_dim: usize) -> History {
         let frame_len = frame.values.len();
-        let stride = frame_len + action_dim;
-        let plans: Vec<TermPlan> = terms
-            .iter()
-            .map(|t| {
-                let start = if t.field == Field::LastAction {
-                    frame_len
-                } else {
-                    frame.slots.iter().find(|s| s.name == t.field.name()).map_or(0, |s| s.offset)
-                };
-                TermPlan {
-                    start,
-                    size: t.size,
-                    history: t.history,
-                    offset: t.offset.clone(),
-                    scale: t.scale.clone(),
-                    clip: t.clip,
+        let field_at = |name: &str| frame.slots.iter().find(|s| s.name == name).map_or((0, 0), |s| (s.offset, s.size));
+        let (mut constants, mut phases, mut computed_len) = (Vec::new(), Vec::new(), 0);
+        let mut plans = Vec::with_capacity(terms.len());
+        for t in terms {
+            let start = match t.field {
+                Field::LastAction => frame_len,
+                Field::Constant | Field::Phase => {
+                    let at = computed_len;
+                    computed_len += t.size;
+                    if let Some(spec) = &t.phase {
+                        let reset = spec.reset.as_ref().map(|(name, below)| {
+                            let (off, size) = field_at(name);
+                            (off, size, *below)
+                        });
+                        phases.push(PhaseClock { at, spec: spec.clone(), reset, phi: 0.0 });
+                    } else {
+                        constants.push((at, t.values.clone()));
+                    }
+                    frame_len + action_dim + at
                 }
-            })
-            .collect();
+                _ => field_at(t.field.name()).0,
+            };
+            plans.push(TermPlan {
+                start,
+                size: t.size,
+                history: t.history,
+                offset: t.offset.clone(),
+                scale: t.scale.clone(),
+                clip: t.clip.clone(),
+            });
+        }
+        let stride = frame_len + action_dim + computed_len;
         let depth = terms.iter().map(|t| t.history).max().unwrap_or(1);
         let dim = terms.iter().map(|t| t.size * t.history).sum();
         History {
             plans,
+            layout,
             names: terms.iter().map(|t| t.field.name().to_string()).collect(),
             stride,
             frame_len,
@@ -202,19 +235,62 @@ impl History {
             newest: 0,
             primed: false,
             last_action: vec![0.0; action_dim],
+            constants,
+            phases,
+            computed: vec![0.0; computed_len],
             assembled: vec![0.0; dim],
         }
     }
 
-    /// Forgets every frame and the last action.
+    /// Forgets every frame and the last action, and sets every gait phase back to 0.
     pub(crate) fn reset(&mut self) {
         self.primed = false;
         self.last_action.fill(0.0);
+        for p in &mut self.phases {
+            p.phi = 0.0;
+        }
     }
 
     pub(crate) fn set_last_action(&mut self, a: &[f32]) {
         let n = self.last_action.len().min(a.len());
         self.last_action[..n].copy_from_slice(&a[..n]);
+    }
+
+    /// The graph's output action becomes the last action, clipped to `clip` when the manifest feeds back
+    /// the clipped action (`[observation] last_action = "clipped"`).
+    pub(crate) fn feed_output(&mut self, a: &[f32], clip: Option<(f32, f32)>) {
+        self.set_last_action(a);
+        if let Some((lo, hi)) = clip {
+            for v in &mut self.last_action {
+                *v = v.clamp(lo, hi);
+            }
+        }
+    }
+
+    /// This tick's constants and phases (each phase then advances, or holds at 0 while its reset field's
+    /// norm is below the threshold).
+    fn compute(&mut self, frame: &[f32]) {
+        for (at, values) in &self.constants {
+            self.computed[*at..*at + values.len()].copy_from_slice(values);
+        }
+        for p in &mut self.phases {
+            let still = p.reset.is_some_and(|(off, size, below)| {
+                frame[off..off + size].iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt() < below
+            });
+            if still {
+                p.phi = 0.0;
+            }
+            let angle = std::f64::consts::TAU * p.phi;
+            if p.spec.sin_cos {
+                self.computed[p.at] = angle.sin() as f32;
+                self.computed[p.at + 1] = angle.cos() as f32;
+            } else {
+                self.computed[p.at] = p.phi as f32;
+            }
+            if !still {
+                p.phi = (p.phi + p.spec.step_s / p.spec.period_s).fract();
+            }
+        }
     }
 
     /// Stores `frame` as the newest and re-assembles the observation vector. A non-finite value is refused
@@ -233,18 +309,20 @@ impl History {
                 message: "holds a NaN or infinite value".into(),
             });
         }
+        self.compute(&frame.values);
         let stride = self.stride;
-        let write = |ring: &mut [f32], slot: usize, frame: &[f32], last: &[f32]| {
+        let write = |ring: &mut [f32], slot: usize, frame: &[f32], last: &[f32], computed: &[f32]| {
             let dst = &mut ring[slot * stride..(slot + 1) * stride];
             dst[..frame.len()].copy_from_slice(frame);
-            dst[frame.len()..].copy_from_slice(last);
+            dst[frame.len()..frame.len() + last.len()].copy_from_slice(last);
+            dst[frame.len() + last.len()..].copy_from_slice(computed);
         };
         if self.primed {
             self.newest = (self.newest + 1) % self.depth;
-            write(&mut self.ring, self.newest, &frame.values, &self.last_action);
+            write(&mut self.ring, self.newest, &frame.values, &self.last_action, &self.computed);
         } else {
             for slot in 0..self.depth {
-                write(&mut self.ring, slot, &frame.values, &self.last_action);
+                write(&mut self.ring, slot, &frame.values, &self.last_action, &self.computed);
             }
             self.newest = 0;
             self.primed = true;
@@ -262,30 +340,56 @@ impl History {
         }
     }
 
+    /// Writes history slot `h` (0 = the oldest this term looks at) of term `p` at `o`; returns whether every
+    /// value is finite.
+    fn emit(&self, p: &TermPlan, h: usize, out: &mut [f32]) -> bool {
+        let age = p.history - 1 - h;
+        let slot = (self.newest + self.depth - age) % self.depth;
+        let src = &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
+        let norm = h * p.size..(h + 1) * p.size;
+        let mut finite = true;
+        for (j, ((raw, off), scale)) in src.iter().zip(&p.offset[norm.clone()]).zip(&p.scale[norm]).enumerate() {
+            let v = match &p.clip {
+                None => (raw - off) * scale,
+                Some(c) if c.raw => (raw.clamp(c.low[j], c.high[j]) - off) * scale,
+                Some(c) => ((raw - off) * scale).clamp(c.low[j], c.high[j]),
+            };
+            finite &= v.is_finite();
+            out[j] = v;
+        }
+        finite
+    }
+
     /// Fills the observation vector; returns the index of a term whose scaled values are not finite.
     fn assemble(&mut self) -> Option<usize> {
+        let mut out = std::mem::take(&mut self.assembled);
         let mut o = 0;
         let mut bad = None;
-        for (ti, p) in self.plans.iter().enumerate() {
-            for h in 0..p.history {
-                // h = 0 is the oldest frame this term looks at.
-                let age = p.history - 1 - h;
-                let slot = (self.newest + self.depth - age) % self.depth;
-                let src = &self.ring[slot * self.stride + p.start..slot * self.stride + p.start + p.size];
-                let norm = h * p.size..(h + 1) * p.size;
-                for ((raw, off), scale) in src.iter().zip(&p.offset[norm.clone()]).zip(&p.scale[norm]) {
-                    let mut v = (raw - off) * scale;
-                    if let Some(c) = p.clip {
-                        v = v.clamp(-c, c);
+        let mut put = |this: &History, ti: usize, h: usize, o: &mut usize| {
+            let p = &this.plans[ti];
+            if !this.emit(p, h, &mut out[*o..*o + p.size]) && bad.is_none() {
+                bad = Some(ti);
+            }
+            *o += p.size;
+        };
+        match self.layout {
+            HistoryLayout::TermMajor => {
+                for ti in 0..self.plans.len() {
+                    for h in 0..self.plans[ti].history {
+                        put(self, ti, h, &mut o);
                     }
-                    if !v.is_finite() && bad.is_none() {
-                        bad = Some(ti);
+                }
+            }
+            HistoryLayout::FrameMajor => {
+                // Every term has the same history (checked when the manifest was read).
+                for h in 0..self.plans.first().map_or(0, |p| p.history) {
+                    for ti in 0..self.plans.len() {
+                        put(self, ti, h, &mut o);
                     }
-                    self.assembled[o] = v;
-                    o += 1;
                 }
             }
         }
+        self.assembled = out;
         bad
     }
 
@@ -342,7 +446,7 @@ mod tests {
     fn terms_are_term_major_oldest_first_and_reset_fills_with_the_first_frame() {
         let t = terms();
         let mut f = Frame::for_terms(&t);
-        let mut h = History::new(&t, &f, 2);
+        let mut h = History::new(&t, HistoryLayout::TermMajor, &f, 2);
         push(&mut h, &mut f, [1.0, 2.0], 3.0);
         // joint_pos x3 (all the first frame), goal, last_action (zero).
         assert_eq!(h.assembled(), &[0.0, 2.0, 0.0, 2.0, 0.0, 2.0, 3.0, 0.0, 0.0]);
@@ -360,7 +464,7 @@ mod tests {
     fn a_non_finite_value_is_refused_and_names_its_field() {
         let t = terms();
         let mut f = Frame::for_terms(&t);
-        let mut h = History::new(&t, &f, 2);
+        let mut h = History::new(&t, HistoryLayout::TermMajor, &f, 2);
         assert!(f.set("goal", &[f32::NAN]).is_ok());
         match h.push(&f) {
             Err(Error::Observation { field, .. }) => assert_eq!(field, "goal"),

@@ -1,0 +1,167 @@
+"""Reference for tests/conventions.rs: the graph input a manifest's deploy conventions define, built from
+their definitions (the manifest reference in runtime/src/policy/manifest.rs), not from coxswain's code.
+Standard library only (Python 3.11: tomllib).
+
+stdin:  {"manifest": "<path to manifest.toml>", "weights": "<path to weights.json>",
+         "frames": [{"<field>": [raw values], ...}, ...],      one per policy tick
+         "outputs": [[raw action], ...]}                       the graph's output at each tick
+stdout: {"inputs": [[graph input], ...], "max_output_error": e}   (relative to max(1, |output|))
+
+The definitions:
+- A term reads `size` values per tick: a frame field, the last action (the previous tick's output, zeros at
+  the first tick; clipped to [action] clip when [observation] last_action = "clipped"), constant `values`, or
+  a gait phase.
+- Phase: phi starts at 0. Each tick: if reset_field's Euclidean norm is below reset_below, phi = 0 and it
+  does not advance; otherwise the tick reads phi and then phi = (phi + step_s / period_s) mod 1. sin_cos
+  reads [sin(2 pi phi), cos(2 pi phi)], fraction reads [phi].
+- History H: the term's values at ticks k-H+1 .. k, oldest first; ticks before the first repeat the first.
+- Each value: (raw - offset) * scale, clipped to [low, high] after that (clip_stage "scaled", default) or
+  clipped before it (clip_stage "raw"). clip = c means [-c, c]; clip = [lo, hi] every element; clip_low /
+  clip_high per element, a missing side unbounded. offset and scale: one value, one per element, or one per
+  element and history slot (oldest slot first).
+- Layout: term_major (default) is every slot of term 1, then term 2, ...; frame_major is every term of the
+  oldest slot, then the next slot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tomllib
+
+JOINT_FIELDS = ("joint_pos", "joint_vel", "joint_effort", "last_action")
+
+
+def expand(v, n, default):
+    if v is None:
+        return [default] * n
+    if isinstance(v, (int, float)):
+        return [float(v)] * n
+    if len(v) == 1:
+        return [float(v[0])] * n
+    assert len(v) == n, (v, n)
+    return [float(x) for x in v]
+
+
+def per_slot(v, size, history, default):
+    """offset/scale for each history slot: a list of `history` lists of `size`."""
+    if isinstance(v, list) and len(v) == size * history and history > 1:
+        return [[float(x) for x in v[h * size : (h + 1) * size]] for h in range(history)]
+    one = expand(v, size, default)
+    return [one for _ in range(history)]
+
+
+def term_size(t, n_joints):
+    f = t["field"]
+    if f in JOINT_FIELDS:
+        return n_joints
+    if f in ("ang_vel", "projected_gravity", "lin_acc"):
+        return 3
+    if f == "constant":
+        return len(t["values"])
+    if f == "phase":
+        return 1 if t.get("encoding") == "fraction" else 2
+    return t["size"]
+
+
+def clip_bounds(t, size):
+    if "clip" in t:
+        c = t["clip"]
+        if isinstance(c, list):
+            return [float(c[0])] * size, [float(c[1])] * size
+        return [-float(c)] * size, [float(c)] * size
+    if "clip_low" in t or "clip_high" in t:
+        return expand(t.get("clip_low"), size, -math.inf), expand(t.get("clip_high"), size, math.inf)
+    return None
+
+
+def main() -> None:
+    req = json.load(sys.stdin)
+    m = tomllib.loads(open(req["manifest"]).read())
+    weights = json.load(open(req["weights"]))
+    obs = m["observation"]
+    terms = obs["terms"]
+    layout = obs.get("history_layout", "term_major")
+    feedback = obs.get("last_action", "raw")
+    action_clip = m["action"].get("clip")
+    n_joints = len(m["action"]["joints"])
+    frames, outputs = req["frames"], req["outputs"]
+    ticks = len(frames)
+
+    # Per tick, per term: the raw values the term reads.
+    raw = [[None] * len(terms) for _ in range(ticks)]
+    for ti, t in enumerate(terms):
+        f = t["field"]
+        if f == "phase":
+            phi = 0.0
+            for k in range(ticks):
+                still = False
+                if "reset_field" in t:
+                    norm = math.sqrt(sum(v * v for v in frames[k][t["reset_field"]]))
+                    still = norm < t["reset_below"]
+                if still:
+                    phi = 0.0
+                angle = 2.0 * math.pi * phi
+                raw[k][ti] = [phi] if t.get("encoding") == "fraction" else [math.sin(angle), math.cos(angle)]
+                if not still:
+                    phi = math.fmod(phi + t["step_s"] / t["period_s"], 1.0)
+        elif f == "constant":
+            for k in range(ticks):
+                raw[k][ti] = [float(v) for v in t["values"]]
+        elif f == "last_action":
+            for k in range(ticks):
+                if k == 0:
+                    a = [0.0] * n_joints
+                else:
+                    a = [float(v) for v in outputs[k - 1]]
+                    if feedback == "clipped":
+                        a = [min(max(v, action_clip[0]), action_clip[1]) for v in a]
+                raw[k][ti] = a
+        else:
+            for k in range(ticks):
+                raw[k][ti] = [float(v) for v in frames[k][f]]
+
+    def value(ti, k, h):
+        t = terms[ti]
+        size = term_size(t, n_joints)
+        hist = t.get("history", 1)
+        tick = max(0, k - (hist - 1 - h))
+        off = per_slot(t.get("offset"), size, hist, 0.0)[h]
+        scale = per_slot(t.get("scale"), size, hist, 1.0)[h]
+        bounds = clip_bounds(t, size)
+        out = []
+        for j, r in enumerate(raw[tick][ti]):
+            if bounds is not None and t.get("clip_stage") == "raw":
+                r = min(max(r, bounds[0][j]), bounds[1][j])
+                v = (r - off[j]) * scale[j]
+            else:
+                v = (r - off[j]) * scale[j]
+                if bounds is not None:
+                    v = min(max(v, bounds[0][j]), bounds[1][j])
+            out.append(v)
+        return out
+
+    inputs = []
+    for k in range(ticks):
+        x = []
+        if layout == "frame_major":
+            for h in range(terms[0].get("history", 1)):
+                for ti in range(len(terms)):
+                    x += value(ti, k, h)
+        else:
+            for ti, t in enumerate(terms):
+                for h in range(t.get("history", 1)):
+                    x += value(ti, k, h)
+        inputs.append(x)
+
+    err = 0.0
+    for x, y in zip(inputs, outputs):
+        for row, b, got in zip(weights["W"], weights["b"], y):
+            want = sum(w * v for w, v in zip(row, x)) + b
+            err = max(err, abs(want - got) / max(1.0, abs(want)))
+    json.dump({"inputs": inputs, "max_output_error": err}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
