@@ -37,15 +37,30 @@ impl Lcg {
     }
 }
 
-/// Runs the test model `name` for `ticks` ticks, compares every assembled input with the reference, and
-/// returns the largest difference.
-fn check(name: &str, ticks: usize) -> Option<f32> {
+/// Runs the reference on `req`; `None` (skipped) without a Python.
+fn reference(req: &serde_json::Value) -> Option<serde_json::Value> {
     let Some(py) = python() else {
         let msg = "no Python 3.11+ for tests/conventions/reference.py (run scripts/test.sh)";
         assert!(std::env::var("COXSWAIN_REQUIRE_PYTHON").as_deref() != Ok("1"), "{msg}");
-        eprintln!("SKIPPED conventions {name}: {msg}");
+        eprintln!("SKIPPED: {msg}");
         return None;
     };
+    let mut child = Command::new(py)
+        .arg(repo().join("tests/conventions/reference.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Runs the test model `name` for `ticks` ticks, compares every assembled input with the reference, and
+/// returns the largest difference.
+fn check(name: &str, ticks: usize) -> Option<f32> {
     let dir = model(&format!("conventions-test/{name}"));
     let mut policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
     let mut rng = Lcg(17 + name.len() as u64);
@@ -75,17 +90,7 @@ fn check(name: &str, ticks: usize) -> Option<f32> {
         "frames": frames,
         "outputs": outputs,
     });
-    let mut child = Command::new(py)
-        .arg(repo().join("tests/conventions/reference.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "reference.py: {}", String::from_utf8_lossy(&out.stderr));
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reply = reference(&req)?;
     let expected = reply["inputs"].as_array().unwrap();
     assert_eq!(expected.len(), ticks);
     let mut worst = 0.0f32;
@@ -146,4 +151,23 @@ fn a_clipped_fed_back_action_matches_the_reference_and_differs_from_the_raw_one(
     assert!(raw.iter().any(|v| v.abs() > 1.0), "the output leaves the clip: {raw:?}");
     assert_eq!(raw_fed, raw);
     assert_eq!(clipped_fed, raw.iter().map(|v| v.clamp(-1.0, 1.0)).collect::<Vec<_>>());
+}
+
+#[test]
+fn every_command_carries_the_robots_gains_with_the_policys_own_for_the_joints_it_drives() {
+    let dir = model("conventions-test/gains");
+    let robot_path = repo().join("firmware-configs/so101.toml");
+    let robot = coxswain_config::Robot::load(&robot_path).unwrap();
+    let policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
+    let opts = coxswain::RuntimeOptions::default().execution;
+    let (controller, _) = coxswain::control::Controller::for_robot(&policy, &robot, opts).unwrap();
+    let (kp, kd) = controller.gains();
+    let Some(want) = reference(&serde_json::json!({"manifest": dir.join("manifest.toml"), "robot": robot_path})) else {
+        return;
+    };
+    let want = |k: &str| -> Vec<f64> { want[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    assert_eq!(kp, &want("kp")[..]);
+    assert_eq!(kd, &want("kd")[..]);
+    // The policy's set replaced the description's where it drives: elbow_flex is the description's third joint.
+    assert_eq!((kp[2], kp[0], kp[4], kp[1]), (25.0, 18.0, 9.0, 16.0));
 }

@@ -344,6 +344,11 @@ fn a_dropped_runtime_stops_the_arm_under_control_and_stops_commanding() {
     let last = &cmds.last().unwrap().1;
     let speed = last.velocity_rad_s.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(speed < 1e-6, "the last command was at rest (a controlled stop), not moving at {speed} rad/s");
+    // Every command on the wire carried the robot description's gains (reach-dp has none of its own).
+    let robot = sim_arm();
+    let kp: Vec<f32> = robot.joints.iter().map(|j| j.kp as f32).collect();
+    let kd: Vec<f32> = robot.joints.iter().map(|j| j.kd as f32).collect();
+    assert!(cmds.iter().all(|(_, c)| c.kp_nm_per_rad[..] == kp[..] && c.kd_nm_s_per_rad[..] == kd[..]));
 }
 
 #[test]

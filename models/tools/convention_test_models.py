@@ -172,6 +172,15 @@ field = "last_action"
         "clip = [-1.0, 1.0]\n",
         4.0,
     ),
+    "gains": (
+        "the policy's own joint gains for three of the SO-101's six joints (named out of order)",
+        """
+[[observation.terms]]
+field = "joint_pos"
+""",
+        "kp = [25.0, 18.0, 9.0]\nkd = 0.5\n",
+        1.0,
+    ),
     "last-action-raw": (
         "the raw (unclipped) action fed back as last_action",
         """
@@ -209,7 +218,11 @@ def obs_width(name: str) -> int:
 
 def manifest_text(name: str) -> str:
     what, obs, clip, _ = CASES[name]
-    return HEADER.format(name=f"conventions-test-{name}", what=what) + obs + ACTION.format(clip=clip)
+    text = HEADER.format(name=f"conventions-test-{name}", what=what) + obs + ACTION.format(clip=clip)
+    if name == "gains":
+        # Joints of firmware-configs/so101.toml, not in its order.
+        text = text.replace('joints = ["a", "b", "c"]', 'joints = ["elbow_flex", "shoulder_pan", "wrist_roll"]')
+    return text
 
 
 def graph(name: str, w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:

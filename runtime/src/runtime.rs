@@ -293,6 +293,12 @@ pub fn swap_incompatibility(running: &crate::policy::Manifest, new: &crate::poli
     if layout(running) != layout(new) {
         return Some(format!("the observation terms {:?} differ from the running {:?}", layout(new), layout(running)));
     }
+    if a.kp != b.kp || a.kd != b.kd {
+        return Some(format!(
+            "[action] kp/kd {:?}/{:?} differ from the running {:?}/{:?}: the drivers' gains change only at a restart",
+            b.kp, b.kd, a.kp, a.kd
+        ));
+    }
     if running.steering.fields != new.steering.fields {
         return Some(format!(
             "[steering.fields] {:?} differ from the running {:?}",

@@ -7,6 +7,9 @@ stdin:  {"manifest": "<path to manifest.toml>", "weights": "<path to weights.jso
          "outputs": [[raw action], ...]}                       the graph's output at each tick
 stdout: {"inputs": [[graph input], ...], "max_output_error": e}   (relative to max(1, |output|))
 
+or, for the gains convention: stdin {"manifest": ..., "robot": "<robot description>"}, stdout {"kp": [...],
+"kd": [...]} per robot joint.
+
 The definitions:
 - A term reads `size` values per tick: a frame field, the last action (the previous tick's output, zeros at
   the first tick; clipped to [action] clip when [observation] last_action = "clipped"), constant `values`, or
@@ -76,8 +79,27 @@ def clip_bounds(t, size):
     return None
 
 
+def gains(req) -> dict:
+    """Gains per robot joint, in the robot description's order: its kp/kd, replaced for every joint the
+    policy drives (matched by name) by the manifest's [action] kp/kd (one value or one per policy joint)."""
+    m = tomllib.loads(open(req["manifest"]).read())
+    robot = tomllib.loads(open(req["robot"]).read())
+    names = [j["name"] for j in robot["joints"]]
+    out = {"kp": [float(j["kp"]) for j in robot["joints"]], "kd": [float(j["kd"]) for j in robot["joints"]]}
+    joints = m["action"]["joints"]
+    for key in ("kp", "kd"):
+        if key in m["action"]:
+            values = expand(m["action"][key], len(joints), 0.0)
+            for name, v in zip(joints, values):
+                out[key][names.index(name)] = v
+    return out
+
+
 def main() -> None:
     req = json.load(sys.stdin)
+    if "robot" in req:
+        json.dump(gains(req), sys.stdout)
+        return
     m = tomllib.loads(open(req["manifest"]).read())
     weights = json.load(open(req["weights"]))
     obs = m["observation"]

@@ -84,7 +84,7 @@ impl SimNode {
     /// Starts a simulated `robot` on `session`, at its default pose, publishing at its state rate.
     pub fn spawn(session: &Session, robot: &Robot, options: SimOptions) -> Result<SimHandle, SimError> {
         let keys = RobotKeys::from_robot(robot)?;
-        let model = ArmModel::from_robot(robot)?;
+        let mut model = ArmModel::from_robot(robot)?;
         let task = ReachTask::from_robot(robot)?;
         let has_task = task.is_some();
         let obstacle = task.as_ref().map(|t| t.config.obstacle_center_m);
@@ -194,6 +194,17 @@ impl SimNode {
                                 s.accepted += 1;
                                 for (dst, v) in s.cmd.iter_mut().zip(c.value.position_rad.iter()) {
                                     *dst = *v as f64;
+                                }
+                                // A full gain array sets the gains for this and later commands (WIRE.md 4.2).
+                                if c.value.kp_nm_per_rad.len() == n {
+                                    for (dst, v) in model.kp.iter_mut().zip(c.value.kp_nm_per_rad.iter()) {
+                                        *dst = *v as f64;
+                                    }
+                                }
+                                if c.value.kd_nm_s_per_rad.len() == n {
+                                    for (dst, v) in model.kd.iter_mut().zip(c.value.kd_nm_s_per_rad.iter()) {
+                                        *dst = *v as f64;
+                                    }
                                 }
                             }
                         }

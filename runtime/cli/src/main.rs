@@ -596,6 +596,13 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
         m.action.dt_s,
         m.action.clip
     );
+    if m.action.kp.is_some() || m.action.kd.is_some() {
+        out!(
+            "gains      the policy's own, per policy joint: kp {:?}, kd {:?} (the robot's where none)",
+            m.action.kp,
+            m.action.kd
+        );
+    }
     let input = m.io.observation.as_deref().unwrap_or("(the encoders' input)");
     out!(
         "input      {input}: {} values, {}, built from:",

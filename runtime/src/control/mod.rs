@@ -260,6 +260,10 @@ pub struct Controller {
     /// rollback): swapping with `tick_residual` moves two boxes' contents, nothing is allocated or freed.
     standby: Option<Box<ResidualSlot>>,
     residual_swaps: Option<ResidualSwapEnds>,
+    /// Gains per robot joint that every command carries: the robot description's, the policy's for the
+    /// joints it drives.
+    kp: Vec<f64>,
+    kd: Vec<f64>,
 }
 
 /// The tick-rate residual of one hot swap (`generation`), on its way to the controller or back.
@@ -294,6 +298,11 @@ impl Controller {
     /// chunk of its swap's worker, and the one it replaced stays on standby for a rollback.
     pub fn with_residual_swaps(&mut self, ends: ResidualSwapEnds) {
         self.residual_swaps = Some(ends);
+    }
+
+    /// The gains every command carries, per robot joint: (kp N m/rad, kd N m s/rad).
+    pub fn gains(&self) -> (&[f64], &[f64]) {
+        (&self.kp, &self.kd)
     }
 
     /// Which hot swap's tick-rate residual runs now (0: the first policy's).
@@ -354,7 +363,18 @@ impl Controller {
                 .map_err(|e| crate::Error::Usage(format!("{}: {e}", robot.path.display())))?,
         );
         let frame = policy.new_frame();
-        let controller = Controller::new(manifest, map, &frame, safety, opts)?;
+        let robot_index = map.robot_index.clone();
+        let mut controller = Controller::new(manifest, map, &frame, safety, opts)?;
+        controller.kp = robot.joints.iter().map(|j| j.kp).collect();
+        controller.kd = robot.joints.iter().map(|j| j.kd).collect();
+        for (i, &r) in robot_index.iter().enumerate() {
+            if let Some(kp) = &manifest.action.kp {
+                controller.kp[r] = kp[i];
+            }
+            if let Some(kd) = &manifest.action.kd {
+                controller.kd[r] = kd[i];
+            }
+        }
         Ok((controller, frame))
     }
 
@@ -461,6 +481,8 @@ impl Controller {
             tick_generation: 0,
             standby: None,
             residual_swaps: None,
+            kp: vec![0.0; n_robot],
+            kd: vec![0.0; n_robot],
             seen_transitions: 0,
             stats: ControlStats::default(),
         })

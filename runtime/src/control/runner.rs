@@ -315,10 +315,14 @@ fn control_loop(
     let mut output = controller.new_output(frame);
     let n = controller.joints();
     let mut cmd = JointCommand::default();
-    for _ in 0..n {
+    let (kp, kd) = controller.gains();
+    for i in 0..n {
         let _ = cmd.position_rad.push(0.0);
         let _ = cmd.velocity_rad_s.push(0.0);
         let _ = cmd.effort_nm.push(0.0);
+        // The gains are the same on every command (a policy with other gains is no hot swap).
+        let _ = cmd.kp_nm_per_rad.push(kp.get(i).copied().unwrap_or(0.0) as f32);
+        let _ = cmd.kd_nm_s_per_rad.push(kd.get(i).copied().unwrap_or(0.0) as f32);
     }
     let mut lateness = Histogram::default();
     let mut work = Histogram::default();

@@ -82,6 +82,15 @@
 //! values = [0.5, 1.2]               # gait frequency, foot clearance
 //! ```
 //!
+//! **Gains.** Every joint command carries position and velocity gains per robot joint: the robot
+//! description's `kp`/`kd`, replaced for the joints the policy drives by the policy's own set when its
+//! manifest has one (what it was trained with). A driver applies them (WIRE.md 4.2).
+//! ```toml
+//! [action]
+//! kp = [20.0, 20.0, 15.0]           # N m/rad, per policy joint (or one value)
+//! kd = 0.5                          # N m s/rad
+//! ```
+//!
 //! **The fed-back action.** A `last_action` term reads the graph's previous output as it came (`raw`, the
 //! default) or clipped to `[action] clip` (`clipped`), both before the action's scale and offset.
 //! ```toml
@@ -246,6 +255,10 @@ pub struct RawAction {
     pub scale: Option<OneOrMany>,
     pub offset: Option<OneOrMany>,
     pub clip: Option<[f64; 2]>,
+    /// The policy's own joint gains (what it was trained with), per policy joint; they replace the robot
+    /// description's for the joints the policy drives.
+    pub kp: Option<OneOrMany>,
+    pub kd: Option<OneOrMany>,
     /// Past-token prediction: the first `past` actions of the output predict the actions executed just
     /// before the chunk starts; the rest is the chunk to execute.
     #[serde(default)]
@@ -446,6 +459,10 @@ pub struct ActionLayout {
     /// The first `past` of the `horizon` actions predict the ones executed before the chunk starts (a
     /// past-token model); they are scored by the consistency selector, never executed.
     pub past: usize,
+    /// The policy's gains per policy joint (`[action] kp`/`kd`), N m/rad and N m s/rad; `None`: the robot
+    /// description's.
+    pub kp: Option<Vec<f64>>,
+    pub kd: Option<Vec<f64>>,
 }
 
 impl ActionLayout {
@@ -730,6 +747,18 @@ impl Manifest {
                 format!("{} past actions leave none of the {} to execute", a.past, a.horizon),
             ));
         }
+        let gains = |name: &str, v: &Option<OneOrMany>| -> Result<Option<Vec<f64>>> {
+            match v {
+                None => Ok(None),
+                Some(v) => {
+                    let g = v.expand(n_joints).map_err(|m| err(name, m))?;
+                    match g.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+                        Some(bad) => Err(err(name, format!("gains must be finite and >= 0, got {bad}"))),
+                        None => Ok(Some(g.iter().map(|x| f64::from(*x)).collect())),
+                    }
+                }
+            }
+        };
         let action = ActionLayout {
             joints: a.joints.clone(),
             horizon: a.horizon,
@@ -738,6 +767,8 @@ impl Manifest {
             offset,
             clip,
             past: a.past,
+            kp: gains("action.kp", &a.kp)?,
+            kd: gains("action.kd", &a.kd)?,
         };
 
         // Observation terms.
