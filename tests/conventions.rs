@@ -171,3 +171,98 @@ fn every_command_carries_the_robots_gains_with_the_policys_own_for_the_joints_it
     // The policy's set replaced the description's where it drives: elbow_flex is the description's third joint.
     assert_eq!((kp[2], kp[0], kp[4], kp[1]), (25.0, 18.0, 9.0, 16.0));
 }
+
+#[test]
+fn a_command_from_outside_is_zero_until_it_comes_limited_per_axis_and_decays_to_zero_after_its_timeout() {
+    use coxswain::control::io::Request;
+    use coxswain::control::Controller;
+    use coxswain::safety::{SafetyConfig, SafetyFilter};
+    // The simulated arm with a velocity command sensor (a joystick's topic).
+    let path = repo().join("firmware-configs/sim-arm.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[topics.sensors]\n", "[topics.sensors]\nvelocity_command = \"vector\"\n");
+    let robot = coxswain_config::Robot::parse(&text, &path).unwrap();
+    let dir = model("conventions-test/command");
+    let mut policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
+    let manifest = policy.manifest().clone();
+    let map = coxswain::policy::robot::bind(&manifest, &robot).unwrap();
+    let safety = SafetyFilter::new(SafetyConfig::from_robot(&robot).unwrap());
+    let opts = coxswain::RuntimeOptions::default().execution;
+    let mut c = Controller::new(&manifest, map, &policy.new_frame(), safety, opts).unwrap();
+    let vi = c.vector_fields().iter().position(|n| n == "velocity_command").unwrap();
+    let mut input = c.new_input();
+    let mut out = c.new_output(policy.new_frame());
+    let dt = 1.0 / robot.control_hz;
+    let q = robot.default_pose();
+    let (mut observations, mut inputs) = (Vec::new(), Vec::new());
+    for k in 0..2500u64 {
+        input.tick = k;
+        input.t_s = k as f64 * dt;
+        input.requests.clear();
+        if k == 0 {
+            input.requests.push(Request::Arm).unwrap();
+            input.requests.push(Request::Start).unwrap();
+        }
+        let st = &mut input.state;
+        st.present = true;
+        st.joints = q.len();
+        st.position_rad.clear();
+        st.velocity_rad_s.clear();
+        for v in &q {
+            st.position_rad.push(*v).unwrap();
+            st.velocity_rad_s.push(0.0).unwrap();
+        }
+        // Nothing for 0.2 s; then a command (beyond the limits on two axes) refreshed every 0.1 s until
+        // 0.8 s; then silence: it ages past its timeout and decays.
+        let v = &mut input.vectors[vi];
+        let t = k as f64 * dt;
+        if t >= 0.2 {
+            v.present = true;
+            v.values.clear();
+            for x in [1.4f32, -0.2, -1.7] {
+                v.values.push(x).unwrap();
+            }
+            v.age_s = if t < 0.8 { (t - 0.2) % 0.1 } else { t - 0.8 + (0.8f64 - 0.2) % 0.1 };
+        }
+        c.step(&input, &mut out);
+        if out.request.is_some() {
+            policy.observe(&out.frame, t).unwrap();
+            inputs.push(policy.observation_input().to_vec());
+            let v = &input.vectors[vi];
+            observations.push(serde_json::json!({
+                "velocity_command": {"present": v.present, "values": v.values.iter().map(|x| f64::from(*x)).collect::<Vec<_>>(), "age_s": v.age_s},
+                "joint_pos": out.frame.get(out.frame.id("joint_pos").unwrap()).iter().map(|x| f64::from(*x)).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    assert!(observations.len() > 50, "the controller asked for observations: {}", observations.len());
+    let Some(reply) =
+        reference(&serde_json::json!({"manifest": dir.join("manifest.toml"), "observations": observations}))
+    else {
+        return;
+    };
+    let expected = reply["inputs"].as_array().unwrap();
+    let (mut zero, mut held, mut decaying) = (0, 0, 0);
+    for (k, (want, got)) in expected.iter().zip(&inputs).enumerate() {
+        let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        for (i, (w, g)) in want.iter().zip(got).enumerate() {
+            assert!((w - g).abs() <= 1e-6, "observation {k}, element {i}: coxswain {g}, reference {w}");
+        }
+        let age = observations[k]["velocity_command"]["age_s"].as_f64().unwrap();
+        match (observations[k]["velocity_command"]["present"].as_bool().unwrap(), age) {
+            (false, _) => zero += 1,
+            (true, a) if a <= 0.5 => held += 1,
+            (true, a) if a < 1.5 => decaying += 1,
+            _ => {}
+        }
+    }
+    assert!(zero > 0 && held > 0 && decaying > 0, "every phase of the command was seen: {zero} {held} {decaying}");
+    // Held, the limits apply per axis (1.4 -> 1.0, -0.2 stays, -1.7 -> -1.0), then the scale.
+    assert_eq!(
+        &inputs[observations.iter().position(|o| o["velocity_command"]["present"] == true).unwrap()][..3],
+        &[2.0, -0.4, -0.25]
+    );
+    // Long after its last message the command reads zero.
+    assert_eq!(&inputs.last().unwrap()[..3], &[0.0, 0.0, 0.0]);
+}

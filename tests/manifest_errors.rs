@@ -217,6 +217,14 @@ fn a_deploy_convention_stated_wrong_names_its_field() {
             "observation.terms[3].period_s",
         ),
         ("last-action-clipped", "clip = [-1.0, 1.0]\n", "", "observation.last_action"),
+        ("command", "timeout_s = 0.5", "timeout_s = -0.5", "observation.terms[0].timeout_s"),
+        ("command", "timeout_s = 0.5\n", "", "observation.terms[0].timeout_s"),
+        (
+            "command",
+            "field = \"joint_pos\"",
+            "field = \"joint_pos\"\ntimeout_s = 0.5",
+            "observation.terms[1].timeout_s",
+        ),
     ];
     for (name, from, to, want) in cases {
         let text = replace_once(&conv(name), from, to);

@@ -172,6 +172,25 @@ field = "last_action"
         "clip = [-1.0, 1.0]\n",
         4.0,
     ),
+    "command": (
+        "a velocity command from outside that times out and decays to zero, limited per axis",
+        """
+[[observation.terms]]
+field = "velocity_command"
+size = 3
+scale = [2.0, 2.0, 0.25]
+timeout_s = 0.5
+decay_s = 1.0
+clip_low = [-0.5, -0.3, -1.0]
+clip_high = [1.0, 0.3, 1.0]
+clip_stage = "raw"
+
+[[observation.terms]]
+field = "joint_pos"
+""",
+        "",
+        1.0,
+    ),
     "gains": (
         "the policy's own joint gains for three of the SO-101's six joints (named out of order)",
         """
@@ -219,6 +238,9 @@ def obs_width(name: str) -> int:
 def manifest_text(name: str) -> str:
     what, obs, clip, _ = CASES[name]
     text = HEADER.format(name=f"conventions-test-{name}", what=what) + obs + ACTION.format(clip=clip)
+    if name == "command":
+        # Joints of firmware-configs/sim-arm.toml (the test adds a velocity_command sensor to it).
+        text = text.replace('joints = ["a", "b", "c"]', 'joints = ["shoulder", "elbow", "wrist"]')
     if name == "gains":
         # Joints of firmware-configs/so101.toml, not in its order.
         text = text.replace('joints = ["a", "b", "c"]', 'joints = ["elbow_flex", "shoulder_pan", "wrist_roll"]')

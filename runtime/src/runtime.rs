@@ -214,6 +214,7 @@ impl InputSource for ZenohInput {
         for (slot, reader) in input.vectors.iter_mut().zip(&mut self.vectors) {
             if let Some(s) = reader.latest() {
                 slot.present = true;
+                slot.age_s = now.saturating_duration_since(s.arrival).as_secs_f64();
                 slot.values.clear();
                 for v in &s.value.values {
                     let _ = slot.values.push(*v);

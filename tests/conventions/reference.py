@@ -95,8 +95,50 @@ def gains(req) -> dict:
     return out
 
 
+def commands(req) -> dict:
+    """Graph inputs of a manifest whose command term times out: each observation gives the command as the
+    runtime had it (present or not, values, age) and the other fields. A command is zero before its first
+    message, as received while at most timeout_s old, then scaled by max(0, 1 - (age - timeout_s) / decay_s);
+    then the term's clip and scale apply as to any term (history 1 here)."""
+    m = tomllib.loads(open(req["manifest"]).read())
+    terms = m["observation"]["terms"]
+    n_joints = len(m["action"]["joints"])
+    inputs = []
+    for o in req["observations"]:
+        x = []
+        for t in terms:
+            size = term_size(t, n_joints)
+            if "timeout_s" in t:
+                c = o[t["field"]]
+                age, timeout, decay = c["age_s"], t["timeout_s"], t.get("decay_s", 0.0)
+                if not c["present"]:
+                    k = 0.0
+                elif age <= timeout:
+                    k = 1.0
+                else:
+                    k = max(0.0, 1.0 - (age - timeout) / decay) if decay > 0 else 0.0
+                raw = [k * v for v in c["values"]] if c["present"] else [0.0] * size
+            else:
+                raw = o[t["field"]]
+            off, scale = expand(t.get("offset"), size, 0.0), expand(t.get("scale"), size, 1.0)
+            bounds = clip_bounds(t, size)
+            for j in range(size):
+                r = raw[j]
+                if bounds is not None and t.get("clip_stage") == "raw":
+                    r = min(max(r, bounds[0][j]), bounds[1][j])
+                v = (r - off[j]) * scale[j]
+                if bounds is not None and t.get("clip_stage") != "raw":
+                    v = min(max(v, bounds[0][j]), bounds[1][j])
+                x.append(v)
+        inputs.append(x)
+    return {"inputs": inputs}
+
+
 def main() -> None:
     req = json.load(sys.stdin)
+    if "observations" in req:
+        json.dump(commands(req), sys.stdout)
+        return
     if "robot" in req:
         json.dump(gains(req), sys.stdout)
         return

@@ -67,6 +67,9 @@ pub struct VectorIn {
     pub present: bool,
     #[serde(deserialize_with = "crate::record::json::f32s_or_nonfinite")]
     pub values: HVec<f32, MAX_VECTOR_LEN>,
+    /// Seconds since the newest value arrived (0 where the source keeps no time: simulated sensors).
+    #[serde(default)]
+    pub age_s: f64,
 }
 
 /// One e-stop message, in arrival order. Every engage latches, whatever follows it.

@@ -227,6 +227,8 @@ pub struct Controller {
     /// Named vectors only the steering stages read: a tick without one still sends its frame, with NaN
     /// there (the stages then use the manifest's fixed values).
     optional_vectors: Vec<usize>,
+    /// Named vectors that are commands from outside: zero when missing, decayed when old.
+    commands: Vec<(usize, crate::policy::manifest::CommandTimeout)>,
     vector_fields: Vec<String>,
     needs_imu: bool,
     delay: DelayEstimator,
@@ -445,6 +447,11 @@ impl Controller {
             .filter(|(n, _)| !manifest.terms.iter().any(|t| t.field.name() == n.as_str()))
             .filter_map(|(n, _)| vector_fields.iter().position(|v| v == n))
             .collect();
+        let commands = manifest
+            .terms
+            .iter()
+            .filter_map(|t| Some((vector_fields.iter().position(|v| v == t.field.name())?, t.command?)))
+            .collect();
         Ok(Controller {
             opts,
             dt_s: manifest.action.dt_s,
@@ -455,6 +462,7 @@ impl Controller {
             exec: ChunkExecutor::new(h, n_robot, manifest.action.dt_s, opts.interpolation, opts.overlap, 4),
             sources,
             optional_vectors,
+            commands,
             vector_fields,
             needs_imu,
             delay: DelayEstimator::new(32),
@@ -947,7 +955,13 @@ impl Controller {
                 }
                 Source::Vector(i) => {
                     let v = input.vectors.get(*i).filter(|v| v.present && v.values.len() == dst.len());
+                    let command = self.commands.iter().find(|(k, _)| k == i).map(|(_, c)| c);
                     let Some(v) = v else {
+                        if command.is_some() {
+                            // A command from outside that never came (or is malformed): zero.
+                            dst.fill(0.0);
+                            continue;
+                        }
                         if self.optional_vectors.contains(i) {
                             dst.fill(f32::NAN);
                             continue;
@@ -955,6 +969,12 @@ impl Controller {
                         return false;
                     };
                     dst.copy_from_slice(&v.values);
+                    if let Some(c) = command {
+                        let k = c.factor(v.age_s) as f32;
+                        for x in dst.iter_mut() {
+                            *x *= k;
+                        }
+                    }
                 }
             }
         }

@@ -91,6 +91,22 @@
 //! kd = 0.5                          # N m s/rad
 //! ```
 //!
+//! **Commands from outside.** A named vector that a joystick or a planner publishes
+//! (`robot/<id>/sensor/<name>`) is a command when its term has `timeout_s`: zero until the first message,
+//! as received while its newest message is at most `timeout_s` old, then decayed linearly to zero over
+//! `decay_s` (0: at once), so a lost joystick brings the robot to a standstill command. Its per-axis limits
+//! are the term's clip, in the command's units with `clip_stage = "raw"`.
+//! ```toml
+//! [[observation.terms]]
+//! field = "velocity_command"        # vx, vy, yaw rate
+//! size = 3
+//! timeout_s = 0.5
+//! decay_s = 1.0
+//! clip_low = [-0.5, -0.3, -1.0]
+//! clip_high = [1.0, 0.3, 1.0]
+//! clip_stage = "raw"
+//! ```
+//!
 //! **The fed-back action.** A `last_action` term reads the graph's previous output as it came (`raw`, the
 //! default) or clipped to `[action] clip` (`clipped`), both before the action's scale and offset.
 //! ```toml
@@ -231,6 +247,10 @@ pub struct RawTerm {
     pub encoding: Option<String>,
     pub reset_field: Option<String>,
     pub reset_below: Option<f64>,
+    /// A named vector that is a command from outside (a joystick, a planner): held for `timeout_s` after
+    /// its newest message, then decayed linearly to zero over `decay_s`; zero before the first.
+    pub timeout_s: Option<f64>,
+    pub decay_s: Option<f64>,
 }
 
 /// A term's `clip`: one symmetric bound, or `[low, high]`.
@@ -390,6 +410,30 @@ pub struct Term {
     /// `constant` terms: their `size` values (raw: offset and scale apply as to any term).
     pub values: Vec<f32>,
     pub phase: Option<PhaseSpec>,
+    /// A named vector read as a command from outside ([`CommandTimeout`]).
+    pub command: Option<CommandTimeout>,
+}
+
+/// How a command from outside ages: as received for `timeout_s` after its newest message, then scaled by
+/// `max(0, 1 - (age - timeout_s) / decay_s)` (zero at once when `decay_s` is 0); zero before the first
+/// message. Its per-axis limits are the term's clip (`clip_stage = "raw"` for limits in the command's units).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommandTimeout {
+    pub timeout_s: f64,
+    pub decay_s: f64,
+}
+
+impl CommandTimeout {
+    /// The factor a command `age_s` old is multiplied by.
+    pub fn factor(&self, age_s: f64) -> f64 {
+        if age_s <= self.timeout_s {
+            1.0
+        } else if self.decay_s <= 0.0 {
+            0.0
+        } else {
+            (1.0 - (age_s - self.timeout_s) / self.decay_s).max(0.0)
+        }
+    }
 }
 
 impl Term {
@@ -684,6 +728,12 @@ impl Manifest {
             )),
             _ => {}
         }
+        if let Some(c) = &t.command {
+            parts.push(format!(
+                "command from outside: zero until it comes, held {} s, then to zero over {} s",
+                c.timeout_s, c.decay_s
+            ));
+        }
         if let Some(c) = &t.clip {
             let same = c.low.iter().all(|v| *v == c.low[0]) && c.high.iter().all(|v| *v == c.high[0]);
             let range = if same {
@@ -822,7 +872,32 @@ impl Manifest {
             let offset = expand_history(path, &at("offset"), t.offset.as_ref(), size, t.history, 0.0)?;
             let scale = expand_history(path, &at("scale"), t.scale.as_ref(), size, t.history, 1.0)?;
             let clip = term_clip(path, &at, t, size)?;
-            terms.push(Term { field, size, history: t.history, offset, scale, clip, values, phase });
+            let command = match (&field, t.timeout_s, t.decay_s) {
+                (_, None, None) => None,
+                (Field::Named(_), Some(timeout_s), decay) => {
+                    let decay_s = decay.unwrap_or(0.0);
+                    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+                        return Err(err(
+                            &at("timeout_s"),
+                            format!("must be a positive number of seconds, got {timeout_s}"),
+                        ));
+                    }
+                    if !(decay_s.is_finite() && decay_s >= 0.0) {
+                        return Err(err(&at("decay_s"), format!("must be >= 0 seconds, got {decay_s}")));
+                    }
+                    Some(CommandTimeout { timeout_s, decay_s })
+                }
+                (Field::Named(_), None, Some(_)) => {
+                    return Err(err(&at("timeout_s"), "is required with decay_s".into()))
+                }
+                (_, _, _) => {
+                    return Err(err(
+                        &at("timeout_s"),
+                        format!("only a named vector (a command from outside) times out, not `{}`", t.field),
+                    ))
+                }
+            };
+            terms.push(Term { field, size, history: t.history, offset, scale, clip, values, phase, command });
         }
         let history_layout = match raw.observation.history_layout.as_deref() {
             None | Some("term_major") => HistoryLayout::TermMajor,
@@ -852,6 +927,19 @@ impl Manifest {
             Some(other) => return Err(err("observation.last_action", format!("`{other}` is not raw or clipped"))),
         };
         for (i, t) in terms.iter().enumerate() {
+            if t.command.is_some() {
+                if let Some(j) = terms.iter().position(|o| o.field == t.field && o.command != t.command) {
+                    return Err(err(
+                        &format!("observation.terms[{}].timeout_s", i.max(j)),
+                        format!(
+                            "terms {} and {} read `{}` with different timeouts",
+                            i.min(j),
+                            i.max(j),
+                            t.field.name()
+                        ),
+                    ));
+                }
+            }
             if let Some((name, _)) = t.phase.as_ref().and_then(|p| p.reset.as_ref()) {
                 if !terms.iter().any(|o| !o.is_computed() && o.field.name() == name) {
                     return Err(err(
