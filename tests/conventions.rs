@@ -79,8 +79,9 @@ fn check(name: &str, ticks: usize) -> Option<f32> {
             record.insert(field.clone(), v.iter().map(|x| f64::from(*x)).collect::<Vec<_>>().into());
         }
         policy.observe(&frame, k as f64 * 0.02).unwrap();
-        inputs.push(policy.observation_input().to_vec());
         policy.infer().unwrap();
+        // What the head received (the observation vector, or what io.observation_parts built).
+        inputs.push(policy.head_observation().to_vec());
         outputs.push(policy.chunk().normalized.to_vec());
         frames.push(serde_json::Value::Object(record));
     }
@@ -117,6 +118,11 @@ fn a_frame_major_history_matches_the_reference() {
 #[test]
 fn a_term_major_history_of_uneven_depths_matches_the_reference() {
     check("term-major", 40);
+}
+
+#[test]
+fn a_pipeline_whose_encoder_and_head_inputs_are_each_built_from_their_own_parts_matches_the_reference() {
+    check("pipeline", 40);
 }
 
 #[test]

@@ -218,6 +218,26 @@ fn a_deploy_convention_stated_wrong_names_its_field() {
         ),
         ("last-action-clipped", "clip = [-1.0, 1.0]\n", "", "observation.last_action"),
         ("command", "timeout_s = 0.5", "timeout_s = -0.5", "observation.terms[0].timeout_s"),
+        (
+            "pipeline",
+            "[\"@vision\", \"joint_pos\", \"command\"]",
+            "[\"@vision\", \"joint_vel\"]",
+            "io.observation_parts",
+        ),
+        (
+            "pipeline",
+            "[\"@vision\", \"joint_pos\", \"command\"]",
+            "[\"@camera\", \"joint_pos\"]",
+            "io.observation_parts",
+        ),
+        (
+            "pipeline",
+            "[\"@vision\", \"joint_pos\", \"command\"]",
+            "[\"joint_pos\", \"joint_pos\"]",
+            "io.observation_parts",
+        ),
+        ("pipeline", "[\"@vision\", \"joint_pos\", \"command\"]", "[\"joint_pos\", \"command\"]", "encoders[0].feeds"),
+        ("pipeline", "parts = [\"image\", \"joint_pos\"]", "parts = [\"@vision\"]", "encoders[0].parts"),
         ("command", "timeout_s = 0.5\n", "", "observation.terms[0].timeout_s"),
         (
             "command",
@@ -246,4 +266,20 @@ fn a_frame_major_history_whose_width_differs_from_the_graph_names_the_field_and_
     let (field, tensor, message) = binding_error(load(dir, &text, 1));
     assert_eq!((field.as_str(), tensor.as_str()), ("io.observation", "obs"), "{message}");
     assert!(message.contains("24") && message.contains("27"), "{message}");
+}
+
+#[test]
+fn a_part_list_whose_width_differs_from_the_graph_input_names_the_field_and_the_tensor() {
+    let dir = model("conventions-test/pipeline");
+    let text = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    // The head's input without the command: 13 values for a graph input of 16.
+    let head = replace_once(&text, "[\"@vision\", \"joint_pos\", \"command\"]", "[\"@vision\", \"joint_pos\"]");
+    let (field, tensor, message) = binding_error(load(dir.clone(), &head, 1));
+    assert_eq!((field.as_str(), tensor.as_str()), ("io.observation", "obs"), "{message}");
+    assert!(message.contains("io.observation_parts width") && message.contains("10"), "{message}");
+    // The encoder's input without the image: 6 values for a graph input of 22.
+    let enc = replace_once(&text, "parts = [\"image\", \"joint_pos\"]", "parts = [\"joint_pos\"]");
+    let (field, tensor, message) = binding_error(load(dir, &enc, 1));
+    assert_eq!((field.as_str(), tensor.as_str()), ("encoders[0].input", "x"), "{message}");
+    assert!(message.contains("the width of its parts") && message.contains('6'), "{message}");
 }

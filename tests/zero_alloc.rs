@@ -43,8 +43,8 @@ fn direct_inference_allocates_nothing() {
 }
 
 #[test]
-fn assembling_frame_major_histories_clips_phases_constants_and_a_clipped_last_action_allocates_nothing() {
-    for name in ["frame-major", "clip", "phase", "last-action-clipped"] {
+fn assembling_frame_major_histories_clips_phases_constants_a_clipped_last_action_and_part_lists_allocates_nothing() {
+    for name in ["frame-major", "clip", "phase", "last-action-clipped", "pipeline"] {
         let dir = model(&format!("conventions-test/{name}"));
         let mut policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
         assert_eq!(allocations_per_call(&mut policy, 200), 0, "{name}");

@@ -191,6 +191,26 @@ field = "joint_pos"
         "",
         1.0,
     ),
+    "pipeline": (
+        "a two-graph pipeline: the encoder's input built from two terms, the head's from the encoder's output, "
+        "a term and a command, frame-major",
+        """
+[[observation.terms]]
+field = "image"
+size = 8
+
+[[observation.terms]]
+field = "joint_pos"
+scale = 2.0
+
+[[observation.terms]]
+field = "command"
+size = 3
+scale = [2.0, 2.0, 0.25]
+""",
+        "",
+        1.0,
+    ),
     "gains": (
         "the policy's own joint gains for three of the SO-101's six joints (named out of order)",
         """
@@ -215,13 +235,21 @@ field = "last_action"
 }
 
 
-def obs_width(name: str) -> int:
-    """The observation width the manifest implies (checked again by coxswain at load)."""
+ENCODER_WIDTH = 4
+
+
+def obs_width(name: str, parts: list[str] | None = None) -> int:
+    """The width of the head's observation (or of `parts`), as the manifest implies it (checked again by
+    coxswain at load)."""
     import tomllib
 
     m = tomllib.loads(manifest_text(name))
+    if parts is None:
+        parts = m["io"].get("observation_parts")
     width = 0
     for t in m["observation"]["terms"]:
+        if parts is not None and t.get("name", t["field"]) not in parts:
+            continue
         f = t["field"]
         if f in ("joint_pos", "joint_vel", "joint_effort", "last_action"):
             size = 3
@@ -232,12 +260,38 @@ def obs_width(name: str) -> int:
         else:
             size = t["size"]
         width += size * t.get("history", 1)
+    if parts is not None:
+        width += ENCODER_WIDTH * sum(1 for p in parts if p.startswith("@"))
     return width
+
+
+PIPELINE_IO = """
+[io]
+observation = "obs"
+observation_parts = ["@vision", "joint_pos", "command"]
+output = "actions"
+
+[observation]
+history_layout = "frame_major"
+"""
+
+PIPELINE_ENCODER = """
+[[encoders]]
+name = "vision"
+onnx = "encoder.onnx"
+input = "x"
+parts = ["image", "joint_pos"]
+output = "features"
+"""
 
 
 def manifest_text(name: str) -> str:
     what, obs, clip, _ = CASES[name]
     text = HEADER.format(name=f"conventions-test-{name}", what=what) + obs + ACTION.format(clip=clip)
+    if name == "pipeline":
+        text = text.replace('[io]\nobservation = "obs"\noutput = "actions"\n', PIPELINE_IO)
+        text = text.replace("size = 8\n", "size = 8\nhistory = 2\n").replace('field = "joint_pos"\n', 'field = "joint_pos"\nhistory = 2\n')
+        text = text.replace("size = 3\nscale", "size = 3\nhistory = 2\nscale") + PIPELINE_ENCODER
     if name == "command":
         # Joints of firmware-configs/sim-arm.toml (the test adds a velocity_command sensor to it).
         text = text.replace('joints = ["a", "b", "c"]', 'joints = ["shoulder", "elbow", "wrist"]')
@@ -247,14 +301,14 @@ def manifest_text(name: str) -> str:
     return text
 
 
-def graph(name: str, w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
+def graph(name: str, w: np.ndarray, b: np.ndarray, x: str = "obs", y: str = "actions") -> onnx.ModelProto:
     n = w.shape[1]
-    node = helper.make_node("Gemm", ["obs", "W", "b"], ["actions"], transB=1)
+    node = helper.make_node("Gemm", [x, "W", "b"], [y], transB=1)
     g = helper.make_graph(
         [node],
         name.replace("-", "_"),
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, n])],
-        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, w.shape[0]])],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(
@@ -279,7 +333,7 @@ def main() -> None:
         gain = CASES[name][3]
         n = obs_width(name)
         # The two last-action models share their weights: they differ only in what they feed back.
-        rng = np.random.default_rng(2000 if name.startswith("last-action") else 1000 + i)
+        rng = np.random.default_rng(2000 if name.startswith("last-action") else 1000 + sum(name.encode()))
         w = gain * rng.uniform(-0.5, 0.5, size=(3, n))
         if name.startswith("last-action"):
             # The fed-back action's weights stay small, so that the raw feedback loop stays bounded.
@@ -292,6 +346,13 @@ def main() -> None:
         (d / "policy.onnx").write_bytes(model.SerializeToString())
         (d / "manifest.toml").write_text(manifest_text(name))
         weights = {"W": [[float(v) for v in row] for row in w], "b": [float(v) for v in b]}
+        if name == "pipeline":
+            ne = obs_width(name, ["image", "joint_pos"])
+            # Small weights keep the features near 1, where float32 and the float64 reference agree to 1e-7.
+            we = rng.uniform(-0.2, 0.2, size=(ENCODER_WIDTH, ne)).astype(np.float32)
+            be = (0.1 * rng.uniform(-1.0, 1.0, size=ENCODER_WIDTH)).astype(np.float32)
+            (d / "encoder.onnx").write_bytes(graph(name + "-encoder", we, be, "x", "features").SerializeToString())
+            weights["encoder"] = {"W": [[float(v) for v in row] for row in we], "b": [float(v) for v in be]}
         (d / "weights.json").write_text(json.dumps(weights, indent=1) + "\n")
         sess = ort.InferenceSession(str(d / "policy.onnx"), providers=["CPUExecutionProvider"])
         x = rng.normal(size=(1, n)).astype(np.float32)

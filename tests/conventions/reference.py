@@ -24,6 +24,9 @@ The definitions:
   element and history slot (oldest slot first).
 - Layout: term_major (default) is every slot of term 1, then term 2, ...; frame_major is every term of the
   oldest slot, then the next slot.
+- Parts: a graph input with a part list (io.observation_parts, encoders[].parts) is its parts in order: each
+  run of consecutive term names is one block in the layout above, each `@encoder` is that encoder's output
+  (here its linear layer, weights.json "encoder", applied to its own input). Without a list, every term.
 """
 
 from __future__ import annotations
@@ -206,18 +209,46 @@ def main() -> None:
             out.append(v)
         return out
 
-    inputs = []
-    for k in range(ticks):
+    names = [t.get("name", t["field"]) for t in terms]
+
+    def block(indices, k):
+        """Terms `indices` at tick k, laid out per the manifest's history layout."""
         x = []
         if layout == "frame_major":
-            for h in range(terms[0].get("history", 1)):
-                for ti in range(len(terms)):
+            for h in range(terms[indices[0]].get("history", 1)):
+                for ti in indices:
                     x += value(ti, k, h)
         else:
-            for ti, t in enumerate(terms):
-                for h in range(t.get("history", 1)):
+            for ti in indices:
+                for h in range(terms[ti].get("history", 1)):
                     x += value(ti, k, h)
-        inputs.append(x)
+        return x
+
+    def build(parts, k, enc_out):
+        """A part list at tick k: runs of consecutive terms as blocks, `@encoder` outputs whole."""
+        x, run = [], []
+        for p in parts + [None]:
+            if p is not None and not p.startswith("@"):
+                run.append(names.index(p))
+                continue
+            if run:
+                x += block(run, k)
+                run = []
+            if p is not None:
+                x += enc_out[p[1:]]
+        return x
+
+    def linear(w, b, x):
+        return [sum(wi * v for wi, v in zip(row, x)) + bi for row, bi in zip(w, b)]
+
+    inputs = []
+    for k in range(ticks):
+        enc_out = {}
+        for e in m.get("encoders", []):
+            ex = build(e["parts"], k, {}) if "parts" in e else block(list(range(len(terms))), k)
+            enc_out[e["name"]] = linear(weights["encoder"]["W"], weights["encoder"]["b"], ex)
+        parts = m["io"].get("observation_parts")
+        inputs.append(build(parts, k, enc_out) if parts else block(list(range(len(terms))), k))
 
     err = 0.0
     for x, y in zip(inputs, outputs):

@@ -603,26 +603,46 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
             m.action.kd
         );
     }
-    let input = m.io.observation.as_deref().unwrap_or("(the encoders' input)");
-    out!(
-        "input      {input}: {} values, {}, built from:",
-        m.observation_dim(),
-        match m.history_layout {
-            coxswain::policy::manifest::HistoryLayout::TermMajor => "term-major (each term's frames, oldest first)",
-            coxswain::policy::manifest::HistoryLayout::FrameMajor => "frame-major (whole frames, oldest first)",
+    use coxswain::policy::manifest::{HistoryLayout, Part};
+    let layout = match m.history_layout {
+        HistoryLayout::TermMajor => "term-major (each term's frames, oldest first)",
+        HistoryLayout::FrameMajor => "frame-major (whole frames, oldest first)",
+    };
+    let widths = policy.encoder_widths();
+    let all: Vec<Part> = (0..m.terms.len()).map(Part::Term).collect();
+    let mut inputs: Vec<(String, &[Part])> = Vec::new();
+    if let Some(name) = &m.io.observation {
+        inputs.push((format!("{name} (head)"), m.io.observation_parts.as_deref().unwrap_or(&all)));
+    }
+    for e in &m.encoders {
+        inputs.push((format!("{} (encoder {})", e.input, e.name), e.parts.as_deref().unwrap_or(&all)));
+    }
+    for (name, parts) in inputs {
+        out!("input      {name}: {} values, {layout}, built from:", m.parts_width(parts, &widths));
+        for (part, slots) in m.part_offsets(parts, &widths) {
+            let at: Vec<String> = slots.iter().map(|r| format!("{}..{}", r.start, r.end)).collect();
+            match part {
+                Part::Output(e) => out!(
+                    "  @{:<17} output of encoder {}, {} values  at {}",
+                    m.encoders[e].name,
+                    m.encoders[e].name,
+                    widths[e],
+                    at.join(", ")
+                ),
+                Part::Term(i) => {
+                    let t = &m.terms[i];
+                    let note = m.term_note(i);
+                    out!(
+                        "  {:<18} size {:>2} x history {}  at {}{}",
+                        t.name,
+                        t.size,
+                        t.history,
+                        at.join(", "),
+                        if note.is_empty() { String::new() } else { format!("  ({note})") }
+                    );
+                }
+            }
         }
-    );
-    for (i, (t, slots)) in m.terms.iter().zip(m.term_offsets()).enumerate() {
-        let at: Vec<String> = slots.iter().map(|r| format!("{}..{}", r.start, r.end)).collect();
-        let note = m.term_note(i);
-        out!(
-            "  {:<18} size {:>2} x history {}  at {}{}",
-            t.field.name(),
-            t.size,
-            t.history,
-            at.join(", "),
-            if note.is_empty() { String::new() } else { format!("  ({note})") }
-        );
     }
     let mut graphs: Vec<(&str, &coxswain::onnx::Graph)> =
         policy.encoder_graphs().zip(&m.encoders).map(|(g, e)| (e.name.as_str(), g)).collect();

@@ -151,13 +151,20 @@ fn inspect_prints_each_input_part_with_its_offsets_in_the_tensor() {
     let o = coxswain(&["inspect", "models/conventions-test/frame-major", "--runs", "2"], &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    assert!(out.contains("input      obs: 27 values, frame-major"), "{out}");
+    assert!(out.contains("input      obs (head): 27 values, frame-major"), "{out}");
     // Frame-major: each term's three slots lie one whole frame (9 values) apart.
     assert!(out.contains("joint_vel          size  3 x history 3  at 3..6, 12..15, 21..24"), "{out}");
     let o = coxswain(&["inspect", "models/conventions-test/phase", "--runs", "2"], &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("at 0..2  (phase, period 0.8 s, step 0.02 s, sin/cos, 0 while |command| < 0.1)"), "{out}");
     assert!(out.contains("at 4..6  (constant [0.5, 1.2])"), "{out}");
+    // A pipeline: the head's input and the encoder's, each from its own parts.
+    let o = coxswain(&["inspect", "models/conventions-test/pipeline", "--runs", "2"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("input      obs (head): 16 values"), "{out}");
+    assert!(out.contains("@vision            output of encoder vision, 4 values  at 0..4"), "{out}");
+    assert!(out.contains("input      x (encoder vision): 22 values"), "{out}");
+    assert!(out.contains("image              size  8 x history 2  at 0..8, 11..19"), "{out}");
 }
 
 #[test]

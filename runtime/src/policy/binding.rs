@@ -130,13 +130,11 @@ pub(crate) fn plan_encoder(
     let f_out = format!("encoders[{e_index}].output");
     let (in_idx, in_spec) = find(path, &f_in, &e.input, graph.inputs(), "input")?;
     want_f32(path, &f_in, in_spec)?;
-    let d = m.observation_dim();
-    let in_shape = fit(
-        path,
-        &f_in,
-        in_spec,
-        &[vec![Dim::Batch(1), Dim::Is(d, "observation width")], vec![Dim::Is(d, "observation width")]],
-    )?;
+    let (d, what) = match &e.parts {
+        Some(p) => (m.parts_width(p, &[]), "the width of its parts"),
+        None => (m.observation_dim(), "observation width"),
+    };
+    let in_shape = fit(path, &f_in, in_spec, &[vec![Dim::Batch(1), Dim::Is(d, what)], vec![Dim::Is(d, what)]])?;
     if graph.inputs().len() != 1 {
         let others: Vec<&str> = graph.inputs().iter().filter(|s| s.name != e.input).map(|s| s.name.as_str()).collect();
         return Err(Error::binding(
@@ -228,7 +226,11 @@ pub(crate) fn plan_head(
     if let Some(name) = &m.io.observation {
         let (idx, spec) = find(path, "io.observation", name, &inputs, "input")?;
         want_f32(path, "io.observation", spec)?;
-        let shape = fit(path, "io.observation", spec, &batch_forms(vec![Dim::Is(d, "observation.terms width")]))?;
+        let (d, what) = match &m.io.observation_parts {
+            Some(p) => (m.parts_width(p, widths), "io.observation_parts width"),
+            None => (d, "observation.terms width"),
+        };
+        let shape = fit(path, "io.observation", spec, &batch_forms(vec![Dim::Is(d, what)]))?;
         record("io.observation", spec, &shape);
         bind("io.observation", idx, shape, &mut shapes)?;
         plan.observation = Some(idx);
@@ -276,8 +278,9 @@ pub(crate) fn plan_head(
         plan.timestep = Some(idx);
     }
     for (ei, e) in m.encoders.iter().enumerate() {
+        let Some(feeds) = &e.feeds else { continue };
         let field = format!("encoders[{ei}].feeds");
-        let (idx, spec) = find(path, &field, &e.feeds, &inputs, "input")?;
+        let (idx, spec) = find(path, &field, feeds, &inputs, "input")?;
         want_f32(path, &field, spec)?;
         let shape = fit(path, &field, spec, &batch_forms(vec![Dim::Is(widths[ei], "encoder output width")]))?;
         record(&field, spec, &shape);

@@ -42,6 +42,26 @@
 //! (`models/conventions-test/` has one test model per convention; `tests/conventions.rs` checks each against
 //! an independent Python reference).
 //!
+//! **Graph inputs from several sources.** By default the head's `io.observation` and every encoder's
+//! `input` receive the observation vector (every term), and an encoder's output goes whole to the head
+//! input its `feeds` names. Instead, each can list its parts, in order: terms by `name` (a term's `name`
+//! defaults to its field; give two terms of one field distinct names) and, for the head, `@<encoder>` for an
+//! encoder's output. Consecutive terms form one block in the history layout below; constants, phases and
+//! named vectors (a command) are terms like any other. The part list's total width must be the graph
+//! input's.
+//! ```toml
+//! [io]
+//! observation = "obs"
+//! observation_parts = ["@vision", "joint_pos", "joint_vel", "velocity_command"]
+//!
+//! [[encoders]]
+//! name = "vision"
+//! onnx = "encoder.onnx"
+//! input = "x"
+//! parts = ["image_features", "joint_pos"]   # the encoder's own input
+//! output = "features"                       # no `feeds`: the head takes it as @vision
+//! ```
+//!
 //! **History layout.** Term-major (the default) puts every frame of a term, oldest first, then the next term
 //! (IsaacLab's per-term history). Frame-major puts the whole oldest frame (every term in order), then the next
 //! (legged_gym, HIMLoco); every term then has the same `history`.
@@ -200,6 +220,9 @@ fn default_onnx() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RawIo {
     pub observation: Option<String>,
+    /// What `observation` is built from, in order: term names and `@<encoder>` outputs (default: every
+    /// term).
+    pub observation_parts: Option<Vec<String>>,
     pub sample: Option<String>,
     pub timestep: Option<String>,
     pub output: String,
@@ -228,6 +251,8 @@ pub struct RawObservation {
 #[serde(deny_unknown_fields)]
 pub struct RawTerm {
     pub field: String,
+    /// What part lists call it (default: the field's name).
+    pub name: Option<String>,
     pub size: Option<usize>,
     #[serde(default = "one_usize")]
     pub history: usize,
@@ -308,7 +333,10 @@ pub struct RawEncoder {
     pub onnx: String,
     pub input: String,
     pub output: String,
-    pub feeds: String,
+    /// A head input that takes the output whole (or name it `@<encoder>` in `io.observation_parts`).
+    pub feeds: Option<String>,
+    /// What `input` is built from, in order: term names (default: every term).
+    pub parts: Option<Vec<String>>,
     #[serde(default)]
     pub refresh_period_s: f64,
 }
@@ -400,6 +428,8 @@ impl Field {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Term {
     pub field: Field,
+    /// What part lists call it: `name`, else the field's name.
+    pub name: String,
     pub size: usize,
     pub history: usize,
     /// `size * history` values, oldest history slot first.
@@ -589,8 +619,10 @@ pub struct Encoder {
     pub input: String,
     /// Graph output that is cached.
     pub output: String,
-    /// The head's graph input that receives the cached output.
-    pub feeds: String,
+    /// The head's graph input that receives the cached output whole, if any.
+    pub feeds: Option<String>,
+    /// What its input is built from (terms only); `None`: the whole observation vector.
+    pub parts: Option<Vec<Part>>,
     /// Re-run when the cached output is at least this old; 0 runs it on every inference.
     pub refresh_period_s: f64,
 }
@@ -599,6 +631,8 @@ pub struct Encoder {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Io {
     pub observation: Option<String>,
+    /// What `observation` is built from; `None`: the whole observation vector (every term).
+    pub observation_parts: Option<Vec<Part>>,
     pub sample: Option<String>,
     pub timestep: Option<String>,
     pub output: String,
@@ -680,25 +714,63 @@ impl Manifest {
         self.terms.iter().map(|t| t.size * t.history).sum()
     }
 
+    /// The width of an input built from `parts`, with `encoder_widths[i]` encoder i's output width.
+    pub fn parts_width(&self, parts: &[Part], encoder_widths: &[usize]) -> usize {
+        parts
+            .iter()
+            .map(|p| match *p {
+                Part::Term(i) => self.terms[i].size * self.terms[i].history,
+                Part::Output(e) => encoder_widths.get(e).copied().unwrap_or(0),
+            })
+            .sum()
+    }
+
     /// Where each term's history slots (oldest first) lie in the observation vector, per the history
     /// layout: one range of `size` values per slot.
     pub fn term_offsets(&self) -> Vec<Vec<std::ops::Range<usize>>> {
-        let mut out: Vec<Vec<std::ops::Range<usize>>> = self.terms.iter().map(|_| Vec::new()).collect();
+        let all: Vec<Part> = (0..self.terms.len()).map(Part::Term).collect();
+        self.part_offsets(&all, &[]).into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Where each part of an input built from `parts` lies in it: a term, one range per history slot
+    /// (runs of consecutive terms are laid out together, per the history layout); an encoder output, one
+    /// range (`encoder_widths[i]` wide).
+    pub fn part_offsets(&self, parts: &[Part], encoder_widths: &[usize]) -> Vec<(Part, Vec<std::ops::Range<usize>>)> {
+        let mut out: Vec<(Part, Vec<std::ops::Range<usize>>)> = parts.iter().map(|p| (*p, Vec::new())).collect();
         let mut o = 0;
-        match self.history_layout {
-            HistoryLayout::TermMajor => {
-                for (i, t) in self.terms.iter().enumerate() {
-                    for _ in 0..t.history {
-                        out[i].push(o..o + t.size);
-                        o += t.size;
-                    }
+        let mut i = 0;
+        while i < parts.len() {
+            match parts[i] {
+                Part::Output(e) => {
+                    let w = encoder_widths.get(e).copied().unwrap_or(0);
+                    out[i].1.push(o..o + w);
+                    o += w;
+                    i += 1;
                 }
-            }
-            HistoryLayout::FrameMajor => {
-                for _ in 0..self.terms.first().map_or(0, |t| t.history) {
-                    for (i, t) in self.terms.iter().enumerate() {
-                        out[i].push(o..o + t.size);
-                        o += t.size;
+                Part::Term(_) => {
+                    // A run of consecutive terms: (position in `parts`, the term).
+                    let mut run = Vec::new();
+                    while let Some(Part::Term(t)) = parts.get(i) {
+                        run.push((i, &self.terms[*t]));
+                        i += 1;
+                    }
+                    match self.history_layout {
+                        HistoryLayout::TermMajor => {
+                            for (k, t) in &run {
+                                for _ in 0..t.history {
+                                    out[*k].1.push(o..o + t.size);
+                                    o += t.size;
+                                }
+                            }
+                        }
+                        HistoryLayout::FrameMajor => {
+                            for _ in 0..run.first().map_or(0, |(_, t)| t.history) {
+                                for (k, t) in &run {
+                                    out[*k].1.push(o..o + t.size);
+                                    o += t.size;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -897,7 +969,14 @@ impl Manifest {
                     ))
                 }
             };
-            terms.push(Term { field, size, history: t.history, offset, scale, clip, values, phase, command });
+            let name = t.name.clone().unwrap_or_else(|| field.name().to_string());
+            terms.push(Term { field, name, size, history: t.history, offset, scale, clip, values, phase, command });
+        }
+        if terms.len() > crate::policy::observation::MAX_RUN {
+            return Err(err(
+                "observation.terms",
+                format!("has {} terms; at most {} are supported", terms.len(), crate::policy::observation::MAX_RUN),
+            ));
         }
         let history_layout = match raw.observation.history_layout.as_deref() {
             None | Some("term_major") => HistoryLayout::TermMajor,
@@ -953,6 +1032,7 @@ impl Manifest {
         // Graph tensor roles.
         let io = Io {
             observation: raw.io.observation.clone(),
+            observation_parts: None,
             sample: raw.io.sample.clone(),
             timestep: raw.io.timestep.clone(),
             output: raw.io.output.clone(),
@@ -1000,14 +1080,39 @@ impl Manifest {
                     format!("must be >= 0 seconds, got {}", e.refresh_period_s),
                 ));
             }
+            let parts = match &e.parts {
+                None => None,
+                Some(list) => Some(parts(path, &format!("encoders[{i}].parts"), list, &terms, &[])?),
+            };
             encoders.push(Encoder {
                 name: e.name.clone(),
                 onnx: dir.join(&e.onnx),
                 input: e.input.clone(),
                 output: e.output.clone(),
                 feeds: e.feeds.clone(),
+                parts,
                 refresh_period_s: e.refresh_period_s,
             });
+        }
+        let mut io = io;
+        if let Some(list) = &raw.io.observation_parts {
+            if io.observation.is_none() {
+                return Err(err("io.observation_parts", "build io.observation: name that input too".into()));
+            }
+            let names: Vec<&str> = encoders.iter().map(|e| e.name.as_str()).collect();
+            io.observation_parts = Some(parts(path, "io.observation_parts", list, &terms, &names)?);
+        }
+        for (i, e) in encoders.iter().enumerate() {
+            let used = io.observation_parts.as_ref().is_some_and(|p| p.contains(&Part::Output(i)));
+            if e.feeds.is_none() && !used {
+                return Err(err(
+                    &format!("encoders[{i}].feeds"),
+                    format!(
+                        "`{}`'s output feeds nothing: name a head input, or `@{}` in io.observation_parts",
+                        e.name, e.name
+                    ),
+                ));
+            }
         }
         if io.observation.is_none() && encoders.is_empty() {
             return Err(err("io.observation", "is required unless encoders take the observation".into()));
@@ -1083,6 +1188,61 @@ impl Manifest {
 /// Per-term offsets and scales: one value, one per element of a frame (the same for every history slot), or
 /// one per element of every history slot (oldest first), as exporters that normalize the flattened
 /// observation write them. Always expanded to `size * history` values.
+/// One part of an assembled graph input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Observation term `i` (all its history slots, laid out per `[observation] history_layout`).
+    Term(usize),
+    /// Encoder `i`'s (cached) output, whole.
+    Output(usize),
+}
+
+/// A part list: term names, and `@<encoder>` where `encoders` are allowed.
+fn parts(path: &Path, field: &str, list: &[String], terms: &[Term], encoders: &[&str]) -> Result<Vec<Part>> {
+    if list.is_empty() {
+        return Err(Error::field(path, field, "is empty"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for p in list {
+        let part = if let Some(enc) = p.strip_prefix('@') {
+            match encoders.iter().position(|e| *e == enc) {
+                Some(i) => Part::Output(i),
+                None if encoders.is_empty() => {
+                    return Err(Error::field(path, field, format!("`{p}`: an encoder's input takes terms only")))
+                }
+                None => {
+                    return Err(Error::field(
+                        path,
+                        field,
+                        format!("`{p}`: no encoder of that name ({})", encoders.join(", ")),
+                    ))
+                }
+            }
+        } else {
+            let matches: Vec<usize> = (0..terms.len()).filter(|&i| terms[i].name == *p).collect();
+            match matches[..] {
+                [i] => Part::Term(i),
+                [] => {
+                    let names: Vec<&str> = terms.iter().map(|t| t.name.as_str()).collect();
+                    return Err(Error::field(path, field, format!("`{p}` is no term (terms: {})", names.join(", "))));
+                }
+                _ => {
+                    return Err(Error::field(
+                        path,
+                        field,
+                        format!("`{p}` names {} terms: give them distinct `name`s", matches.len()),
+                    ))
+                }
+            }
+        };
+        if out.contains(&part) {
+            return Err(Error::field(path, field, format!("`{p}` is listed twice")));
+        }
+        out.push(part);
+    }
+    Ok(out)
+}
+
 /// A term's clip: `clip = c` (symmetric), `clip = [low, high]`, or per element `clip_low`/`clip_high`
 /// (a missing side is unbounded); `clip_stage` says before or after offset and scale.
 fn term_clip(path: &Path, at: &dyn Fn(&str) -> String, t: &RawTerm, size: usize) -> Result<Option<TermClip>> {

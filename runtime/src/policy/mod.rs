@@ -83,6 +83,8 @@ impl<'a> ChunkView<'a> {
 struct EncoderStage {
     graph: Graph,
     input: usize,
+    /// What its input is built from, and where it is built (`None`: the whole observation vector).
+    parts: Option<(Vec<crate::policy::manifest::Part>, Vec<f32>)>,
     cache: Vec<f32>,
     refresh_period_s: f64,
     last_run_s: Option<f64>,
@@ -98,6 +100,8 @@ enum Steps {
 pub struct Policy {
     manifest: Manifest,
     head: Graph,
+    /// What the head's observation input is built from, and where (`None`: the observation vector).
+    head_parts: Option<(Vec<crate::policy::manifest::Part>, Vec<f32>)>,
     plan: binding::HeadPlan,
     encoders: Vec<EncoderStage>,
     bindings: Vec<BindingInfo>,
@@ -182,9 +186,11 @@ impl Policy {
             let mut graph = Graph::open(runtime, &options.session, &e.onnx)?;
             let (input, width) = binding::plan_encoder(&manifest, i, &mut graph, &mut bindings)?;
             widths.push(width);
+            let parts = e.parts.as_ref().map(|p| (p.clone(), vec![0.0; manifest.parts_width(p, &[])]));
             encoders.push(EncoderStage {
                 graph,
                 input,
+                parts,
                 cache: vec![0.0; width],
                 refresh_period_s: e.refresh_period_s,
                 last_run_s: None,
@@ -242,7 +248,10 @@ impl Policy {
         let a = manifest.action.dim();
         let history = History::new(&manifest.terms, manifest.history_layout, &frame, a);
         let state_out = plan.state_len.iter().map(|l| vec![0.0; *l]).collect();
+        let head_parts =
+            manifest.io.observation_parts.as_ref().map(|p| (p.clone(), vec![0.0; manifest.parts_width(p, &widths)]));
         Ok(Policy {
+            head_parts,
             head,
             plan,
             encoders,
@@ -301,6 +310,11 @@ impl Policy {
     /// The guided-RTC VJP graph, when the manifest ships one.
     pub fn vjp_graph(&self) -> Option<&Graph> {
         self.guided_rtc.as_ref().map(GuidedRtc::graph)
+    }
+
+    /// Each encoder's output width, in manifest order.
+    pub fn encoder_widths(&self) -> Vec<usize> {
+        self.encoders.iter().map(|e| e.cache.len()).collect()
     }
 
     /// The encoder graphs, in manifest order.
@@ -441,7 +455,18 @@ impl Policy {
         &self.latest
     }
 
-    /// The observation vector as the graph receives it (after the last [`Policy::observe`]).
+    /// The head's observation input as the last inference sent it: the observation vector, or what
+    /// `io.observation_parts` builds (encoder outputs included).
+    pub fn head_observation(&self) -> &[f32] {
+        match &self.head_parts {
+            Some((_, buf)) => buf,
+            None => self.history.assembled(),
+        }
+    }
+
+    /// The observation vector (after the last [`Policy::observe`]): every term, in the manifest's layout.
+    /// It is what the head receives unless `io.observation_parts` builds its input
+    /// ([`Policy::head_observation`]); steering stages and the recorder read this one.
     pub fn observation_input(&self) -> &[f32] {
         self.history.assembled()
     }
@@ -583,8 +608,15 @@ impl Policy {
         }
         let started = Instant::now();
         self.run_encoders()?;
+        if let Some((parts, buf)) = self.head_parts.as_mut() {
+            let encoders = &self.encoders;
+            self.history.write_parts(parts, &|e| &encoders[e].cache, buf);
+        }
         if let Some(idx) = self.plan.observation {
-            let obs = self.history.assembled();
+            let obs = match &self.head_parts {
+                Some((_, buf)) => &buf[..],
+                None => self.history.assembled(),
+            };
             let dst = self.head.input_f32(idx)?;
             for row in dst.chunks_exact_mut(obs.len()) {
                 row.copy_from_slice(obs);
@@ -646,7 +678,13 @@ impl Policy {
             if !due {
                 continue;
             }
-            e.graph.input_f32(e.input)?.copy_from_slice(obs);
+            match e.parts.as_mut() {
+                Some((parts, buf)) => {
+                    self.history.write_parts(parts, &|_| &[], buf);
+                    e.graph.input_f32(e.input)?.copy_from_slice(buf);
+                }
+                None => e.graph.input_f32(e.input)?.copy_from_slice(obs),
+            }
             let cache = &mut e.cache;
             let path = self.manifest.path.as_path();
             let name = &self.manifest.encoders[ei].output;

@@ -9,7 +9,10 @@
 //! `phase` terms itself; they are stored with each frame, so their history is what they were then.
 
 use crate::error::{Error, Result};
-use crate::policy::manifest::{Field, HistoryLayout, PhaseSpec, Term, TermClip};
+use crate::policy::manifest::{Field, HistoryLayout, Part, PhaseSpec, Term, TermClip};
+
+/// Terms one block of an assembled input may hold (more: the manifest is refused).
+pub(crate) const MAX_RUN: usize = 64;
 
 /// Where one field lives inside a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +187,10 @@ pub(crate) struct History {
     constants: Vec<(usize, Vec<f32>)>,
     phases: Vec<PhaseClock>,
     computed: Vec<f32>,
+    /// Every term's values, term after term, each term's slots oldest first; where each term starts.
+    by_term: Vec<f32>,
+    term_at: Vec<usize>,
+    /// All terms in the manifest's layout: the observation vector.
     assembled: Vec<f32>,
 }
 
@@ -224,6 +231,7 @@ impl History {
         let stride = frame_len + action_dim + computed_len;
         let depth = terms.iter().map(|t| t.history).max().unwrap_or(1);
         let dim = terms.iter().map(|t| t.size * t.history).sum();
+        let term_at = terms.iter().scan(0, |o, t| Some(std::mem::replace(o, *o + t.size * t.history))).collect();
         History {
             plans,
             layout,
@@ -238,6 +246,8 @@ impl History {
             constants,
             phases,
             computed: vec![0.0; computed_len],
+            by_term: vec![0.0; dim],
+            term_at,
             assembled: vec![0.0; dim],
         }
     }
@@ -360,37 +370,100 @@ impl History {
         finite
     }
 
-    /// Fills the observation vector; returns the index of a term whose scaled values are not finite.
+    /// Fills every term's values and the observation vector; returns the index of a term whose scaled
+    /// values are not finite.
     fn assemble(&mut self) -> Option<usize> {
-        let mut out = std::mem::take(&mut self.assembled);
-        let mut o = 0;
+        let mut by_term = std::mem::take(&mut self.by_term);
         let mut bad = None;
-        let mut put = |this: &History, ti: usize, h: usize, o: &mut usize| {
-            let p = &this.plans[ti];
-            if !this.emit(p, h, &mut out[*o..*o + p.size]) && bad.is_none() {
-                bad = Some(ti);
+        for (ti, p) in self.plans.iter().enumerate() {
+            for h in 0..p.history {
+                let o = self.term_at[ti] + h * p.size;
+                if !self.emit(p, h, &mut by_term[o..o + p.size]) && bad.is_none() {
+                    bad = Some(ti);
+                }
             }
-            *o += p.size;
-        };
+        }
+        self.by_term = by_term;
+        let mut out = std::mem::take(&mut self.assembled);
+        let all = 0..self.plans.len();
+        self.lay_out(all.map(Part::Term), &mut out);
+        self.assembled = out;
+        bad
+    }
+
+    /// Writes `terms` (consecutive term parts) into `out` in the manifest's layout; returns the width.
+    fn lay_block(&self, terms: &[usize], out: &mut [f32]) -> usize {
+        let mut o = 0;
         match self.layout {
             HistoryLayout::TermMajor => {
-                for ti in 0..self.plans.len() {
-                    for h in 0..self.plans[ti].history {
-                        put(self, ti, h, &mut o);
-                    }
+                for &ti in terms {
+                    let p = &self.plans[ti];
+                    let n = p.size * p.history;
+                    out[o..o + n].copy_from_slice(&self.by_term[self.term_at[ti]..self.term_at[ti] + n]);
+                    o += n;
                 }
             }
             HistoryLayout::FrameMajor => {
                 // Every term has the same history (checked when the manifest was read).
-                for h in 0..self.plans.first().map_or(0, |p| p.history) {
-                    for ti in 0..self.plans.len() {
-                        put(self, ti, h, &mut o);
+                let slots = terms.first().map_or(0, |&ti| self.plans[ti].history);
+                for h in 0..slots {
+                    for &ti in terms {
+                        let p = &self.plans[ti];
+                        let src = self.term_at[ti] + h * p.size;
+                        out[o..o + p.size].copy_from_slice(&self.by_term[src..src + p.size]);
+                        o += p.size;
                     }
                 }
             }
         }
-        self.assembled = out;
-        bad
+        o
+    }
+
+    /// Writes `parts` into `out`: each run of consecutive terms as one block in the manifest's layout, each
+    /// encoder output from `outputs` (by encoder index) whole. Allocates nothing.
+    pub(crate) fn write_parts<'a>(&self, parts: &[Part], outputs: &dyn Fn(usize) -> &'a [f32], out: &mut [f32]) {
+        let mut o = 0;
+        let mut run = [0usize; MAX_RUN];
+        let mut i = 0;
+        while i < parts.len() {
+            match parts[i] {
+                Part::Output(e) => {
+                    let src = outputs(e);
+                    out[o..o + src.len()].copy_from_slice(src);
+                    o += src.len();
+                    i += 1;
+                }
+                Part::Term(_) => {
+                    let mut n = 0;
+                    while let Some(Part::Term(t)) = parts.get(i) {
+                        if n == MAX_RUN {
+                            break;
+                        }
+                        run[n] = *t;
+                        n += 1;
+                        i += 1;
+                    }
+                    o += self.lay_block(&run[..n], &mut out[o..]);
+                }
+            }
+        }
+    }
+
+    fn lay_out(&self, parts: impl Iterator<Item = Part>, out: &mut [f32]) {
+        let mut run = [0usize; MAX_RUN];
+        let mut n = 0;
+        let mut o = 0;
+        for p in parts {
+            if let Part::Term(t) = p {
+                if n == MAX_RUN {
+                    o += self.lay_block(&run[..n], &mut out[o..]);
+                    n = 0;
+                }
+                run[n] = t;
+                n += 1;
+            }
+        }
+        self.lay_block(&run[..n], &mut out[o..]);
     }
 
     /// The observation vector as the graph receives it.
