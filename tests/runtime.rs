@@ -264,14 +264,30 @@ fn a_restarted_joint_state_publisher_is_followed_not_held() {
     driver.restart.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(1500));
     seen.extend(rt.events());
-    let stale_hold = seen.iter().any(|e| {
-        matches!(e, RuntimeEvent::Control(t) if matches!(t.event,
-        Event::SafetyTransition { transition } if transition.reason == Reason::Hold(HoldReason::StaleState)))
-    });
+    // A loaded test machine can delay a state message past the 20 ms stale timeout now and then: a brief
+    // hold that resumes. The bug held until the new counter passed the old one (minutes); so every stale
+    // hold here must have ended within half a second, and the arm runs at the end.
+    let transitions: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            RuntimeEvent::Control(t) => match t.event {
+                Event::SafetyTransition { transition } => Some(transition),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let now_s = rt.status().now_s;
+    for (i, t) in transitions.iter().enumerate() {
+        if t.reason == Reason::Hold(HoldReason::StaleState) {
+            let until =
+                transitions[i + 1..].iter().find(|n| n.from == SafetyState::Holding).map_or(now_s, |n| n.time_s);
+            assert!(until - t.time_s < 0.5, "a stale-state hold at {:.3} s lasted {:.3} s", t.time_s, until - t.time_s);
+        }
+    }
     assert_eq!(rt.status().stats.state, Some(SafetyState::Running), "still running after the restart");
     let report = rt.shutdown().unwrap();
     assert!(report.state_topic.restarts >= 1, "the restart was detected and counted: {:?}", report.state_topic);
-    assert!(!stale_hold, "no stale-state hold");
 }
 
 #[test]

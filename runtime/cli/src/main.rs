@@ -895,7 +895,6 @@ fn push_and_swap(
     connect: Vec<String>,
     timeout_s: f64,
 ) -> anyhow::Result<()> {
-    use coxswain_zenoh::zenoh::Wait;
     if !(timeout_s.is_finite() && timeout_s > 0.0) {
         bail!("--timeout-s {timeout_s}: must be a positive number of seconds");
     }
@@ -904,36 +903,16 @@ fn push_and_swap(
     let robot = coxswain_cli::robot::load(robot)?;
     let key = format!("{}/runtime/model/upload", robot.topics.prefix);
     let session = client_session(zenoh_config, connect)?;
-    let timeout = std::time::Duration::from_secs_f64(timeout_s);
-    let until = std::time::Instant::now() + timeout;
     let mut remote = None;
     for (head, bytes) in files {
         let attachment = serde_json::to_string(&head)?;
-        // The link may take a moment to route the first query: ask again until the time is up.
-        let answer = loop {
-            let replies = session
-                .get(&key)
-                .payload(bytes.clone())
-                .attachment(attachment.clone())
-                .timeout(timeout)
-                .wait()
-                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-            if let Ok(reply) = replies.recv() {
-                let text = match reply.result() {
-                    Ok(sample) => String::from_utf8_lossy(&sample.payload().to_bytes()).into_owned(),
-                    Err(e) => bail!("{key}: {}", String::from_utf8_lossy(&e.payload().to_bytes())),
-                };
-                break serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
-            }
-            if std::time::Instant::now() >= until {
-                bail!("{key}: no answer within {timeout_s} s (is coxswain serve running and connected?)");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
+        let len = bytes.len();
+        let text = ask(&session, &key, Some(bytes), Some(attachment), timeout_s)?;
+        let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
         if answer["ok"] != true {
             bail!("{key}: {} refused: {}", head.file, answer["message"]);
         }
-        out!("pushed {} ({} bytes)", head.file, bytes.len());
+        out!("pushed {} ({len} bytes)", head.file);
         remote = answer["path"].as_str().map(str::to_string);
     }
     body["path"] = remote.ok_or_else(|| anyhow::anyhow!("{key}: the robot named no folder"))?.into();
@@ -964,27 +943,41 @@ fn query_on(
     payload: Option<String>,
     timeout_s: f64,
 ) -> anyhow::Result<()> {
+    let text = ask(session, key, payload.map(String::into_bytes), None, timeout_s)?;
+    out!("{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
+        bail!("{key}: refused");
+    }
+    Ok(())
+}
+
+/// Asks `key` (with `payload` and `attachment`) until an answer comes or `timeout_s` pass (the link may
+/// take a moment to route the first query); returns the answer's text, or the error reply as an error.
+fn ask(
+    session: &coxswain_zenoh::zenoh::Session,
+    key: &str,
+    payload: Option<Vec<u8>>,
+    attachment: Option<String>,
+    timeout_s: f64,
+) -> anyhow::Result<String> {
     use coxswain_zenoh::zenoh::Wait;
     let timeout = std::time::Duration::from_secs_f64(timeout_s);
-    // The link may take a moment to route the query: ask again until the time is up.
     let until = std::time::Instant::now() + timeout;
     loop {
         let mut get = session.get(key).timeout(timeout.min(until.saturating_duration_since(std::time::Instant::now())));
         if let Some(p) = &payload {
             get = get.payload(p.clone());
         }
+        if let Some(a) = &attachment {
+            get = get.attachment(a.clone());
+        }
         let replies = get.wait().map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         if let Ok(reply) = replies.recv() {
-            let text = match reply.result() {
-                Ok(sample) => String::from_utf8_lossy(&sample.payload().to_bytes()).into_owned(),
+            return match reply.result() {
+                Ok(sample) => Ok(String::from_utf8_lossy(&sample.payload().to_bytes()).into_owned()),
                 Err(e) => bail!("{key}: {}", String::from_utf8_lossy(&e.payload().to_bytes())),
             };
-            out!("{text}");
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
-                bail!("{key}: refused");
-            }
-            return Ok(());
         }
         if std::time::Instant::now() >= until {
             bail!("{key}: no answer within {timeout_s} s (is coxswain serve running and connected?)");
