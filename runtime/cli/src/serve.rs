@@ -64,8 +64,10 @@
 //! needing a restart and leaves as it is.
 //!
 //! Over Zenoh it answers queries on `robot/<id>/runtime/**`:
-//! - `robot/<id>/runtime/state`: a JSON object with the state, arming, health, counters, the running
-//!   model (name, path, the SHA-256 of each of its files) and the recent log lines;
+//! - `robot/<id>/runtime/state`: a JSON object with the state and the transition that led to it
+//!   (`state_reason`), arming and why it was last disarmed (`disarmed`), health, counters, the running
+//!   model (name, path, the SHA-256 of each of its files, candidates), the declared parameters, experience
+//!   drops, and the recent log lines;
 //! - `robot/<id>/runtime/model/swap` with a JSON payload `{"path": "<model folder on the robot>",
 //!   "sha256": {"<file>": "<hex>", ...}}`: a hot swap (`coxswain swap` sends one). The files the manifest
 //!   names (the manifest, its graphs, its stages' graphs; paths relative to the folder) must all be listed and
@@ -552,6 +554,8 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
     let mut watching: Option<(coxswain::swap::SwapWatch, coxswain::control::inference::InferenceWorker, ModelInfo)> =
         None;
     let mut rolling_back = false;
+    let mut why_state = String::from("idle since the start");
+    let mut why_disarmed: Option<String> = None;
     let mut model_next: Option<ModelInfo> = None;
     let mut swap_asked: Option<Instant> = None;
     if let Some(w) = runtime.rt_report().warning() {
@@ -614,6 +618,17 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                     w.inference_failed(1);
                 }
             }
+            // Why the state is what it is, and why the robot was last disarmed (the state query says both).
+            if let RuntimeEvent::Control(c) = &e {
+                match c.event {
+                    Event::SafetyTransition { transition: t } => {
+                        why_state = format!("{} -> {} at {:.3} s: {}", t.from, t.to, c.t_s, t.reason);
+                    }
+                    Event::Disarmed { why } => why_disarmed = Some(format!("{why} at {:.3} s", c.t_s)),
+                    Event::Armed => why_disarmed = None,
+                    _ => {}
+                }
+            }
             remember(&mut recent, &e.to_string());
             log_event(&e, say);
         }
@@ -626,7 +641,9 @@ pub fn serve(d: Deployment, signals: &Signals, say: &mut dyn FnMut(&str)) -> any
                 let body = serde_json::json!({
                     "robot": robot.id,
                     "state": st.stats.state.unwrap_or(SafetyState::Idle).to_string(),
+                    "state_reason": why_state,
                     "armed": st.stats.armed,
+                    "disarmed": if st.stats.armed { None } else { Some(why_disarmed.as_deref().unwrap_or("not armed since the start")) },
                     "healthy": healthy,
                     "ticks": st.stats.ticks,
                     "overruns": st.overruns,

@@ -439,6 +439,11 @@ fn serve_streams_chunks_interventions_and_episodes_to_a_learner_and_sets_only_de
     publisher.publish(&takeover).unwrap();
     assert!(wait_log(&dir, "disarmed: human takeover", 5.0), "{}", logs(&dir));
     std::thread::sleep(Duration::from_millis(500));
+    // The state query says why it is disarmed and why it holds.
+    let state = ask(&rig, "runtime/state", None);
+    assert_eq!(state["armed"], false, "{state}");
+    assert!(state["disarmed"].as_str().unwrap().starts_with("human takeover at"), "{state}");
+    assert!(state["state_reason"].as_str().unwrap().starts_with("running -> holding"), "{state}");
 
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = wait_exit(&mut child, 15.0).expect("serve exits after SIGTERM");
