@@ -272,3 +272,108 @@ fn a_command_from_outside_is_zero_until_it_comes_limited_per_axis_and_decays_to_
     // Long after its last message the command reads zero.
     assert_eq!(&inputs.last().unwrap()[..3], &[0.0, 0.0, 0.0]);
 }
+
+#[test]
+fn a_velocity_joint_is_commanded_its_target_velocity_with_no_position_gain_within_its_velocity_and_acceleration_limits()
+{
+    use coxswain::control::io::{ChunkIn, Request};
+    use coxswain::control::Controller;
+    // The simulated arm with its wrist as a wheel (its position limits are then not enforced).
+    let path = repo().join("firmware-configs/sim-arm.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "name = \"wrist\"\n",
+        "name = \"wrist\"\nmode = \"velocity\"\n",
+        1,
+    );
+    let robot = coxswain_config::Robot::parse(&text, &path).unwrap();
+    // A mode the description cannot have, and a position joint without limits, name their fields.
+    let bad = text.replacen("mode = \"velocity\"", "mode = \"torque\"", 1);
+    let e = coxswain_config::Robot::parse(&bad, &path).unwrap_err().to_string();
+    assert!(e.contains("joints[2].mode") && e.contains("torque"), "{e}");
+    let limits = text.lines().find(|l| l.starts_with("position_limits_rad")).unwrap().to_string();
+    let e =
+        coxswain_config::Robot::parse(&text.replacen(&format!("{limits}\n"), "", 1), &path).unwrap_err().to_string();
+    assert!(e.contains("joints[0].position_limits_rad") && e.contains("required"), "{e}");
+    let dir = model("conventions-test/wheel");
+    let policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
+    // The same policy on the arm as it ships: the modes disagree, and the manifest field says so.
+    let shipped = coxswain_config::Robot::load(&path).unwrap();
+    let e = coxswain::policy::robot::bind(policy.manifest(), &shipped).unwrap_err().to_string();
+    assert!(e.contains("action.modes[2]") && e.contains("velocity") && e.contains("position"), "{e}");
+
+    let opts = coxswain::RuntimeOptions::default().execution;
+    let (mut c, frame) = Controller::for_robot(&policy, &robot, opts).unwrap();
+    assert_eq!(c.gains().0[2], 0.0, "a wheel goes out with no position gain");
+    assert!(c.gains().0[0] > 0.0);
+    let mut input = c.new_input();
+    let mut out = c.new_output(frame);
+    let dt = 1.0 / robot.control_hz;
+    let q = robot.default_pose();
+    let (mut proposals, mut commanded) = (Vec::new(), Vec::new());
+    let mut due: Option<(u64, ChunkIn)> = None;
+    let mut made = 0u64;
+    let mut wheel_q = 0.0;
+    for k in 0..3000u64 {
+        input.tick = k;
+        input.t_s = k as f64 * dt;
+        input.requests.clear();
+        if k == 0 {
+            input.requests.push(Request::Arm).unwrap();
+            input.requests.push(Request::Start).unwrap();
+        }
+        let st = &mut input.state;
+        st.present = true;
+        st.joints = q.len();
+        st.position_rad.clear();
+        st.velocity_rad_s.clear();
+        for (j, v) in q.iter().enumerate() {
+            // The wheel's measured position runs far past the wrist's limits: never a fault for a wheel.
+            st.position_rad.push(if j == 2 { wheel_q } else { *v }).unwrap();
+            st.velocity_rad_s.push(0.0).unwrap();
+        }
+        input.chunk = None;
+        if let Some((t, ch)) = due {
+            if t <= k {
+                input.chunk = Some(ch);
+                due = None;
+            }
+        }
+        c.step(&input, &mut out);
+        wheel_q = out.position_rad[2];
+        if out.state == coxswain::safety::SafetyState::Running || !proposals.is_empty() {
+            proposals.push(out.proposed_rad.as_ref().map(|p| p[2]));
+            commanded.push(out.velocity_rad_s[2]);
+        }
+        if let Some(req) = out.request.filter(|r| r.infer) {
+            // Position joints hold; the wheel's target swings between 0.8 and 3.2 rad/s (its limit is 3).
+            let target = 2.0 + 1.2 * (made as f64 * 0.9).sin();
+            for (i, v) in input.chunk_rad.iter_mut().enumerate() {
+                *v = if i % 3 == 2 { target } else { q[i % 3] };
+            }
+            due = Some((
+                k + 2,
+                ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false, generation: 0 },
+            ));
+            made += 1;
+        }
+    }
+    assert!(made > 10 && c.stats().chunks_rejected == 0, "{made} chunks, {:?}", c.stats());
+    assert_eq!(out.state, coxswain::safety::SafetyState::Running, "no fault for a wheel far past the wrist's limits");
+    assert!(wheel_q.abs() > 10.0, "the wheel turned: {wheel_q} rad");
+    let wrist = &robot.joints[2];
+    let Some(reply) = reference(&serde_json::json!({
+        "proposals": proposals,
+        "v_max": wrist.velocity_limit_rad_s,
+        "a_max": wrist.acceleration_limit_rad_s2,
+        "dt": dt,
+    })) else {
+        return;
+    };
+    let want: Vec<f64> = reply["velocities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(want.len(), commanded.len());
+    for (k, (w, g)) in want.iter().zip(&commanded).enumerate() {
+        assert!((w - g).abs() <= 1e-9, "tick {k}: commanded {g} rad/s, reference {w}");
+    }
+    let peak = commanded.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(peak > 2.9 && peak <= 3.0 + 1e-12, "the limit acted and held: peak {peak} rad/s");
+}

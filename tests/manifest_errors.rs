@@ -219,6 +219,18 @@ fn a_deploy_convention_stated_wrong_names_its_field() {
         ("last-action-clipped", "clip = [-1.0, 1.0]\n", "", "observation.last_action"),
         ("command", "timeout_s = 0.5", "timeout_s = -0.5", "observation.terms[0].timeout_s"),
         (
+            "wheel",
+            "modes = [\"position\", \"position\", \"velocity\"]",
+            "modes = [\"position\", \"torque\"]",
+            "action.modes",
+        ),
+        (
+            "wheel",
+            "modes = [\"position\", \"position\", \"velocity\"]",
+            "modes = [\"position\", \"position\", \"torque\"]",
+            "action.modes[2]",
+        ),
+        (
             "pipeline",
             "[\"@vision\", \"joint_pos\", \"command\"]",
             "[\"@vision\", \"joint_vel\"]",

@@ -211,6 +211,19 @@ scale = [2.0, 2.0, 0.25]
         "",
         1.0,
     ),
+    "wheel": (
+        "a velocity joint (a wheel) beside two position joints of the simulated arm",
+        """
+[[observation.terms]]
+field = "joint_pos"
+
+[[observation.terms]]
+field = "joint_vel"
+scale = 0.1
+""",
+        'modes = ["position", "position", "velocity"]\n',
+        1.0,
+    ),
     "gains": (
         "the policy's own joint gains for three of the SO-101's six joints (named out of order)",
         """
@@ -292,7 +305,10 @@ def manifest_text(name: str) -> str:
         text = text.replace('[io]\nobservation = "obs"\noutput = "actions"\n', PIPELINE_IO)
         text = text.replace("size = 8\n", "size = 8\nhistory = 2\n").replace('field = "joint_pos"\n', 'field = "joint_pos"\nhistory = 2\n')
         text = text.replace("size = 3\nscale", "size = 3\nhistory = 2\nscale") + PIPELINE_ENCODER
-    if name == "command":
+    if name == "wheel":
+        # A chunk of 8 actions (a one-action policy would leave the executor nothing to run between ticks).
+        text = text.replace("horizon = 1\n", "horizon = 8\n")
+    if name in ("command", "wheel"):
         # Joints of firmware-configs/sim-arm.toml (the test adds a velocity_command sensor to it).
         text = text.replace('joints = ["a", "b", "c"]', 'joints = ["shoulder", "elbow", "wrist"]')
     if name == "gains":
@@ -334,12 +350,13 @@ def main() -> None:
         n = obs_width(name)
         # The two last-action models share their weights: they differ only in what they feed back.
         rng = np.random.default_rng(2000 if name.startswith("last-action") else 1000 + sum(name.encode()))
-        w = gain * rng.uniform(-0.5, 0.5, size=(3, n))
+        horizon = 8 if name == "wheel" else 1
+        w = gain * rng.uniform(-0.5, 0.5, size=(3 * horizon, n))
         if name.startswith("last-action"):
             # The fed-back action's weights stay small, so that the raw feedback loop stays bounded.
             w[:, 3:6] *= 0.05
         w = w.astype(np.float32)
-        b = (0.1 * rng.uniform(-1.0, 1.0, size=3)).astype(np.float32)
+        b = (0.1 * rng.uniform(-1.0, 1.0, size=3 * horizon)).astype(np.float32)
         d = args.out / name
         d.mkdir(exist_ok=True)
         model = graph(name, w, b)
@@ -359,7 +376,7 @@ def main() -> None:
         got = sess.run(None, {"obs": x})[0]
         err = float(np.abs(got - (x @ w.T + b)).max())
         assert err < 1e-5, (name, err)
-        rows.append(f"| `{name}/` | {CASES[name][0]} | obs [1, {n}] -> actions [1, 3] |")
+        rows.append(f"| `{name}/` | {CASES[name][0]} | obs [1, {n}] -> actions [1, {3 * horizon}] |")
     card = [
         "# conventions-test: TEST MODELS",
         "",

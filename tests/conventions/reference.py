@@ -137,8 +137,25 @@ def commands(req) -> dict:
     return {"inputs": inputs}
 
 
+def wheel(req) -> dict:
+    """A velocity joint's commanded velocity, tick by tick, from the proposals (velocity targets): each tick
+    the velocity moves toward the target clamped to +-v_max, by at most a_max * dt, starting at rest."""
+    v_max, a_max, dt = req["v_max"], req["a_max"], req["dt"]
+    v, out = 0.0, []
+    for p in req["proposals"]:
+        if p is None:  # no proposal this tick: a hold, which brings the wheel to rest the same way
+            p = 0.0
+        goal = min(max(p, -v_max), v_max)
+        v += min(max(goal - v, -a_max * dt), a_max * dt)
+        out.append(v)
+    return {"velocities": out}
+
+
 def main() -> None:
     req = json.load(sys.stdin)
+    if "proposals" in req:
+        json.dump(wheel(req), sys.stdout)
+        return
     if "observations" in req:
         json.dump(commands(req), sys.stdout)
         return

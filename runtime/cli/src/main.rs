@@ -596,6 +596,11 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
         m.action.dt_s,
         m.action.clip
     );
+    if m.action.modes.iter().any(|mode| *mode != coxswain_config::robot::JointMode::Position) {
+        let modes: Vec<String> =
+            m.action.joints.iter().zip(&m.action.modes).map(|(j, mode)| format!("{j} {}", mode.name())).collect();
+        out!("modes      {} (a velocity joint's action is a velocity target, rad/s)", modes.join(", "));
+    }
     if m.action.kp.is_some() || m.action.kd.is_some() {
         out!(
             "gains      the policy's own, per policy joint: kp {:?}, kd {:?} (the robot's where none)",

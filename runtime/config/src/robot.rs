@@ -16,6 +16,8 @@
 //! parent_from_joint_rpy_rad = [0.0, 0.0, 0.0]   # optional, URDF convention
 //! axis = [0.0, 0.0, 1.0]
 //! in_chain = true                     # optional; false for joints off the tool chain (a gripper)
+//! mode = "position"                  # optional: position (default) | velocity (a wheel: the command is a
+//!                                     # velocity target, kp 0; position limits optional and not enforced)
 //! position_limits_rad = [-2.6, 2.6]
 //! velocity_limit_rad_s = 2.0
 //! acceleration_limit_rad_s2 = 20.0
@@ -169,7 +171,8 @@ pub struct RawJoint {
     pub axis: [f64; 3],
     #[serde(default = "yes")]
     pub in_chain: bool,
-    pub position_limits_rad: [f64; 2],
+    pub position_limits_rad: Option<[f64; 2]>,
+    pub mode: Option<String>,
     pub velocity_limit_rad_s: f64,
     pub acceleration_limit_rad_s2: f64,
     pub jerk_limit_rad_s3: Option<f64>,
@@ -254,6 +257,8 @@ pub struct Joint {
     pub name: String,
     pub driver_id: u16,
     pub position_limits_rad: (f64, f64),
+    /// What the joint's command is: a position target (default) or a velocity target.
+    pub mode: JointMode,
     pub velocity_limit_rad_s: f64,
     pub acceleration_limit_rad_s2: f64,
     pub jerk_limit_rad_s3: Option<f64>,
@@ -284,6 +289,29 @@ impl Topics {
         Ok(format!("{}/{suffix}", self.prefix))
     }
 }
+
+/// What a joint's command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JointMode {
+    /// A position target (with velocity feed-forward), under the drive's position and velocity gains.
+    #[default]
+    Position,
+    /// A velocity target (a wheel): the command goes out with position gain 0; position limits, where given,
+    /// are not enforced.
+    Velocity,
+}
+
+impl JointMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JointMode::Position => "position",
+            JointMode::Velocity => "velocity",
+        }
+    }
+}
+
+/// The position range given to a velocity joint that declares none (it turns without end).
+pub const CONTINUOUS_RAD: f64 = 1e6;
 
 /// What a sensor topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +420,19 @@ impl Robot {
             if let Some(other) = joints.iter().position(|o: &Joint| o.driver_id == j.driver_id) {
                 return Err(f(&at("driver_id"), format!("{} is also joints[{other}]'s", j.driver_id)));
             }
-            let [lo, hi] = j.position_limits_rad;
+            let mode = match j.mode.as_deref() {
+                None | Some("position") => JointMode::Position,
+                Some("velocity") => JointMode::Velocity,
+                Some(other) => return Err(f(&at("mode"), format!("`{other}` is not position or velocity"))),
+            };
+            let [lo, hi] = match (j.position_limits_rad, mode) {
+                (Some(l), _) => l,
+                // A wheel turns without end: its position is never limited.
+                (None, JointMode::Velocity) => [-CONTINUOUS_RAD, CONTINUOUS_RAD],
+                (None, JointMode::Position) => {
+                    return Err(f(&at("position_limits_rad"), "is required for a position joint".into()))
+                }
+            };
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                 return Err(f(&at("position_limits_rad"), format!("[{lo}, {hi}] is not an interval lo < hi")));
             }
@@ -439,6 +479,7 @@ impl Robot {
                 name: j.name.clone(),
                 driver_id: j.driver_id,
                 position_limits_rad: (lo, hi),
+                mode,
                 velocity_limit_rad_s: j.velocity_limit_rad_s,
                 acceleration_limit_rad_s2: j.acceleration_limit_rad_s2,
                 jerk_limit_rad_s3: j.jerk_limit_rad_s3,

@@ -377,6 +377,12 @@ impl Controller {
                 controller.kd[r] = kd[i];
             }
         }
+        // A velocity joint's command is its velocity target: no position gain (WIRE.md 4.2).
+        for (r, j) in robot.joints.iter().enumerate() {
+            if j.mode == coxswain_config::robot::JointMode::Velocity {
+                controller.kp[r] = 0.0;
+            }
+        }
         Ok((controller, frame))
     }
 

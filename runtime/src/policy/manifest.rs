@@ -127,6 +127,18 @@
 //! clip_stage = "raw"
 //! ```
 //!
+//! **Control modes.** A joint is a position joint (the default) or a velocity joint (a wheel): its action
+//! is then a velocity target in rad/s (`raw * scale + offset`). The manifest's `[action] modes` and the
+//! robot description's `mode` must agree. A velocity joint's command goes out with position gain 0 and the
+//! target in its velocity field; the safety filter moves its velocity toward the target within the velocity
+//! and acceleration limits, brings it to rest the same way on a hold or a stop, and enforces no position
+//! limits on it (a wheel turns without end). Effort joints are not supported yet.
+//! ```toml
+//! [action]
+//! joints = ["hip", "knee", "wheel"]
+//! modes = ["position", "position", "velocity"]
+//! ```
+//!
 //! **The fed-back action.** A `last_action` term reads the graph's previous output as it came (`raw`, the
 //! default) or clipped to `[action] clip` (`clipped`), both before the action's scale and offset.
 //! ```toml
@@ -304,6 +316,9 @@ pub struct RawAction {
     /// description's for the joints the policy drives.
     pub kp: Option<OneOrMany>,
     pub kd: Option<OneOrMany>,
+    /// Per policy joint (or one for all): `position` (default) or `velocity` (the action is a velocity
+    /// target in rad/s, a wheel); must match the robot description's `mode`.
+    pub modes: Option<Vec<String>>,
     /// Past-token prediction: the first `past` actions of the output predict the actions executed just
     /// before the chunk starts; the rest is the chunk to execute.
     #[serde(default)]
@@ -537,6 +552,8 @@ pub struct ActionLayout {
     /// description's.
     pub kp: Option<Vec<f64>>,
     pub kd: Option<Vec<f64>>,
+    /// Each policy joint's mode: what its action is (a position or a velocity target).
+    pub modes: Vec<coxswain_config::robot::JointMode>,
 }
 
 impl ActionLayout {
@@ -881,7 +898,28 @@ impl Manifest {
                 }
             }
         };
+        let modes = match &a.modes {
+            None => vec![coxswain_config::robot::JointMode::Position; n_joints],
+            Some(m) if m.len() == 1 || m.len() == n_joints => {
+                let mut out = Vec::with_capacity(n_joints);
+                for (i, name) in m.iter().cycle().take(n_joints).enumerate() {
+                    out.push(match name.as_str() {
+                        "position" => coxswain_config::robot::JointMode::Position,
+                        "velocity" => coxswain_config::robot::JointMode::Velocity,
+                        other => {
+                            return Err(err(
+                                &format!("action.modes[{}]", i % m.len()),
+                                format!("`{other}` is not position or velocity"),
+                            ))
+                        }
+                    });
+                }
+                out
+            }
+            Some(m) => return Err(err("action.modes", format!("has {} values, expected 1 or {n_joints}", m.len()))),
+        };
         let action = ActionLayout {
+            modes,
             joints: a.joints.clone(),
             horizon: a.horizon,
             dt_s: a.dt_s,

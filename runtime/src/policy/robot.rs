@@ -29,7 +29,22 @@ pub fn bind(manifest: &Manifest, robot: &Robot) -> Result<JointMap> {
     let mut robot_index = Vec::with_capacity(manifest.action.joints.len());
     for (i, name) in manifest.action.joints.iter().enumerate() {
         match robot.joint_index(name) {
-            Some(j) => robot_index.push(j),
+            Some(j) => {
+                let (want, have) = (manifest.action.modes[i], robot.joints[j].mode);
+                if want != have {
+                    return Err(Error::field(
+                        &manifest.path,
+                        format!("action.modes[{i}]"),
+                        format!(
+                            "`{name}` is a {} joint here and a {} joint in {}: they must agree",
+                            want.name(),
+                            have.name(),
+                            robot.path.display()
+                        ),
+                    ));
+                }
+                robot_index.push(j)
+            }
             None => {
                 return Err(Error::field(
                     &manifest.path,

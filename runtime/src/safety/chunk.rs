@@ -4,6 +4,8 @@
 //!
 //! The rules are on [`SafetyConfig::validate_chunk`].
 
+use coxswain_config::robot::JointMode;
+
 use super::config::SafetyConfig;
 
 /// Slack on the position limits for values that went through f32.
@@ -44,6 +46,8 @@ impl SafetyConfig {
     /// A chunk is `H` actions of `joints` joint targets each, action-major (`chunk[k * joints + j]`), robot
     /// joint order, radians, `dt_s` apart. It is accepted when:
     /// - its shape matches (`joints` is the robot's, the length a non-zero multiple of it) and `dt_s > 0`;
+    /// - a velocity joint's values (velocity targets) are finite and at most its velocity limit times
+    ///   `margins.chunk_velocity_scale`; the rules below are for position joints;
     /// - every value is finite and inside the joint's position limits (within [`CHUNK_POSITION_EPS_RAD`], the
     ///   rounding of an f32 limit);
     /// - the velocity implied by consecutive actions, `|a[k+1] - a[k]| / dt_s`, is at most the velocity limit
@@ -116,12 +120,19 @@ impl SafetyConfig {
                 if !x.is_finite() {
                     return reject(k, j, ChunkReason::NonFinite);
                 }
+                let limit_rad_s = lim.velocity_rad_s * scale;
+                if lim.mode == JointMode::Velocity {
+                    // A velocity target: within the velocity limit (the filter shapes its acceleration).
+                    if x.abs() > limit_rad_s {
+                        return reject(k, j, ChunkReason::TooFast { velocity_rad_s: x.abs(), limit_rad_s });
+                    }
+                    continue;
+                }
                 if !(x >= lim.lower_rad - CHUNK_POSITION_EPS_RAD && x <= lim.upper_rad + CHUNK_POSITION_EPS_RAD) {
                     let reason =
                         ChunkReason::OutOfLimits { value_rad: x, lower_rad: lim.lower_rad, upper_rad: lim.upper_rad };
                     return reject(k, j, reason);
                 }
-                let limit_rad_s = lim.velocity_rad_s * scale;
                 if k == 0 {
                     if let Some(&c) = current_rad.and_then(|c| c.get(j)) {
                         let distance_rad = (x - c).abs();

@@ -2,7 +2,7 @@
 //! description, [`SafetyConfig::new`] takes them directly (tests, other robot sources). A `SafetyConfig` that
 //! exists is valid; its fields are read through methods so nothing can un-validate it afterwards.
 
-use coxswain_config::robot::{Joint, Robot, Starvation, StopCategory};
+use coxswain_config::robot::{Joint, JointMode, Robot, Starvation, StopCategory};
 
 use super::error::SafetyError;
 
@@ -25,6 +25,8 @@ pub struct JointLimits {
     pub effort_nm: f64,
     /// The drive's position gain (Nm/rad); 0 disables the effort clamp for this joint.
     pub kp: f64,
+    /// A velocity joint's command is a velocity target: its position limits are not enforced.
+    pub mode: JointMode,
 }
 
 impl JointLimits {
@@ -37,6 +39,7 @@ impl JointLimits {
             jerk_rad_s3: j.jerk_limit_rad_s3,
             effort_nm: j.effort_limit_nm,
             kp: j.kp,
+            mode: j.mode,
         }
     }
 }

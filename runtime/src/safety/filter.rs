@@ -5,7 +5,7 @@ use coxswain_config::robot::{Starvation, StopCategory};
 use super::chunk::ChunkRejection;
 use super::config::SafetyConfig;
 use super::error::SafetyError;
-use super::motion::{effort_target, position_target, step, Axis, Goal, Motion, Shaping};
+use super::motion::{effort_target, position_target, speed_step, step, Axis, Goal, Motion, Shaping};
 use super::report::{LimitFlags, TickReport};
 use super::state::{HoldReason, Reason, SafetyState, StopReason, Transition, TransitionLog};
 
@@ -123,6 +123,7 @@ impl SafetyFilter {
                     a_max: j.acceleration_rad_s2,
                     j_max: j.jerk_rad_s3,
                     effort_window: (j.kp > 0.0).then(|| j.effort_nm / j.kp),
+                    velocity: j.mode == coxswain_config::robot::JointMode::Velocity,
                 }
             })
             .collect();
@@ -478,6 +479,18 @@ impl SafetyFilter {
             self.axes.iter().zip(self.motion.iter_mut()).zip(self.prev_target.iter_mut().zip(&mut self.prev_target_v));
         for (i, ((ax, m), (prev, prev_v))) in parts.enumerate() {
             let Some(&raw) = proposal.get(i) else { continue };
+            if ax.velocity {
+                // The proposal is a velocity target.
+                let flags = speed_step(ax, m, raw, dt, 1.0);
+                if (m.v - raw).abs() > INTERVENTION_EPS_RAD {
+                    exact = false;
+                    if first.is_none() {
+                        first = Some(i);
+                    }
+                    all |= flags;
+                }
+                continue;
+            }
             let mut flags = LimitFlags::NONE;
             let target = position_target(ax, raw, &mut flags);
             // The proposal's own motion (not that of the effort window, which moves with the robot). Before
@@ -508,6 +521,12 @@ impl SafetyFilter {
         let mut arrived = true;
         let parts = self.axes.iter().zip(self.motion.iter_mut()).zip(&self.homing_target);
         for (i, ((ax, m), &home)) in parts.enumerate() {
+            if ax.velocity {
+                // A wheel has no home: it comes to rest.
+                speed_step(ax, m, 0.0, dt, shaping.scale);
+                arrived &= m.v.abs() <= STOPPED_RAD_S;
+                continue;
+            }
             let mut flags = LimitFlags::NONE;
             let target = effort_target(ax, home, measured.and_then(|q| q.get(i).copied()), &mut flags);
             flags |= step(ax, m, Goal::Track { target, target_v: 0.0, target_a: 0.0 }, dt, shaping);
@@ -529,7 +548,11 @@ impl SafetyFilter {
     fn hold_law(&mut self, shaping: Shaping) -> LimitFlags {
         let dt = self.dt_s;
         for (ax, m) in self.axes.iter().zip(self.motion.iter_mut()) {
-            step(ax, m, Goal::Stop, dt, shaping);
+            if ax.velocity {
+                speed_step(ax, m, 0.0, dt, shaping.scale);
+            } else {
+                step(ax, m, Goal::Stop, dt, shaping);
+            }
         }
         self.have_prev_target = false;
         LimitFlags::HOLD
@@ -640,12 +663,15 @@ impl SafetyFilter {
 
     fn out_of_tolerance(&self, position: &[f64]) -> Option<usize> {
         let tol = self.cfg.margins().position_fault_tolerance_rad;
-        self.axes.iter().zip(position).position(|(ax, &q)| !(q >= ax.lower - tol && q <= ax.upper + tol))
+        self.axes
+            .iter()
+            .zip(position)
+            .position(|(ax, &q)| !(ax.velocity || (q >= ax.lower - tol && q <= ax.upper + tol)))
     }
 
     fn within_limits(&self, position: &[f64]) -> bool {
         position.len() == self.axes.len()
-            && self.axes.iter().zip(position).all(|(ax, &q)| q >= ax.lower && q <= ax.upper)
+            && self.axes.iter().zip(position).all(|(ax, &q)| ax.velocity || (q >= ax.lower && q <= ax.upper))
     }
 
     fn check_start_state(&self, m: &Measured) -> Result<(), SafetyError> {
@@ -666,7 +692,7 @@ impl SafetyFilter {
             return Err(SafetyError::StaleState { age_s: m.age_s, timeout_s });
         }
         for (joint, (ax, &q)) in self.axes.iter().zip(m.position_rad).enumerate() {
-            if !(q >= ax.lower && q <= ax.upper) {
+            if !(ax.velocity || (q >= ax.lower && q <= ax.upper)) {
                 return Err(SafetyError::OutOfLimits {
                     joint,
                     what: "measured position",

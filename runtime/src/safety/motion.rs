@@ -38,6 +38,9 @@ pub(crate) struct Axis {
     pub j_max: Option<f64>,
     /// `effort / kp`: how far from the measured position a position-controlled drive may be commanded.
     pub effort_window: Option<f64>,
+    /// A velocity joint (a wheel): the proposal is a velocity target ([`speed_step`]); its position is
+    /// integrated, never limited.
+    pub velocity: bool,
 }
 
 /// The last command of one joint: position, velocity `Δq/dt` and acceleration `Δv/dt`.
@@ -75,6 +78,26 @@ impl Shaping {
     pub(crate) const FULL: Shaping = Shaping { scale: 1.0, jerk: true };
     /// A controlled stop: the full limits, no jerk smoothing (stopping soon matters more).
     pub(crate) const STOP: Shaping = Shaping { scale: 1.0, jerk: false };
+}
+
+/// A velocity joint, one tick: the velocity moves toward `target_v` (clamped to the velocity limit, times
+/// `scale`) by at most `a_max * scale * dt`, and the position integrates it. Returns the limits that acted.
+pub(crate) fn speed_step(ax: &Axis, m: &mut Motion, target_v: f64, dt: f64, scale: f64) -> LimitFlags {
+    let mut flags = LimitFlags::NONE;
+    let v_max = ax.v_max * scale;
+    let goal = clamp(target_v, -v_max, v_max);
+    if (goal - target_v).abs() > CHANGED_RAD_S {
+        flags |= LimitFlags::VELOCITY;
+    }
+    let reach = ax.a_max * scale * dt;
+    let dv = clamp(goal - m.v, -reach, reach);
+    if (dv - (goal - m.v)).abs() > CHANGED_RAD_S {
+        flags |= LimitFlags::ACCELERATION;
+    }
+    m.a = dv / dt;
+    m.v += dv;
+    m.q += m.v * dt;
+    flags
 }
 
 /// `x` into `[lo, hi]`; `hi` wins if the interval is empty. NaN `x` stays NaN (caught at the end of
@@ -414,7 +437,36 @@ mod tests {
             a_max: 20.0,
             j_max: jerk,
             effort_window: None,
+            velocity: false,
         }
+    }
+
+    #[test]
+    fn a_velocity_joint_follows_its_target_within_the_velocity_and_acceleration_limits_and_stops_the_same_way() {
+        let ax = Axis { velocity: true, ..axis(None) };
+        let dt = 0.01;
+        let mut m = Motion::at_rest(0.0);
+        // A target beyond the velocity limit: it accelerates at 20 rad/s^2 to 2 rad/s and stays there.
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let before = m.v;
+            let flags = speed_step(&ax, &mut m, 5.0, dt, 1.0);
+            assert!(flags.contains(LimitFlags::VELOCITY));
+            assert!((m.v - before).abs() <= 20.0 * dt + 1e-12 && m.v <= 2.0 + 1e-12);
+            seen.push(m.v);
+        }
+        assert!((seen[9] - 2.0).abs() < 1e-12 && (seen[99] - 2.0).abs() < 1e-12, "{seen:?}");
+        // The position integrates the velocity and is never limited (the axis says [-1, 1]).
+        assert!(m.q > 1.0, "{}", m.q);
+        // Stopping: down to rest at the acceleration limit.
+        let mut ticks = 0;
+        while m.v.abs() > 1e-9 {
+            let before = m.v;
+            speed_step(&ax, &mut m, 0.0, dt, 1.0);
+            assert!((before - m.v) <= 20.0 * dt + 1e-12 && m.v >= 0.0);
+            ticks += 1;
+        }
+        assert_eq!(ticks, 10);
     }
 
     /// Runs a step to `target` from rest at 0 and returns (max overshoot past target, ticks to settle).

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use coxswain_config::robot::JointMode;
 
 const DT: f64 = 0.002;
 
@@ -17,6 +18,7 @@ fn joints() -> Vec<JointLimits> {
             jerk_rad_s3: None,
             effort_nm: 3.0,
             kp: 30.0,
+            mode: JointMode::Position,
         },
         JointLimits {
             lower_rad: -2.0,
@@ -26,6 +28,7 @@ fn joints() -> Vec<JointLimits> {
             jerk_rad_s3: Some(200.0),
             effort_nm: 2.0,
             kp: 0.0,
+            mode: JointMode::Position,
         },
     ]
 }
@@ -763,6 +766,7 @@ mod props {
                 jerk_rad_s3: j,
                 effort_nm: e,
                 kp,
+                mode: JointMode::Position,
             })
     }
 
