@@ -50,7 +50,12 @@
 //!    (`v ≲ sqrt(2·a_max·distance)`, exact for the discrete command), then the hard windows
 //!    `|Δv| ≤ a_max·dt`, `|Δq| ≤ v_max·dt`, and the position limits themselves.
 //!
-//! The guarantees (checked by property tests over random limits and inputs): every commanded position is
+//! **Velocity joints** (`mode = "velocity"`, a wheel) take a velocity target instead: the commanded velocity
+//! moves toward it clamped to `±v_max`, by at most `a_max·dt` per tick, and the position integrates it with
+//! no position limit (measured positions outside the limits are no fault either). Holds, stops and homing
+//! bring its velocity to zero the same way. Its chunks are checked for `|v| ≤ v_max·chunk_velocity_scale`.
+//!
+//! The guarantees for position joints (checked by property tests over random limits and inputs): every commanded position is
 //! finite and inside `[lower, upper]`; while the drives stay on, `|Δq| ≤ v_max·dt` and `|Δv| ≤ a_max·dt`
 //! between consecutive commands. When the drives are off the command is not motion (it tracks the measured
 //! position) and these bounds do not apply; [`start`](SafetyFilter::start) then begins from the measured
