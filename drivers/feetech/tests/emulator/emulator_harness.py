@@ -31,6 +31,7 @@ class Emulator:
             _, err = self.proc.communicate()
             raise RuntimeError(f"emulator did not start: stdout {line!r}, stderr {err.decode()!r}")
         self.port = line.split(" ", 1)[1].strip()
+        self._stopped = None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(START_TIMEOUT_S)
         self._sock.connect(self.control_path)
@@ -49,6 +50,8 @@ class Emulator:
 
     def stop(self, how="sigterm"):
         """Stops it (SIGTERM or closing stdin); returns (exit code, parsed summary line, stderr text)."""
+        if self._stopped is not None:
+            return self._stopped
         self._lines.close()
         self._sock.close()
         if how == "stdin":
@@ -56,19 +59,20 @@ class Emulator:
         else:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=START_TIMEOUT_S)
+            self.proc.wait(timeout=START_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate()
+            self.proc.wait()
+        err = self.proc.stderr.read().decode()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if not f.closed:
+                f.close()
         self._dir.cleanup()
-        err = err.decode()
         lines = [l for l in err.splitlines() if l.startswith("{")]
         summary = json.loads(lines[-1]) if lines else None
-        return self.proc.returncode, summary, err
+        self._stopped = (self.proc.returncode, summary, err)
+        return self._stopped
 
     def close(self):
-        if self.proc.poll() is None:
+        if self._stopped is None:
             self.stop()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if f and not f.closed:
-                f.close()

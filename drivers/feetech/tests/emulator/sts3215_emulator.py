@@ -853,10 +853,11 @@ class Emulator:
                 os.read(self.wake_r, 64)
             except BlockingIOError:
                 pass
-        if 0 in readable:
-            if not os.read(0, 4096):
-                self.stop_reason = "stdin closed"
-                return
+        if self.stop_reason is not None:
+            return
+        if 0 in readable and not os.read(0, 4096):
+            self.stop_reason = "stdin closed"
+            return
         if self.master in readable:
             self._read_wire(now)
         if self.bus.rx and now - self.bus.rx_last_byte > STALE_PARTIAL_PACKET_S:
