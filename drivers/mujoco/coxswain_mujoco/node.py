@@ -43,6 +43,7 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -66,6 +67,7 @@ MAX_CATCH_UP_STEPS = 25
 LATENESS_RING = 1 << 20
 ESTOP_QUEUE = 64
 QUERY_TIMEOUT_S = 5.0
+SWITCH_INTERVAL_S = 0.0005
 
 
 def load_codec():
@@ -680,6 +682,11 @@ class Node:
             file=sys.stderr,
             flush=True,
         )
+        if self.args.rt_priority:
+            # Only this (the loop's) thread: Zenoh's threads keep normal priority.
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.args.rt_priority))
+        # A callback thread holding the GIL delays the loop by up to the switch interval (default 5 ms).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         gc.collect()
         gc.freeze()
         t0 = mono_ns()
@@ -776,6 +783,8 @@ def parse_args(argv=None):
                     help="no command for this long -> hold where the joints are (default 100)")
     ap.add_argument("--camera", help="render this MJCF camera offscreen and publish it on sensor/<name>")
     ap.add_argument("--camera-hz", type=float, default=10.0, help="camera frame rate (default 10)")
+    ap.add_argument("--rt-priority", type=int, default=0,
+                    help="run the physics loop thread SCHED_FIFO at this priority (1..99; default 0: normal)")
     ap.add_argument("--task", default=DEFAULT_TASK, help=f"task class, module:Class (default {DEFAULT_TASK})")
     return ap.parse_args(argv)
 
@@ -786,6 +795,9 @@ def main(argv=None) -> int:
         faults_mod.parse(args.faults)
     except faults_mod.FaultError as e:
         print(f"coxswain-mujoco: --faults: {e}", file=sys.stderr)
+        return 2
+    if not 0 <= args.rt_priority <= 99:
+        print("coxswain-mujoco: --rt-priority must be 0..99", file=sys.stderr)
         return 2
     if args.camera_hz <= 0:
         print("coxswain-mujoco: --camera-hz must be positive", file=sys.stderr)
@@ -803,6 +815,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         rc = node.run()
+    except PermissionError as e:
+        print(f"coxswain-mujoco: --rt-priority {args.rt_priority}: SCHED_FIFO refused: {e}", file=sys.stderr)
+        rc = 1
     finally:
         print(node.summary(), file=sys.stderr, flush=True)
         node.close()
