@@ -275,60 +275,80 @@ class Servo:
 
     # -- motion --
     def advance(self, now):
+        """Integrates the shaft from the last update to `now` (registers are constant in between)."""
         dt_total = now - self.last_update
         self.last_update = now
         if dt_total <= 0:
             return
-        accel = 0.0
-        while dt_total > 1e-9:
-            dt = min(MOTION_STEP_S, dt_total)
-            dt_total -= dt
-            accel = self._step(dt)
-            if not self.torque_on() and self.velocity_counts_s == 0.0:
-                break  # nothing moves a servo without torque but `set <id> position`
-        self._refresh_feedback(accel)
-
-    def _step(self, dt):
-        """One integration step; returns the acceleration used (counts/s^2, for the load model)."""
         mode = self.mem[33]
+        accel_used = 0.0
         if not self.torque_on() or mode not in (0, 1):
-            self.velocity_counts_s = 0.0
-            return 0.0
+            self.velocity_counts_s = 0.0  # nothing moves a servo without torque but `set <id> position`
+        elif mode == 1:
+            accel_used = self._advance_velocity_mode(dt_total)
+        else:
+            accel_used = self._advance_position_mode(dt_total)
+        self._refresh_feedback(accel_used)
+
+    def _acceleration(self):
         acc_reg = self.mem[41]
-        accel = acc_reg * ACCELERATION_UNIT_COUNTS_S2 if acc_reg else math.inf
-        v = self.velocity_counts_s
-        if mode == 1:  # constant speed: goal_speed is the signed velocity
-            goal_v = max(-DEFAULT_SPEED_COUNTS_S, min(DEFAULT_SPEED_COUNTS_S, self.get("goal_speed")))
-            dv = goal_v - v
-            v = goal_v if abs(dv) <= accel * dt else v + math.copysign(accel * dt, dv)
-            self.actual_counts += v * dt
-            if not self.multi_turn():
-                self.actual_counts %= COUNTS_PER_TURN * 64  # keep the float small; present wraps anyway
-            used = (v - self.velocity_counts_s) / dt
-            self.velocity_counts_s = v
-            return used
+        return acc_reg * ACCELERATION_UNIT_COUNTS_S2 if acc_reg else math.inf
+
+    def _advance_velocity_mode(self, dt_total):
+        """Constant speed mode: goal_speed is the signed velocity, reached at the acceleration."""
+        goal_v = max(-DEFAULT_SPEED_COUNTS_S, min(DEFAULT_SPEED_COUNTS_S, self.get("goal_speed")))
+        accel = self._acceleration()
+        v0 = self.velocity_counts_s
+        ramp_s = abs(goal_v - v0) / accel if accel != math.inf else 0.0
+        if ramp_s >= dt_total:  # still ramping at the end of the interval
+            v1 = v0 + math.copysign(accel * dt_total, goal_v - v0)
+            distance = (v0 + v1) / 2.0 * dt_total
+        else:
+            v1 = goal_v
+            distance = (v0 + goal_v) / 2.0 * ramp_s + goal_v * (dt_total - ramp_s)
+        self.actual_counts += distance
+        if not self.multi_turn():
+            self.actual_counts %= COUNTS_PER_TURN * 64  # keep the float small; present wraps anyway
+        self.velocity_counts_s = v1
+        return (v1 - v0) / dt_total
+
+    def _advance_position_mode(self, dt_total):
+        """Toward the clamped goal, at most the speed limit, ramped and braked at the acceleration."""
+        offset = self.get("homing_offset")
+        target = self.target_counts()
+        wrap = not self.multi_turn()
         speed_reg = abs(self.get("goal_speed"))
         top = min(speed_reg, DEFAULT_SPEED_COUNTS_S) if speed_reg else DEFAULT_SPEED_COUNTS_S
-        present = self.actual_counts - self.get("homing_offset")
-        if not self.multi_turn():
+        accel = self._acceleration()
+        v0 = v = self.velocity_counts_s
+        present = self.actual_counts - offset
+        if wrap:
             present %= COUNTS_PER_TURN
-        error = self.target_counts() - present
-        if abs(error) < 0.5:
-            self.actual_counts += error
-            used = -v / dt
-            self.velocity_counts_s = 0.0
-            return used
-        direction = math.copysign(1.0, error)
-        speed = abs(v) if v * direction > 0 else 0.0  # a reversal restarts from rest (roughly)
-        speed = min(top, speed + accel * dt)
-        if accel != math.inf:
-            speed = min(speed, math.sqrt(2.0 * accel * abs(error)))  # brake to stop at the target
-        step = min(speed * dt, abs(error))
-        self.actual_counts += direction * step
-        new_v = direction * step / dt if step < abs(error) else 0.0
-        used = (new_v - v) / dt
-        self.velocity_counts_s = new_v
-        return used
+        base = self.actual_counts - present  # actual = base + present during this interval
+        remaining = dt_total
+        while remaining > 1e-9:
+            error = target - present
+            if abs(error) < 0.5:
+                present, v = float(target), 0.0
+                break
+            direction = 1.0 if error > 0 else -1.0
+            if accel == math.inf:  # no ramp: constant top speed, in one go
+                step = min(top * remaining, abs(error))
+                present += direction * step
+                v = direction * top if step < abs(error) else 0.0
+                if v == 0.0:
+                    present = float(target)
+                break
+            dt = min(MOTION_STEP_S, remaining)
+            remaining -= dt
+            speed = abs(v) if v * direction > 0 else 0.0  # a reversal restarts from rest (roughly)
+            speed = min(top, speed + accel * dt, math.sqrt(2.0 * accel * abs(error)))
+            step = min(speed * dt, abs(error))
+            present += direction * step
+            v = direction * speed if step < abs(error) else 0.0
+        self.actual_counts = base + present
+        self.velocity_counts_s = v
+        return (v - v0) / dt_total
 
     def _refresh_feedback(self, accel_counts_s2):
         present = self.present_counts()

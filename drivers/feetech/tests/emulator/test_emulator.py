@@ -265,6 +265,21 @@ class RawBusTest(unittest.TestCase):
         self.assertEqual(self.emu.ctl("set 1 position 1234"), "ok")
         self.assertEqual(self.read_word(1, 56), 1234)
 
+    def test_acceleration_ramps_the_speed(self):
+        # 1 unit = 100 counts/s^2: reaching the 3000 counts/s top speed would take 30 s.
+        self.send(write(4, 41, [1]) + write(4, 40, [1]) + write(4, 42, word(4000)))
+        self.assertEqual(self.recv(18), status(4) * 3)
+        time.sleep(0.3)
+        regs = self.emu.regs(4)
+        self.assertGreater(regs["present_speed"], 0)
+        self.assertLess(regs["present_speed"], 3000)
+        self.assertEqual(regs["moving"], 1)
+        # Without a ramp the speed is the top speed at once.
+        self.send(write(5, 40, [1]) + write(5, 42, word(4000)))
+        self.assertEqual(self.recv(12), status(5) * 2)
+        time.sleep(0.05)
+        self.assertEqual(self.emu.regs(5)["present_speed"], 3000)
+
     def test_goal_is_clamped_to_the_angle_limits(self):
         self.send(write(2, 11, word(1000)) + write(2, 40, [1]) + write(2, 42, word(4000)))
         self.assertEqual(self.recv(18), status(2) * 3)
