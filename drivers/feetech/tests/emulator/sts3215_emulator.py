@@ -54,6 +54,7 @@ STS3215_MODEL_NUMBER = 777  # what LeRobot's MODEL_NUMBER_TABLE and the SDK's pi
 
 # An instruction packet whose bytes stop arriving this long is dropped (a servo's receive timeout).
 STALE_PARTIAL_PACKET_S = 0.1
+MAX_CONTROL_LINE = 65536
 
 # ---------------------------------------------------------------------------------------------------------
 # The STS3215 memory map (Feetech's SMS/STS memory table; the addresses LeRobot's feetech/tables.py and the
@@ -785,8 +786,8 @@ class Emulator:
 
     def __init__(self, args):
         ids = _parse_int_list(args.ids, "--ids")
-        for i in ids:
-            _parse_id(str(i))
+        if not ids or len(set(ids)) != len(ids) or not all(0 <= i <= 253 for i in ids):
+            raise SystemExit(f"--ids: expected distinct ids in 0..253, got {args.ids!r}")
         if args.positions:
             positions = _parse_int_list(args.positions, "--positions")
             if len(positions) == 1:
@@ -814,7 +815,10 @@ class Emulator:
             if os.path.exists(self.control_path):
                 os.unlink(self.control_path)
             self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.control.bind(self.control_path)
+            try:
+                self.control.bind(self.control_path)
+            except OSError as e:
+                raise SystemExit(f"--control {self.control_path!r}: {e}") from None
             self.control.listen(8)
             self.control.setblocking(False)
         mode = os.fstat(0).st_mode
@@ -937,6 +941,9 @@ class Emulator:
             return
         buf = self.clients[client]
         buf.extend(data)
+        if len(buf) > MAX_CONTROL_LINE and b"\n" not in buf:
+            buf.clear()
+            buf.extend(b"(line too long)\n")
         while b"\n" in buf:
             raw, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
