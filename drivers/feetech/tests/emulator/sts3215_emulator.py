@@ -397,11 +397,16 @@ class Faults:
 
     def clear(self):
         self.no_answer = set()
-        self.checksum_error_p = 0.0
         self.disappear_at_s = {}  # id -> seconds after start
         self.wrong_id = {}  # id -> id it answers with
-        self.delay_ms = 0.0
-        self.corrupt_p = 0.0
+        # Per-reply faults: key None is every servo, an id key overrides it for that servo.
+        self.checksum_error_p = {}
+        self.delay_ms = {}
+        self.corrupt_p = {}
+
+    @staticmethod
+    def of(table, servo_id):
+        return table.get(servo_id, table.get(None, 0.0))
 
     def apply_spec(self, spec):
         """Apply whitespace/';'-separated words. All words are parsed before any is applied, so a bad word
@@ -423,17 +428,20 @@ class Faults:
                 if not ids:
                     raise ValueError("no ids")
                 return lambda: self.no_answer.update(ids)
-            if key == "checksum_error":
-                p = _parse_probability(value)
-                return lambda: setattr(self, "checksum_error_p", p)
-            if key == "corrupt":
-                p = _parse_probability(value)
-                return lambda: setattr(self, "corrupt_p", p)
-            if key == "delay_ms":
-                d = float(value)
-                if not (0.0 <= d <= 60000.0):
-                    raise ValueError("out of 0..60000")
-                return lambda: setattr(self, "delay_ms", d)
+            if key in ("checksum_error", "corrupt", "delay_ms"):
+                # P or P@ID[,ID...]: every servo, or only those.
+                number, at, ids_text = value.partition("@")
+                if key == "delay_ms":
+                    x = float(number)
+                    if not (0.0 <= x <= 60000.0):
+                        raise ValueError("out of 0..60000")
+                else:
+                    x = _parse_probability(number)
+                ids = [_parse_id(i) for i in ids_text.split(",") if i] if at else [None]
+                if not ids:
+                    raise ValueError("no ids after @")
+                table = {"checksum_error": self.checksum_error_p, "corrupt": self.corrupt_p, "delay_ms": self.delay_ms}[key]
+                return lambda: table.update({i: x for i in ids})
             if key == "disappear":
                 sid, at, seconds = value.partition("@")
                 if not at:
@@ -457,11 +465,15 @@ class Faults:
     def as_json(self):
         return {
             "no_answer": sorted(self.no_answer),
-            "checksum_error": self.checksum_error_p,
+            "checksum_error": self.of(self.checksum_error_p, None),
             "disappear": {str(k): v for k, v in sorted(self.disappear_at_s.items())},
             "wrong_id": {str(k): v for k, v in sorted(self.wrong_id.items())},
-            "delay_ms": self.delay_ms,
-            "corrupt": self.corrupt_p,
+            "delay_ms": self.of(self.delay_ms, None),
+            "corrupt": self.of(self.corrupt_p, None),
+            "by_id": {
+                name: {str(k): v for k, v in sorted(table.items()) if k is not None}
+                for name, table in (("checksum_error", self.checksum_error_p), ("delay_ms", self.delay_ms), ("corrupt", self.corrupt_p))
+            },
         }
 
 
@@ -581,15 +593,18 @@ class Bus:
         if reply_id != own_id:
             self.counters["injected"]["wrong_id"] += 1
         packet = bytearray(status_packet(reply_id, servo.mem[65], params))
-        if self.faults.checksum_error_p and self.rng.random() < self.faults.checksum_error_p:
+        p = Faults.of(self.faults.checksum_error_p, own_id)
+        if p and self.rng.random() < p:
             packet[-1] ^= 1 + self.rng.randrange(255)
             self.counters["injected"]["checksum_error"] += 1
-        if self.faults.corrupt_p and self.rng.random() < self.faults.corrupt_p:
+        p = Faults.of(self.faults.corrupt_p, own_id)
+        if p and self.rng.random() < p:
             packet[self.rng.randrange(len(packet))] ^= 1 + self.rng.randrange(255)
             self.counters["injected"]["corrupt"] += 1
         delay_s = servo.mem[7] * 2e-6
-        if self.faults.delay_ms:
-            delay_s += self.faults.delay_ms / 1000.0
+        delay_ms = Faults.of(self.faults.delay_ms, own_id)
+        if delay_ms:
+            delay_s += delay_ms / 1000.0
             self.counters["injected"]["delayed"] += 1
         servo.tx_packets += 1
         self.counters["replies"] += 1

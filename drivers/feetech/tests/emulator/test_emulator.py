@@ -310,6 +310,20 @@ class RawBusTest(unittest.TestCase):
         self.assertEqual(self.emu.ctl("clear"), "ok")
         self.assert_only_reply_is_ping(2)
 
+    def test_per_id_reply_faults(self):
+        self.assertEqual(self.emu.ctl("checksum_error=1@2,3 delay_ms=30@4"), "ok")
+        self.send(ping(1) + ping(2))
+        reply = self.recv(12)
+        self.assertEqual(reply[:6], status(1))
+        self.assertEqual(reply[6:11], status(2)[:5])
+        self.assertNotEqual(reply[11], status(2)[5])
+        self.send(ping(4) + ping(5))  # 5 waits behind 4's late reply
+        self.assertEqual(self.recv(12), status(4) + status(5))
+        faults = self.emu.state()["faults"]
+        self.assertEqual(faults["checksum_error"], 0.0)
+        self.assertEqual(faults["by_id"], {"checksum_error": {"2": 1.0, "3": 1.0}, "delay_ms": {"4": 30.0}, "corrupt": {}})
+        self.assertTrue(self.emu.ctl("corrupt=0.5@").startswith("error "))
+
     def test_no_answer_servo_executes_nothing(self):
         self.assertEqual(self.emu.ctl("no_answer=3"), "ok")
         self.send(write(3, 41, [7]) + ping(3))
