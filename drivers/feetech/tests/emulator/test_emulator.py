@@ -9,6 +9,7 @@ then a PING, and checks that the first bytes to come back are exactly the PING's
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -373,6 +374,34 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(summary["stopped_by"], "stdin closed")
         finally:
             emu.close()
+
+    def test_sigint_stops_it_and_dev_null_stdin_does_not(self):
+        proc = subprocess.Popen(
+            [sys.executable, EMULATOR, "--ids", "3", "--positions", "77"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            line = proc.stdout.readline().decode()
+            self.assertTrue(line.startswith("PORT /"), line)
+            fd = os.open(line.split()[1], os.O_RDWR | os.O_NOCTTY)
+            tty.setraw(fd, termios.TCSANOW)
+            os.write(fd, read(3, 56, 2))  # still serving: /dev/null's end of file is not a harness dying
+            reply = b""
+            while len(reply) < 8:
+                ready, _, _ = select.select([fd], [], [], READ_TIMEOUT_S)
+                self.assertTrue(ready, f"no reply, got {reply.hex(' ')}")
+                reply += os.read(fd, 8 - len(reply))
+            os.close(fd)
+            self.assertEqual(reply, status(3, word(77)))
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=READ_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        self.assertEqual(proc.returncode, 0)
+        summary = json.loads(err.decode().strip().splitlines()[-1])
+        self.assertEqual((summary["stopped_by"], summary["packets"], summary["per_id"]), ("SIGINT", 1, {"3": {"rx": 1, "tx": 1}}))
 
     def test_bad_start_faults_are_reported_not_fatal(self):
         proc = subprocess.Popen(
