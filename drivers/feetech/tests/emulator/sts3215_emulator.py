@@ -174,7 +174,7 @@ class Servo:
             self._put(addr, size, default)
         self._put(5, 1, servo_id)
         self.saved_eeprom = self._eeprom_bytes()
-        self.actual_counts = float(position_counts)
+        self.actual_counts = float(round(position_counts))  # an encoder reads whole counts
         self.velocity_counts_s = 0.0
         self.pending_reg_write = None  # (address, data) of a REG_WRITE until ACTION
         self.last_update = now
@@ -212,7 +212,7 @@ class Servo:
         self.velocity_counts_s = 0.0
         self._refresh_feedback(0.0)
         # At power-on the goal is where the shaft is, so enabling torque does not jump.
-        self._put(42, 2, encode_sign(self.present_counts(), 15))
+        self._put(42, 2, self.word(56))
         self._refresh_feedback(0.0)
 
     def power_cycle(self, now):
@@ -232,7 +232,7 @@ class Servo:
         return present
 
     def set_present_counts(self, counts):
-        self.actual_counts = float(counts) + self.get("homing_offset")
+        self.actual_counts = float(round(counts)) + self.get("homing_offset")
         self.velocity_counts_s = 0.0
 
     def target_counts(self):
@@ -353,7 +353,10 @@ class Servo:
 
     def _refresh_feedback(self, accel_counts_s2):
         present = self.present_counts()
-        self._put(56, 2, encode_sign(present, 15))
+        present_reg = int(round(present))
+        if not self.multi_turn():
+            present_reg %= COUNTS_PER_TURN  # 4095.6 reads 0, not 4096
+        self._put(56, 2, encode_sign(present_reg, 15))
         self._put(58, 2, encode_sign(self.velocity_counts_s, 15))
         # Load (0.1 % of max torque, sign bit 10): a friction term plus an inertia term, made up but
         # monotonic, so a driver sees load while moving and none at rest.
