@@ -70,29 +70,34 @@ class ChunkDenoiser(nn.Module):
     `time` is already on the embedding's scale (diffusion timestep 0..T-1, or flow t * 100).
     """
 
-    def __init__(self, cond_dim: int = 64, width: int = 128, blocks: int = 2, temb_dim: int = 32):
+    def __init__(self, cond_dim: int = 64, width: int = 128, blocks: int = 2, temb_dim: int = 32,
+                 horizon: int = H, action_dim: int = A):
         super().__init__()
         self.temb = nn.Sequential(SinusoidalEmbedding(temb_dim), nn.Linear(temb_dim, 64), nn.Mish(), nn.Linear(64, 64))
         cvec = cond_dim + 64
-        self.inp = nn.Linear(H * A, width)
+        self.horizon, self.action_dim = horizon, action_dim
+        self.inp = nn.Linear(horizon * action_dim, width)
         self.blocks = nn.ModuleList([FiLMBlock(width, cvec) for _ in range(blocks)])
-        self.out = nn.Sequential(nn.Mish(), nn.Linear(width, H * A))
+        self.out = nn.Sequential(nn.Mish(), nn.Linear(width, horizon * action_dim))
 
     def forward(self, sample: torch.Tensor, time: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b = sample.shape[0]
         c = torch.cat([cond, self.temb(time)], dim=-1)
-        x = self.inp(sample.reshape(b, H * A))
+        x = self.inp(sample.reshape(b, self.horizon * self.action_dim))
         for blk in self.blocks:
             x = blk(x, c)
-        return self.out(x).reshape(b, H, A)
+        return self.out(x).reshape(b, self.horizon, self.action_dim)
 
 
 class DiffusionPolicy(nn.Module):
-    """eps model: (sample [B,H,A], timestep [B] int64, obs [B,8]) -> eps [B,H,A]."""
+    """eps model: (sample [B,H,A], timestep [B] int64, obs [B,8]) -> eps [B,H,A].
 
-    def __init__(self, **kw):
+    obs_dim, hidden and the ChunkDenoiser's keywords (width, horizon, action_dim, ...) default to the reach
+    models'; so101-pick passes its own (so101_train.py)."""
+
+    def __init__(self, obs_dim: int = OBS_DIM, hidden: int = 128, **kw):
         super().__init__()
-        self.encoder = ObsEncoder(cond_dim=64)
+        self.encoder = ObsEncoder(obs_dim=obs_dim, hidden=hidden, cond_dim=64)
         self.denoiser = ChunkDenoiser(cond_dim=64, **kw)
 
     def forward(self, sample, timestep, obs):
