@@ -234,18 +234,20 @@ def open_session(args) -> zenoh.Session:
 
 
 class Camera:
-    """Offscreen rendering on its own thread, from a snapshot of the physics state the loop hands it, so a
-    frame never costs the physics loop more than a copy of qpos. Publishes the Rgb8 bytes on `<key>/frame`,
-    then the `ImageHeader` (CRC-32 of the bytes included) on `<key>`."""
+    """Offscreen rendering on its own thread (which owns the GL context), from a snapshot of the physics state
+    the loop hands it, so a frame never costs the physics loop more than a copy of qpos. Publishes the Rgb8
+    bytes on `<key>/frame`, then the `ImageHeader` (CRC-32 of the bytes included) on `<key>`. A frame is
+    stamped with the CLOCK_MONOTONIC time of the physics state it shows. Headless GL: MUJOCO_GL=egl (the
+    default the launcher sets) or osmesa."""
 
-    def __init__(self, model: mujoco.MjModel, name: str, hz: float, session: zenoh.Session, key: str):
+    def __init__(self, model: mujoco.MjModel, name: str, hz: float, session: zenoh.Session, key: str,
+                 fast: bool = False):
         cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
         if cam < 0:
             raise ValueError(f"--camera {name}: the scene has no camera `{name}`")
-        self.model, self.name, self.key = model, name, key
+        self.model, self.name, self.key, self.fast = model, name, key, fast
         self.period_ns = int(round(1e9 / hz))
         self.width, self.height = int(model.vis.global_.offwidth), int(model.vis.global_.offheight)
-        self.renderer = mujoco.Renderer(model, height=self.height, width=self.width)  # fails here if no GL
         self.data = mujoco.MjData(model)
         self.pub_header = session.declare_publisher(key, congestion_control=zenoh.CongestionControl.DROP)
         self.pub_frame = session.declare_publisher(f"{key}/frame", congestion_control=zenoh.CongestionControl.DROP)
@@ -254,51 +256,83 @@ class Camera:
         self.stop = False
         self.seq = 0
         self.frames = 0
+        self.offered = 0
         self.render_ms: list[float] = []
+        self.ready = threading.Event()
+        self.error: str | None = None
         self.thread = threading.Thread(target=self._run, name="coxswain-mujoco-camera", daemon=True)
+        self.thread.start()
+        if not self.ready.wait(60.0):
+            raise ValueError(f"--camera {name}: the renderer did not start within 60 s")
+        if self.error is not None:
+            raise ValueError(f"--camera {name}: headless rendering failed "
+                             f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}; egl or osmesa needed): {self.error}")
 
     def offer(self, qpos: np.ndarray, time_s: float, stamp_ns: int) -> None:
         with self.lock:
             self.snapshot = (qpos.copy(), time_s, stamp_ns)
+            self.offered += 1
             self.lock.notify()
 
     def _run(self) -> None:
-        while True:
-            with self.lock:
-                while self.snapshot is None and not self.stop:
-                    self.lock.wait(0.5)
-                if self.stop:
-                    return
-                qpos, time_s, stamp_ns = self.snapshot
-                self.snapshot = None
-            t0 = time.perf_counter()
-            self.data.qpos[:] = qpos
-            self.data.time = time_s
-            mujoco.mj_forward(self.model, self.data)
-            self.renderer.update_scene(self.data, camera=self.name)
-            pixels = self.renderer.render()
-            payload = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-            self.render_ms.append((time.perf_counter() - t0) * 1e3)
-            self.seq += 1
-            header = msg.ImageHeader(
-                header=msg.Header(seq=self.seq, stamp_ns=stamp_ns),
-                width_px=self.width,
-                height_px=self.height,
-                encoding=msg.ImageEncoding.Rgb8,
-                row_step_bytes=self.width * 3,
-                payload=msg.PayloadRef(location=msg.KeySuffix("frame"), len_bytes=len(payload),
-                                       crc32=zlib.crc32(payload)),
-            )
-            self.pub_frame.put(payload)
-            self.pub_header.put(msg.encode_image_header(header))
-            self.frames += 1
+        try:
+            renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+            if self.fast:
+                self.model.vis.quality.offsamples = 0
+        except Exception as e:  # GL setup fails in many library-specific ways; the constructor reports it
+            self.error = f"{type(e).__name__}: {e}"
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while True:
+                with self.lock:
+                    while self.snapshot is None and not self.stop:
+                        self.lock.wait(0.5)
+                    if self.stop:
+                        return
+                    qpos, time_s, stamp_ns = self.snapshot
+                    self.snapshot = None
+                t0 = time.perf_counter()
+                self.data.qpos[:] = qpos
+                self.data.time = time_s
+                mujoco.mj_forward(self.model, self.data)
+                renderer.update_scene(self.data, camera=self.name)
+                if self.fast:
+                    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+                    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+                pixels = renderer.render()
+                payload = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+                self.render_ms.append((time.perf_counter() - t0) * 1e3)
+                self.seq += 1
+                header = msg.ImageHeader(
+                    header=msg.Header(seq=self.seq, stamp_ns=stamp_ns),
+                    width_px=self.width,
+                    height_px=self.height,
+                    encoding=msg.ImageEncoding.Rgb8,
+                    row_step_bytes=self.width * 3,
+                    payload=msg.PayloadRef(location=msg.KeySuffix("frame"), len_bytes=len(payload),
+                                           crc32=zlib.crc32(payload)),
+                )
+                self.pub_frame.put(payload)
+                self.pub_header.put(msg.encode_image_header(header))
+                self.frames += 1
+        finally:
+            try:
+                renderer.close()
+            except Exception as e:  # a GL teardown error at exit must not hide the summary; say it
+                print(f"coxswain-mujoco: camera: closing the renderer: {type(e).__name__}", file=sys.stderr)
+
+    def summary(self) -> str:
+        ms = np.array(self.render_ms) if self.render_ms else np.zeros(1)
+        return (f"camera {self.name}: {self.frames} frames of {self.offered} offered "
+                f"(render p50 {np.percentile(ms, 50):.0f} ms, max {ms.max():.0f} ms)")
 
     def close(self) -> None:
         with self.lock:
             self.stop = True
             self.lock.notify()
-        self.thread.join(timeout=2.0)
-        self.renderer.close()
+        self.thread.join(timeout=5.0)
 
 
 class Node:
@@ -401,7 +435,8 @@ class Node:
         ]
         self.camera = None
         if args.camera:
-            self.camera = Camera(self.physics.model, args.camera, args.camera_hz, s, self.topics.sensor(args.camera))
+            self.camera = Camera(self.physics.model, args.camera, args.camera_hz, s, self.topics.sensor(args.camera),
+                                 fast=args.camera_fast)
 
     # -- Zenoh callbacks: decode, queue, return --------------------------------------------------------------
     def _on_command(self, sample) -> None:
@@ -670,8 +705,6 @@ class Node:
         state_period_ns = int(round(1e9 / self.desc.state_hz))
         cube_period_ns = int(round(1e9 / CUBE_HZ))
         camera_period_ns = self.camera.period_ns if self.camera else None
-        if self.camera:
-            self.camera.thread.start()
         print(
             f"coxswain-mujoco: {self.desc.robot_id}: physics {1e9 / period_ns:.0f} Hz ({p.scene_xml.name}), "
             f"{self.topics.joint_state} at {self.desc.state_hz:g} Hz, commands on {self.topics.joint_command}, "
@@ -751,7 +784,7 @@ class Node:
                 f", commands undecodable {self.commands_undecodable}, stale {self.commands_stale}"
                 + (f" (last: {self.last_decode_error})" if self.last_decode_error else "")
             )
-        cam = f", camera frames {self.camera.frames}" if self.camera else ""
+        cam = f", {self.camera.summary()}" if self.camera else ""
         return (
             f"coxswain-mujoco: {self.steps} steps in {elapsed:.1f} s ({self.steps / elapsed:.1f} Hz), "
             f"{self.states_published} states published ({self.states_published / elapsed:.1f} Hz), "
@@ -783,6 +816,8 @@ def parse_args(argv=None):
                     help="no command for this long -> hold where the joints are (default 100)")
     ap.add_argument("--camera", help="render this MJCF camera offscreen and publish it on sensor/<name>")
     ap.add_argument("--camera-hz", type=float, default=10.0, help="camera frame rate (default 10)")
+    ap.add_argument("--camera-fast", action="store_true",
+                    help="no shadows, reflections or multisampling (software GL renders several times faster)")
     ap.add_argument("--rt-priority", type=int, default=0,
                     help="run the physics loop thread SCHED_FIFO at this priority (1..99; default 0: normal)")
     ap.add_argument("--task", default=DEFAULT_TASK, help=f"task class, module:Class (default {DEFAULT_TASK})")
