@@ -356,6 +356,7 @@ class Node:
         self.command_order = OrderTracker()
         self.estop_order = OrderTracker()
         self.commands_undecodable = 0
+        self.estops_undecodable = 0
         self.commands_stale = 0
         self.last_decode_error = ""
 
@@ -465,10 +466,10 @@ class Node:
         try:
             e = msg.decode_estop(sample.payload.to_bytes())
         except msg.DecodeError as err:
-            # Something on the e-stop key that is not an e-stop: cannot know what it meant, so it engages.
+            # As coxswain-sim's event queue (drivers/zenoh events.rs): counted, never queued.
             with self.lock:
+                self.estops_undecodable += 1
                 self.last_decode_error = f"{self.topics.estop}: {err}"
-                self.estop_events.append((int(msg.EStopAction.Engage), "undecodable"))
             return
         with self.lock:
             verdict = self.estop_order.judge(sample_source(sample), e.header.seq, e.header.stamp_ns)
@@ -782,6 +783,7 @@ class Node:
         with self.lock:
             extra = (
                 f", commands undecodable {self.commands_undecodable}, stale {self.commands_stale}"
+                f", e-stops undecodable {self.estops_undecodable}"
                 + (f" (last: {self.last_decode_error})" if self.last_decode_error else "")
             )
         cam = f", {self.camera.summary()}" if self.camera else ""

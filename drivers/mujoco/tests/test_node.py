@@ -9,9 +9,11 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
+from pathlib import Path
 
 from support import HERE, NODE, ROBOT, Collector, NodeProcess, msg, wait_for
 
@@ -333,6 +335,40 @@ class Episodes(unittest.TestCase):
         self.assertIn("`seed`", err)
         _, err = self.query("end", {"episode": "x"})
         self.assertIn("`episode`", err)
+
+
+class Imu(unittest.TestCase):
+    """An IMU only where declared, read from the scene site of its name; never made up."""
+
+    def robot(self, tmp, name):
+        path = Path(tmp) / "so101.toml"
+        path.write_text(ROBOT.read_text() + f'\n[topics.sensors]\n{name} = "imu"\n')
+        return path
+
+    def test_declared_imu_reads_its_site(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            node = NodeProcess(robot=self.robot(tmp, "gripperframe"))
+            try:
+                imu = Collector(node.client, f"{KEY}/sensor/gripperframe")
+                time.sleep(1.0)  # past the start's settling
+                got = imu.take() or imu.wait(1)
+                self.assertTrue(got)
+                sample = msg.decode_imu_sample(got[-1][1])
+                # At rest: the specific force is gravity's reaction, 9.81 m/s^2 in whatever the site's frame is.
+                norm = math.sqrt(sum(a * a for a in sample.linear_acceleration_m_s2))
+                self.assertAlmostEqual(norm, 9.81, delta=0.3)
+                q = sample.orientation
+                self.assertAlmostEqual(q.w ** 2 + q.x ** 2 + q.y ** 2 + q.z ** 2, 1.0, places=4)
+            finally:
+                rc, err = node.stop()
+            self.assertEqual(rc, 0, err)
+
+    def test_declared_imu_without_a_site_is_an_error(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([sys.executable, str(NODE), "--robot", str(self.robot(tmp, "imu"))],
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no site `imu`", r.stderr)
 
 
 class CameraAndShippedTask(unittest.TestCase):
