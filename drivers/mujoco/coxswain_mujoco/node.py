@@ -836,6 +836,9 @@ def main(argv=None) -> int:
     if not 0 <= args.rt_priority <= 99:
         print("coxswain-mujoco: --rt-priority must be 0..99", file=sys.stderr)
         return 2
+    if not (args.listen or args.connect or args.zenoh_config):
+        print("coxswain-mujoco: no --listen, --connect or --zenoh-config: nothing can reach this node "
+              "(the runtime listens on tcp/127.0.0.1:7447: --connect tcp/127.0.0.1:7447)", file=sys.stderr)
     if args.camera_hz <= 0:
         print("coxswain-mujoco: --camera-hz must be positive", file=sys.stderr)
         return 2
