@@ -85,6 +85,20 @@ class DescriptionMatchesMjcf(unittest.TestCase):
                                            err_msg=f"{joint.name}: the zero convention (link frame) differs")
 
 
+class Mismatch(unittest.TestCase):
+    def test_a_joint_missing_from_the_scene_is_named(self):
+        import tempfile
+        from pathlib import Path
+
+        from coxswain_mujoco.physics import PhysicsError
+
+        with tempfile.TemporaryDirectory() as tmp:
+            robot = Path(tmp) / "so101.toml"
+            robot.write_text(ROBOT.read_text().replace('name = "wrist_flex"', 'name = "wrist_flexx"'))
+            with self.assertRaisesRegex(PhysicsError, "no joint `wrist_flexx`"):
+                Physics(robot)
+
+
 class PhysicsContract(unittest.TestCase):
     def setUp(self):
         self.physics = Physics(ROBOT)
