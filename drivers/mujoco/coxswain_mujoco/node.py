@@ -653,16 +653,19 @@ class Node:
         state = msg.JointState(msg.Header(self.state_seq, now_ns), q, p.qd().tolist(), p.effort().tolist())
         lost = f.silence or (f.drop_probability > 0.0 and self.fault_rng.random() < f.drop_probability)
         garbage = f.garbage_probability > 0.0 and self.fault_rng.random() < f.garbage_probability
-        if garbage and not f.silence:
-            self.state_out.append((now_ns, self.fault_rng.bytes(24)))
+        if lost and not garbage:
             return
-        if lost:
+        if garbage and f.silence:
             return
+        # Leaving times never decrease (state_out stays sorted): latency and jitter keep the order.
         due = now_ns + int((f.delay_ms + f.state_latency_ms) * 1e6)
         if f.state_jitter_ms > 0:
             due += int(self.fault_rng.uniform(0.0, f.state_jitter_ms) * 1e6)
         due = max(due, self.last_state_due_ns)
         self.last_state_due_ns = due
+        if garbage:
+            self.state_out.append((due, self.fault_rng.bytes(24)))
+            return
         payload = msg.encode_joint_state(state)
         if f.reorder:
             if self.held_state is None:
