@@ -337,6 +337,26 @@ class Episodes(unittest.TestCase):
         self.assertIn("`episode`", err)
 
 
+class UndeclaredSensors(unittest.TestCase):
+    def test_no_cube_unless_declared(self):
+        import re
+
+        tmp = tempfile.TemporaryDirectory()
+        robot = Path(tmp.name) / "so101.toml"
+        robot.write_text(re.sub(r'^cube\s*=\s*"vector"\s*$', "", ROBOT.read_text(), flags=re.M))
+        node = NodeProcess(robot=robot)
+        self.addCleanup(tmp.cleanup)
+        try:
+            anything = Collector(node.client, f"{KEY}/sensor/**")
+            states = Collector(node.client, f"{KEY}/state/joints")
+            self.assertTrue(states.wait(20), "no joint state")
+            time.sleep(0.3)
+            self.assertEqual(anything.take(), [], "a sensor the description does not declare was published")
+        finally:
+            rc, err = node.stop()
+        self.assertEqual(rc, 0, err)
+
+
 class Imu(unittest.TestCase):
     """An IMU only where declared, read from the scene site of its name; never made up."""
 
