@@ -40,13 +40,14 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--demos", default=str(DATA / "so101_demos.npz"))
+    ap.add_argument("--demos", default=str(DATA / "so101_demos.npz"), help="one or more .npz, comma-separated")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    demos = load_demos(args.demos)
+    parts = [load_demos(p) for p in args.demos.split(",")]
+    demos = {k: np.concatenate([d[k] for d in parts]) for k in ("obs", "actions")}
     norm = compute_normalization(demos)
     obs_np, chunk_np = chunk_dataset(demos, norm, horizon=HORIZON)
     obs_all, chunk_all = torch.from_numpy(obs_np), torch.from_numpy(chunk_np)

@@ -16,8 +16,9 @@ Contract:
 An episode (`Episode`): the start pose `start_rad` is the robot description's default pose plus uniform noise of
 +-START_NOISE_RAD per joint (the gripper: +-START_NOISE_GRIPPER_RAD), clipped to the joint limits; the cube's
 centre is drawn uniformly in CUBE_X_M x CUBE_Y_M (world frame, the arm's base at the origin, +x in front of it),
-resting on the table (centre at z = CUBE_HALF_M), yaw uniform in +-CUBE_YAW_RAD; `duration_s` is
-EPISODE_DURATION_S. The policy is told the cube's position (the node's `sensor/cube`), not its yaw.
+resting on the table (centre at z = CUBE_HALF_M), yaw uniform in +-CUBE_YAW_RAD, drawn again (from the same
+generator) while it would be closer than START_CLEARANCE_M to the arm in its start pose (the default pose holds
+the gripper over the near part of the box); `duration_s` is EPISODE_DURATION_S. The policy is told the cube's position (the node's `sensor/cube`), not its yaw.
 
 Success, judged by `outcome` at the end of the episode:
 
@@ -49,6 +50,8 @@ CUBE_HALF_M = 0.02  # the scene's block: a 4 cm cube
 LIFT_SUCCESS_M = 0.05  # the cube's bottom above the table at the end
 LIFTED_M = 0.01  # a lift of more than this, then back within ON_TABLE_M of the table, is a drop
 ON_TABLE_M = 0.003
+START_CLEARANCE_M = 0.015  # the cube is redrawn while it is closer than this to the arm in its start pose
+MAX_CUBE_DRAWS = 100
 
 CUBE_BODY = "block"
 FIXED_JAW_BODY = "gripper"  # the wrist-roll link carries the fixed jaw (and its pad)
@@ -108,15 +111,25 @@ class PickTask:
         if missing:
             raise ValueError(f"{physics.scene_xml}: the pick task needs {', '.join(missing)}")
         self._score = _Score()
+        self._scratch = mujoco.MjData(m)
+        self._cube_geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] == self._cube_body]
+        # every colliding geom on the arm (bodies other than the world and the cube)
+        self._arm_geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] not in (0, self._cube_body)
+                           and (m.geom_contype[g] or m.geom_conaffinity[g])]
 
     # -- episodes --------------------------------------------------------------------------------------------
     def draw(self, seed: int, k: int) -> Episode:
         rng = np.random.default_rng([int(seed), int(k)])
         start = self.default_rad + rng.uniform(-1.0, 1.0, len(self.default_rad)) * self.noise_rad
         start = np.clip(start, self.limits_rad[:, 0], self.limits_rad[:, 1])
-        x = rng.uniform(*CUBE_X_M)
-        y = rng.uniform(*CUBE_Y_M)
-        yaw = rng.uniform(-CUBE_YAW_RAD, CUBE_YAW_RAD)
+        for _ in range(MAX_CUBE_DRAWS):
+            x = rng.uniform(*CUBE_X_M)
+            y = rng.uniform(*CUBE_Y_M)
+            yaw = rng.uniform(-CUBE_YAW_RAD, CUBE_YAW_RAD)
+            if self.arm_clearance_m(start, (x, y, CUBE_HALF_M), yaw) > START_CLEARANCE_M:
+                break
+        else:
+            raise RuntimeError(f"no cube position clear of the arm in {MAX_CUBE_DRAWS} draws (seed {seed}, k {k})")
         return Episode(
             seed=int(seed),
             k=int(k),
@@ -124,6 +137,22 @@ class PickTask:
             cube_xyz=[float(x), float(y), CUBE_HALF_M],
             cube_yaw_rad=float(yaw),
         )
+
+    def arm_clearance_m(self, q_rad, cube_xyz, cube_yaw_rad) -> float:
+        """Smallest distance (m) between the cube at this pose and the arm's collision geoms at q_rad, on a
+        private MjData (the physics' state is not touched); capped at 0.1 m."""
+        m, d = self.physics.model, self._scratch
+        for name, q in zip(self.joint_names, q_rad):
+            d.qpos[m.jnt_qposadr[m.joint(name).id]] = q
+        a = m.jnt_qposadr[m.body_jntadr[self._cube_body]]
+        d.qpos[a:a + 3] = cube_xyz
+        d.qpos[a + 3:a + 7] = (np.cos(cube_yaw_rad / 2), 0.0, 0.0, np.sin(cube_yaw_rad / 2))
+        mujoco.mj_kinematics(m, d)
+        best = 0.1
+        for cube_geom in self._cube_geoms:
+            for g in self._arm_geoms:
+                best = min(best, mujoco.mj_geomDistance(m, d, cube_geom, g, 0.1, None))
+        return float(best)
 
     def start(self, ep: Episode) -> None:
         self.physics.place_cube(ep.cube_xyz, ep.cube_yaw_rad)
