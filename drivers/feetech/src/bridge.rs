@@ -41,8 +41,10 @@
 //! stale; a queue overflow is an engage), per the description's `[stop] category`: 0, torque off at once;
 //! 1, hold where the joints are, then torque off once they are still (speeds under 20 counts/s for 50 ms, or
 //! after `stop_timeout`); 2, hold with the torque on. An engage also disarms: after the reset nothing moves
-//! until the next `Arm`. A `Disarm`/`Takeover`, and SIGINT/SIGTERM ([`BridgeHandle::stop`] or the stop flag),
-//! stop like category 1.
+//! until the next `Arm`. A category-2 hold that is holding when its e-stop is reset goes on holding (a reset
+//! neither moves the arm nor drops it) until the next `Arm` (then commands are followed again), a `Disarm`,
+//! or `torque_off_after` without a valid command. A `Disarm`/`Takeover`, and SIGINT/SIGTERM
+//! ([`BridgeHandle::stop`] or the stop flag), stop like category 1.
 //!
 //! **A servo that stops answering**: its joint's position, velocity and effort are published as NaN for the
 //! ticks its reply fails (the runtime's safety layer holds on non-finite state and, if it lasts longer than
@@ -172,6 +174,9 @@ pub struct Bridge<P: Port> {
     armed: bool,
     armed_at: Option<Instant>,
     estop: bool,
+    /// A category-2 hold that was holding when its e-stop was reset: it goes on holding (torque on) until
+    /// the next arm, a disarm, or the long command timeout.
+    held_through_reset: bool,
     shutdown: bool,
     last_command_arrival: Option<Instant>,
     last_valid_arrival: Option<Instant>,
@@ -413,6 +418,7 @@ impl<P: Port> Bridge<P> {
             armed: false,
             armed_at: None,
             estop: false,
+            held_through_reset: false,
             shutdown: false,
             last_command_arrival: None,
             last_valid_arrival: None,
@@ -673,6 +679,7 @@ impl<P: Port> Bridge<P> {
                     self.status.estops += 1;
                     self.estop = true;
                     self.armed = false;
+                    self.held_through_reset = false;
                 }
                 EStopAction::Reset if e.verdict != Verdict::Stale => {
                     if self.estop {
@@ -680,6 +687,9 @@ impl<P: Port> Bridge<P> {
                             "coxswain-feetech: e-stop reset by `{}`; disarmed until the next arm",
                             e.value.source
                         );
+                        // A category-2 hold goes on holding through the reset: a reset neither moves the
+                        // arm nor drops it.
+                        self.held_through_reset = self.mode == Mode::Hold;
                     }
                     self.estop = false;
                 }
@@ -703,6 +713,7 @@ impl<P: Port> Bridge<P> {
                         eprintln!("coxswain-feetech: armed by `{}`; torque on with the next command", a.value.source);
                     }
                     self.armed = true;
+                    self.held_through_reset = false;
                     self.armed_at = Some(a.arrival.min(now));
                     self.status.arms += 1;
                 }
@@ -711,6 +722,7 @@ impl<P: Port> Bridge<P> {
                         eprintln!("coxswain-feetech: disarmed by `{}` ({:?})", a.value.source, a.value.action);
                     }
                     self.armed = false;
+                    self.held_through_reset = false;
                     self.status.disarms += 1;
                 }
             }
@@ -754,6 +766,15 @@ impl<P: Port> Bridge<P> {
             };
         }
         if !self.armed {
+            if self.held_through_reset {
+                let fresh = self
+                    .last_valid_arrival
+                    .is_some_and(|t| now.saturating_duration_since(t) <= self.options.torque_off_after);
+                if fresh {
+                    return Target::HoldIfOn;
+                }
+                self.held_through_reset = false;
+            }
             return Target::StopThenOff;
         }
         let (Some(armed_at), Some(last)) = (self.armed_at, self.last_valid_arrival) else {
@@ -797,6 +818,9 @@ impl<P: Port> Bridge<P> {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        if mode == Mode::Off {
+            self.held_through_reset = false;
+        }
         if mode != self.mode {
             self.status.mode_changes += 1;
         }
@@ -869,6 +893,7 @@ impl<P: Port> Bridge<P> {
                 }
                 self.stopping_since = Some(now);
                 self.still_since = None;
+                self.status.controlled_stops += 1;
                 self.set_mode(Mode::Stopping);
             }
             (Target::HoldIfOn, Mode::Off) | (Target::Hold, Mode::Off) => {}

@@ -14,6 +14,7 @@
 //! | `last_command_age_ms` | age of the last valid command, `null` before the first |
 //! | `hold_timeouts`, `torque_off_timeouts` | times the short and the long command timeout acted |
 //! | `arms`, `disarms`, `arms_refused`, `stale_arms`, `estops`, `stale_resets` | arm and e-stop events taken |
+//! | `controlled_stops`, `mode_changes` | stops that held before switching the torque off; mode switches |
 //! | `torque_enables`, `torque_disables`, `write_errors`, `reread_ticks` | torque switches; unacknowledged writes; ticks that re-read a failed servo |
 //! | `states_published`, `publish_errors` | `JointState`s sent |
 //! | `bus` | bus totals ([`crate::bus::BusCounters`]) |
@@ -79,6 +80,8 @@ pub struct Status {
     pub write_errors: u64,
     pub reread_ticks: u64,
     pub mode_changes: u64,
+    /// Controlled stops begun (category 1, disarm, shutdown: hold, then torque off once still).
+    pub controlled_stops: u64,
     pub states_published: u64,
     pub publish_errors: u64,
     pub bus: BusCounters,
