@@ -377,3 +377,159 @@ fn a_velocity_joint_is_commanded_its_target_velocity_with_no_position_gain_withi
     let peak = commanded.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(peak > 2.9 && peak <= 3.0 + 1e-12, "the limit acted and held: peak {peak} rad/s");
 }
+
+#[test]
+fn an_effort_joint_is_commanded_its_torque_with_no_gains_within_its_limits_and_a_stop_holds_it_by_position() {
+    use coxswain::control::io::{ChunkIn, Request};
+    use coxswain::control::Controller;
+    use coxswain::safety::SafetyState;
+    // The simulated arm with its wrist torque-controlled: effort limit 1.5 N m, and for this test limits of
+    // +-1.2 rad and 0.6 rad/s, which the torques below run it into.
+    let path = repo().join("firmware-configs/sim-arm.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("name = \"wrist\"\n", "name = \"wrist\"\nmode = \"effort\"\n", 1)
+        .replacen(
+            "position_limits_rad = [-2.4, 2.4]\nvelocity_limit_rad_s = 3.0",
+            "position_limits_rad = [-1.2, 1.2]\nvelocity_limit_rad_s = 0.6",
+            1,
+        );
+    assert!(text.contains("[-1.2, 1.2]\nvelocity_limit_rad_s = 0.6"));
+    let robot = coxswain_config::Robot::parse(&text, &path).unwrap();
+    // An effort joint needs the gains its holds use, and the message names the field.
+    let e = coxswain_config::Robot::parse(&text.replacen("kp = 10.0", "kp = 0.0", 1), &path).unwrap_err().to_string();
+    assert!(e.contains("joints[2].kp") && e.contains("effort joint"), "{e}");
+    let dir = model("conventions-test/effort");
+    let policy = Policy::load(ort(), &dir, &PolicyOptions::default()).unwrap();
+    // On the arm as it ships the modes disagree; a policy that leaves the effort joint undriven is refused.
+    let shipped = coxswain_config::Robot::load(&path).unwrap();
+    let e = coxswain::policy::robot::bind(policy.manifest(), &shipped).unwrap_err().to_string();
+    assert!(e.contains("action.modes[2]") && e.contains("effort") && e.contains("position"), "{e}");
+    let wheel = Policy::load(ort(), &model("conventions-test/wheel"), &PolicyOptions::default()).unwrap();
+    let mut two = wheel.manifest().clone();
+    two.action.joints.truncate(2);
+    two.action.modes.truncate(2);
+    let e = coxswain::policy::robot::bind(&two, &robot).unwrap_err().to_string();
+    assert!(e.contains("action.joints") && e.contains("`wrist` is an effort joint"), "{e}");
+
+    let opts = coxswain::RuntimeOptions::default().execution;
+    let (mut c, frame) = Controller::for_robot(&policy, &robot, opts).unwrap();
+    let mut input = c.new_input();
+    let mut out = c.new_output(frame);
+    let dt = 1.0 / robot.control_hz;
+    let mut q = robot.default_pose();
+    let mut qd = vec![0.0; q.len()];
+    let (inertia, damping) = (0.1, 2.0);
+    let (mut torques, mut qs, mut qds, mut commanded, mut flags) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut kp, mut kd) = (vec![0f32; 3], vec![0f32; 3]);
+    let mut due: Option<(u64, ChunkIn)> = None;
+    let mut made = 0u64;
+    let stop_at = 2000u64;
+    for k in 0..3000u64 {
+        input.tick = k;
+        input.t_s = k as f64 * dt;
+        input.requests.clear();
+        if k == 0 {
+            input.requests.push(Request::Arm).unwrap();
+            input.requests.push(Request::Start).unwrap();
+        }
+        if k == stop_at {
+            input.requests.push(Request::Stop).unwrap();
+        }
+        let st = &mut input.state;
+        st.present = true;
+        st.joints = q.len();
+        st.position_rad.clear();
+        st.velocity_rad_s.clear();
+        for (x, v) in q.iter().zip(&qd) {
+            st.position_rad.push(*x).unwrap();
+            st.velocity_rad_s.push(*v).unwrap();
+        }
+        input.chunk = None;
+        if let Some((t, ch)) = due {
+            if t <= k {
+                input.chunk = Some(ch);
+                due = None;
+            }
+        }
+        c.step(&input, &mut out);
+        c.write_gains(&out, &mut kp, &mut kd);
+        let torque = out.torque_mask & 0b100 != 0;
+        assert_eq!(out.torque_mask & 0b011, 0, "position joints are never under torque control");
+        assert_eq!((kp[0], kd[0]), (robot.joints[0].kp as f32, robot.joints[0].kd as f32));
+        if torque {
+            assert_eq!((kp[2], kd[2]), (0.0, 0.0), "a torque-controlled joint goes out with no gains");
+        } else {
+            assert_eq!((kp[2], kd[2]), (10.0, 0.5), "a held effort joint goes out with its own gains");
+        }
+        if out.state == SafetyState::Running || !torques.is_empty() {
+            torques.push(if out.state == SafetyState::Running {
+                out.proposed_rad.as_ref().map(|p| p[2])
+            } else {
+                None
+            });
+            qs.push(q[2]);
+            qds.push(qd[2]);
+            commanded.push(out.effort_nm[2]);
+            flags.push(torque);
+        }
+        // The wrist: an inertia with viscous friction, driven by the torque, or by the drive's impedance law
+        // when held. The position joints follow their commands.
+        let tau = if torque {
+            out.effort_nm[2]
+        } else {
+            f64::from(kp[2]) * (out.position_rad[2] - q[2]) + f64::from(kd[2]) * (out.velocity_rad_s[2] - qd[2])
+        };
+        qd[2] += dt * (tau - damping * qd[2]) / inertia;
+        q[2] += dt * qd[2];
+        for (x, c) in q.iter_mut().zip(&out.position_rad).take(2) {
+            *x = *c;
+        }
+        if let Some(req) = out.request.filter(|r| r.infer) {
+            // Position joints hold; the wrist is pushed with 1.6 N m (its limit is 1.5) into its velocity and
+            // then its upper position limit, then back with 1.2 N m.
+            let target = if req.t_s < 3.0 { 1.6 } else { -1.2 };
+            for (i, v) in input.chunk_rad.iter_mut().enumerate() {
+                *v = if i % 3 == 2 { target } else { robot.default_pose()[i % 3] };
+            }
+            due = Some((
+                k + 2,
+                ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false, generation: 0 },
+            ));
+            made += 1;
+        }
+    }
+    assert!(made > 10 && c.stats().chunks_rejected == 0, "{made} chunks, {:?}", c.stats());
+    assert_eq!(out.state, SafetyState::Holding, "the stop request holds the arm");
+    assert!(
+        qd[2].abs() < 1e-3 && q[2].abs() < 1.2,
+        "the hold brought the wrist to rest: {} rad, {} rad/s",
+        q[2],
+        qd[2]
+    );
+    let wrist = &robot.joints[2];
+    let Some(reply) = reference(&serde_json::json!({
+        "torques": torques,
+        "q": qs,
+        "qd": qds,
+        "limits_rad": [wrist.position_limits_rad.0, wrist.position_limits_rad.1],
+        "position_margin_rad": 0.01,
+        "effort_nm": wrist.effort_limit_nm,
+        "v_max": wrist.velocity_limit_rad_s,
+        "a_max": wrist.acceleration_limit_rad_s2,
+    })) else {
+        return;
+    };
+    let want = reply["ticks"].as_array().unwrap();
+    assert_eq!(want.len(), commanded.len());
+    let mut why = std::collections::BTreeMap::new();
+    for (k, (w, (g, on))) in want.iter().zip(commanded.iter().zip(&flags)).enumerate() {
+        assert_eq!(w["torque"].as_bool().unwrap(), *on, "tick {k}: torque control");
+        let e = w["effort_nm"].as_f64().unwrap();
+        assert!((e - g).abs() <= 1e-12, "tick {k}: commanded {g} N m, reference {e}");
+        *why.entry(w["why"].as_str().unwrap_or("none").to_string()).or_insert(0) += 1;
+    }
+    for limit in ["effort", "position", "velocity"] {
+        assert!(why.get(limit).is_some_and(|n| *n > 0), "the {limit} limit acted on some tick: {why:?}");
+    }
+}

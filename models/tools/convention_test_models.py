@@ -224,6 +224,19 @@ scale = 0.1
         'modes = ["position", "position", "velocity"]\n',
         1.0,
     ),
+    "effort": (
+        "an effort joint (a torque-controlled wrist) beside two position joints of the simulated arm",
+        """
+[[observation.terms]]
+field = "joint_pos"
+
+[[observation.terms]]
+field = "joint_vel"
+scale = 0.1
+""",
+        'modes = ["position", "position", "effort"]\n',
+        1.0,
+    ),
     "gains": (
         "the policy's own joint gains for three of the SO-101's six joints (named out of order)",
         """
@@ -305,10 +318,10 @@ def manifest_text(name: str) -> str:
         text = text.replace('[io]\nobservation = "obs"\noutput = "actions"\n', PIPELINE_IO)
         text = text.replace("size = 8\n", "size = 8\nhistory = 2\n").replace('field = "joint_pos"\n', 'field = "joint_pos"\nhistory = 2\n')
         text = text.replace("size = 3\nscale", "size = 3\nhistory = 2\nscale") + PIPELINE_ENCODER
-    if name == "wheel":
+    if name in ("wheel", "effort"):
         # A chunk of 8 actions (a one-action policy would leave the executor nothing to run between ticks).
         text = text.replace("horizon = 1\n", "horizon = 8\n")
-    if name in ("command", "wheel"):
+    if name in ("command", "wheel", "effort"):
         # Joints of firmware-configs/sim-arm.toml (the test adds a velocity_command sensor to it).
         text = text.replace('joints = ["a", "b", "c"]', 'joints = ["shoulder", "elbow", "wrist"]')
     if name == "gains":
@@ -350,7 +363,7 @@ def main() -> None:
         n = obs_width(name)
         # The two last-action models share their weights: they differ only in what they feed back.
         rng = np.random.default_rng(2000 if name.startswith("last-action") else 1000 + sum(name.encode()))
-        horizon = 8 if name == "wheel" else 1
+        horizon = 8 if name in ("wheel", "effort") else 1
         w = gain * rng.uniform(-0.5, 0.5, size=(3 * horizon, n))
         if name.startswith("last-action"):
             # The fed-back action's weights stay small, so that the raw feedback loop stays bounded.

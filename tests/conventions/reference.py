@@ -8,7 +8,7 @@ stdin:  {"manifest": "<path to manifest.toml>", "weights": "<path to weights.jso
 stdout: {"inputs": [[graph input], ...], "max_output_error": e}   (relative to max(1, |output|))
 
 or, for the gains convention: stdin {"manifest": ..., "robot": "<robot description>"}, stdout {"kp": [...],
-"kd": [...]} per robot joint.
+"kd": [...]} per robot joint; for a velocity joint (`wheel`) and an effort joint (`effort`): see those functions.
 
 The definitions:
 - A term reads `size` values per tick: a frame field, the last action (the previous tick's output, zeros at
@@ -151,8 +151,39 @@ def wheel(req) -> dict:
     return {"velocities": out}
 
 
+def effort(req) -> dict:
+    """An effort joint's commanded torque, tick by tick, from the proposals (torques) and the measured state:
+    with no proposal there is no torque control (a hold holds the joint by position). Otherwise the torque is
+    clipped to +-effort_nm, then cut to 0 when it pushes outward while the joint's stopping point at a_max,
+    q + qd |qd| / (2 a_max), is at or past its position limits less the margin (min(position_margin_rad, a
+    tenth of the range)), or when the measured speed is at or above v_max and the torque has the velocity's
+    sign."""
+    lo, hi = req["limits_rad"]
+    margin = min(req["position_margin_rad"], 0.1 * (hi - lo))
+    soft_lo, soft_hi = lo + margin, hi - margin
+    e, v_max, a_max = req["effort_nm"], req["v_max"], req["a_max"]
+    out = []
+    for p, q, qd in zip(req["torques"], req["q"], req["qd"]):
+        if p is None:
+            out.append({"torque": False, "effort_nm": 0.0, "why": None})
+            continue
+        tau, why = min(max(p, -e), e), None
+        if tau != p:
+            why = "effort"
+        stop_at = q + qd * abs(qd) / (2 * a_max)
+        if (stop_at >= soft_hi and tau > 0) or (stop_at <= soft_lo and tau < 0):
+            tau, why = 0.0, "position"
+        if abs(qd) >= v_max and tau * qd > 0:
+            tau, why = 0.0, "velocity"
+        out.append({"torque": True, "effort_nm": tau, "why": why})
+    return {"ticks": out}
+
+
 def main() -> None:
     req = json.load(sys.stdin)
+    if "torques" in req:
+        json.dump(effort(req), sys.stdout)
+        return
     if "proposals" in req:
         json.dump(wheel(req), sys.stdout)
         return

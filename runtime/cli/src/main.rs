@@ -599,7 +599,10 @@ fn inspect(model: &std::path::Path, ort: &OrtArgs, runs: usize) -> anyhow::Resul
     if m.action.modes.iter().any(|mode| *mode != coxswain_config::robot::JointMode::Position) {
         let modes: Vec<String> =
             m.action.joints.iter().zip(&m.action.modes).map(|(j, mode)| format!("{j} {}", mode.name())).collect();
-        out!("modes      {} (a velocity joint's action is a velocity target, rad/s)", modes.join(", "));
+        out!(
+            "modes      {} (a velocity joint's action is a velocity target, rad/s; an effort joint's a torque, N m)",
+            modes.join(", ")
+        );
     }
     if m.action.kp.is_some() || m.action.kd.is_some() {
         out!(

@@ -17,7 +17,9 @@
 //! axis = [0.0, 0.0, 1.0]
 //! in_chain = true                     # optional; false for joints off the tool chain (a gripper)
 //! mode = "position"                  # optional: position (default) | velocity (a wheel: the command is a
-//!                                     # velocity target, kp 0; position limits optional and not enforced)
+//!                                     # velocity target, kp 0; position limits optional and not enforced) |
+//!                                     # effort (the command is a torque, kp = kd = 0 while the policy runs;
+//!                                     # holds and stops hold it with kp/kd, so both must be > 0)
 //! position_limits_rad = [-2.6, 2.6]
 //! velocity_limit_rad_s = 2.0
 //! acceleration_limit_rad_s2 = 20.0
@@ -299,6 +301,9 @@ pub enum JointMode {
     /// A velocity target (a wheel): the command goes out with position gain 0; position limits, where given,
     /// are not enforced.
     Velocity,
+    /// A torque (or force) target: while the policy runs the command carries it as `effort_nm` with both
+    /// gains 0; holds, stops and homing hold the joint by position with the joint's own `kp`/`kd`.
+    Effort,
 }
 
 impl JointMode {
@@ -306,6 +311,7 @@ impl JointMode {
         match self {
             JointMode::Position => "position",
             JointMode::Velocity => "velocity",
+            JointMode::Effort => "effort",
         }
     }
 }
@@ -423,14 +429,15 @@ impl Robot {
             let mode = match j.mode.as_deref() {
                 None | Some("position") => JointMode::Position,
                 Some("velocity") => JointMode::Velocity,
-                Some(other) => return Err(f(&at("mode"), format!("`{other}` is not position or velocity"))),
+                Some("effort") => JointMode::Effort,
+                Some(other) => return Err(f(&at("mode"), format!("`{other}` is not position, velocity or effort"))),
             };
             let [lo, hi] = match (j.position_limits_rad, mode) {
                 (Some(l), _) => l,
                 // A wheel turns without end: its position is never limited.
                 (None, JointMode::Velocity) => [-CONTINUOUS_RAD, CONTINUOUS_RAD],
-                (None, JointMode::Position) => {
-                    return Err(f(&at("position_limits_rad"), "is required for a position joint".into()))
+                (None, JointMode::Position | JointMode::Effort) => {
+                    return Err(f(&at("position_limits_rad"), format!("is required for a {} joint", mode.name())))
                 }
             };
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
@@ -451,6 +458,10 @@ impl Robot {
             for (name, v) in [("kp", j.kp), ("kd", j.kd)] {
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(f(&at(name), format!("must be >= 0, got {v}")));
+                }
+                if mode == JointMode::Effort && v <= 0.0 {
+                    // Holds and stops hold an effort joint by position: they need its gains.
+                    return Err(f(&at(name), "must be > 0 for an effort joint (holds and stops use it)".into()));
                 }
             }
             for (name, v) in [

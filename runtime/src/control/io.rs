@@ -292,6 +292,10 @@ pub struct ControlOutput {
     pub enable: bool,
     pub position_rad: Joints,
     pub velocity_rad_s: Joints,
+    /// The torque of each effort joint the policy drives this tick, N m (0 elsewhere).
+    pub effort_nm: Joints,
+    /// Bit `i`: joint `i` is under torque control this tick (its command goes out with kp = kd = 0).
+    pub torque_mask: u32,
     /// The executor's target before the safety filter, when there was one.
     pub proposed_rad: Option<Joints>,
     pub state: SafetyState,
@@ -322,7 +326,9 @@ impl ControlOutput {
         ControlOutput {
             enable: false,
             position_rad: zeros.clone(),
-            velocity_rad_s: zeros,
+            velocity_rad_s: zeros.clone(),
+            effort_nm: zeros,
+            torque_mask: 0,
             proposed_rad: None,
             state: SafetyState::Idle,
             armed: false,

@@ -32,6 +32,7 @@ use crate::policy::manifest::Field;
 use crate::policy::robot::JointMap;
 use crate::policy::{FieldId, Frame, Manifest};
 use crate::safety::{Command, Measured, SafetyFilter, SafetyState, StopReason, TickInput};
+use coxswain_config::robot::JointMode;
 use executor::{ChunkExecutor, Interpolation, Overlap};
 pub use io::{
     ChunkIn, ControlInput, ControlOutput, EStopIn, Event, ImuIn, ObservationRequest, Request, RtcRequest, StateIn,
@@ -302,9 +303,22 @@ impl Controller {
         self.residual_swaps = Some(ends);
     }
 
-    /// The gains every command carries, per robot joint: (kp N m/rad, kd N m s/rad).
+    /// The gains commands carry, per robot joint: (kp N m/rad, kd N m s/rad). A joint under torque control
+    /// in a tick ([`ControlOutput::torque_mask`]) goes out with both 0 instead ([`Controller::write_gains`]).
     pub fn gains(&self) -> (&[f64], &[f64]) {
         (&self.kp, &self.kd)
+    }
+
+    /// The gains this tick's command carries, into `kp`, `kd` (robot order): [`Controller::gains`], with 0
+    /// for the joints `out` has under torque control.
+    pub fn write_gains(&self, out: &ControlOutput, kp: &mut [f32], kd: &mut [f32]) {
+        for (i, ((p, d), (&base_p, &base_d))) in
+            kp.iter_mut().zip(kd.iter_mut()).zip(self.kp.iter().zip(&self.kd)).enumerate()
+        {
+            let torque = i < 32 && out.torque_mask & (1 << i) != 0;
+            *p = if torque { 0.0 } else { base_p as f32 };
+            *d = if torque { 0.0 } else { base_d as f32 };
+        }
     }
 
     /// Which hot swap's tick-rate residual runs now (0: the first policy's).
@@ -687,9 +701,14 @@ impl Controller {
         }
 
         out.enable = self.command.enable;
+        out.torque_mask = 0;
         for i in 0..self.n_robot {
             out.position_rad[i] = self.command.position_rad[i];
             out.velocity_rad_s[i] = self.command.velocity_rad_s[i];
+            out.effort_nm[i] = self.command.effort_nm[i];
+            if self.command.torque[i] {
+                out.torque_mask |= 1 << i;
+            }
         }
         match (&mut out.proposed_rad, have_action) {
             (Some(p), true) => {
@@ -836,8 +855,12 @@ impl Controller {
         let n = self.n_robot;
         for k in 0..self.horizon {
             for j in 0..n {
-                // Joints the policy does not drive keep their current command.
-                self.chunk_robot[k * n + j] = self.command.position_rad[j];
+                // Joints the policy does not drive keep their current command (a wheel's is to stand still;
+                // an effort joint is always driven, `policy::robot::bind`).
+                self.chunk_robot[k * n + j] = match self.safety.config().joints()[j].mode {
+                    JointMode::Velocity => 0.0,
+                    _ => self.command.position_rad[j],
+                };
             }
             for (i, j) in self.map.robot_index.iter().enumerate() {
                 self.chunk_robot[k * n + j] = actions_rad.get(k * a + i).copied().unwrap_or(f64::NAN);

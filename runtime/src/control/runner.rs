@@ -320,7 +320,8 @@ fn control_loop(
         let _ = cmd.position_rad.push(0.0);
         let _ = cmd.velocity_rad_s.push(0.0);
         let _ = cmd.effort_nm.push(0.0);
-        // The gains are the same on every command (a policy with other gains is no hot swap).
+        // The policy's gains (a policy with other gains is no hot swap); an effort joint under torque control
+        // goes out with 0 (`Controller::write_gains`, every tick).
         let _ = cmd.kp_nm_per_rad.push(kp.get(i).copied().unwrap_or(0.0) as f32);
         let _ = cmd.kd_nm_s_per_rad.push(kd.get(i).copied().unwrap_or(0.0) as f32);
     }
@@ -390,7 +391,9 @@ fn control_loop(
             for i in 0..n {
                 cmd.position_rad[i] = output.position_rad[i] as f32;
                 cmd.velocity_rad_s[i] = output.velocity_rad_s[i] as f32;
+                cmd.effort_nm[i] = output.effort_nm[i] as f32;
             }
+            controller.write_gains(&output, &mut cmd.kp_nm_per_rad, &mut cmd.kd_nm_s_per_rad);
             if sink.send(&cmd).is_err() {
                 publish_errors += 1;
             }

@@ -127,16 +127,29 @@
 //! clip_stage = "raw"
 //! ```
 //!
-//! **Control modes.** A joint is a position joint (the default) or a velocity joint (a wheel): its action
-//! is then a velocity target in rad/s (`raw * scale + offset`). The manifest's `[action] modes` and the
-//! robot description's `mode` must agree. A velocity joint's command goes out with position gain 0 and the
+//! **Control modes.** A joint is a position joint (the default), a velocity joint (a wheel: its action
+//! is then a velocity target in rad/s, `raw * scale + offset`) or an effort joint (below). The manifest's
+//! `[action] modes` and the robot description's `mode` must agree. A velocity joint's command goes out with
+//! position gain 0 and the
 //! target in its velocity field; the safety filter moves its velocity toward the target within the velocity
 //! and acceleration limits, brings it to rest the same way on a hold or a stop, and enforces no position
-//! limits on it (a wheel turns without end). Effort joints are not supported yet.
+//! limits on it (a wheel turns without end).
 //! ```toml
 //! [action]
 //! joints = ["hip", "knee", "wheel"]
 //! modes = ["position", "position", "velocity"]
+//! ```
+//! An effort joint's action is a torque in N m (`raw * scale + offset`). While the policy runs its command
+//! carries the torque in its effort field with both gains 0; the safety filter clamps it to the joint's
+//! `effort_limit_nm` and cuts to zero a torque that pushes the joint further past its position limits (less
+//! the margin) or faster than its velocity limit (measured). Holds, stops and homing hold it by position with
+//! the robot description's `kp`/`kd` (required > 0 for an effort joint), starting from the measured position
+//! and velocity. An effort joint must be driven by the policy.
+//! ```toml
+//! [action]
+//! joints = ["hip", "knee", "ankle"]
+//! modes = ["position", "position", "effort"]
+//! scale = [0.25, 0.25, 2.0]                  # the ankle's action 1.0 is 2 N m
 //! ```
 //!
 //! **The fed-back action.** A `last_action` term reads the graph's previous output as it came (`raw`, the
@@ -316,8 +329,8 @@ pub struct RawAction {
     /// description's for the joints the policy drives.
     pub kp: Option<OneOrMany>,
     pub kd: Option<OneOrMany>,
-    /// Per policy joint (or one for all): `position` (default) or `velocity` (the action is a velocity
-    /// target in rad/s, a wheel); must match the robot description's `mode`.
+    /// Per policy joint (or one for all): `position` (default), `velocity` (the action is a velocity
+    /// target in rad/s, a wheel) or `effort` (a torque in N m); must match the robot description's `mode`.
     pub modes: Option<Vec<String>>,
     /// Past-token prediction: the first `past` actions of the output predict the actions executed just
     /// before the chunk starts; the rest is the chunk to execute.
@@ -906,10 +919,11 @@ impl Manifest {
                     out.push(match name.as_str() {
                         "position" => coxswain_config::robot::JointMode::Position,
                         "velocity" => coxswain_config::robot::JointMode::Velocity,
+                        "effort" => coxswain_config::robot::JointMode::Effort,
                         other => {
                             return Err(err(
                                 &format!("action.modes[{}]", i % m.len()),
-                                format!("`{other}` is not position or velocity"),
+                                format!("`{other}` is not position, velocity or effort"),
                             ))
                         }
                     });

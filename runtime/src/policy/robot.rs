@@ -103,6 +103,19 @@ pub fn bind(manifest: &Manifest, robot: &Robot) -> Result<JointMap> {
             ),
         ));
     }
-    let undriven = (0..robot.joints.len()).filter(|j| !robot_index.contains(j)).collect();
+    let undriven: Vec<usize> = (0..robot.joints.len()).filter(|j| !robot_index.contains(j)).collect();
+    // An undriven joint keeps its command; an effort joint has no command to keep but the policy's torque.
+    if let Some(&j) = undriven.iter().find(|&&j| robot.joints[j].mode == coxswain_config::robot::JointMode::Effort) {
+        return Err(Error::field(
+            &manifest.path,
+            "action.joints",
+            format!(
+                "`{}` is an effort joint of {}: the policy must drive it (a torque-controlled joint has no command \
+                 to hold without one)",
+                robot.joints[j].name,
+                robot.path.display()
+            ),
+        ));
+    }
     Ok(JointMap { robot_index, undriven })
 }

@@ -34,6 +34,8 @@ pub enum ChunkReason {
     OutOfLimits { value_rad: f64, lower_rad: f64, upper_rad: f64 },
     #[error("implied velocity {velocity_rad_s} rad/s exceeds {limit_rad_s} rad/s")]
     TooFast { velocity_rad_s: f64, limit_rad_s: f64 },
+    #[error("torque {effort_nm} N m exceeds {limit_nm} N m")]
+    TooMuchEffort { effort_nm: f64, limit_nm: f64 },
     #[error("first action is {distance_rad} rad from the current command; reach is {reach_rad} rad")]
     FirstActionTooFar { distance_rad: f64, reach_rad: f64 },
     #[error("the current command given for comparison has the wrong length or a non-finite value")]
@@ -47,7 +49,9 @@ impl SafetyConfig {
     /// joint order, radians, `dt_s` apart. It is accepted when:
     /// - its shape matches (`joints` is the robot's, the length a non-zero multiple of it) and `dt_s > 0`;
     /// - a velocity joint's values (velocity targets) are finite and at most its velocity limit times
-    ///   `margins.chunk_velocity_scale`; the rules below are for position joints;
+    ///   `margins.chunk_velocity_scale`; an effort joint's (torques) are finite and at most its effort
+    ///   limit times the same scale (the filter clamps to the limit itself); the rules below are for position
+    ///   joints;
     /// - every value is finite and inside the joint's position limits (within [`CHUNK_POSITION_EPS_RAD`], the
     ///   rounding of an f32 limit);
     /// - the velocity implied by consecutive actions, `|a[k+1] - a[k]| / dt_s`, is at most the velocity limit
@@ -125,6 +129,13 @@ impl SafetyConfig {
                     // A velocity target: within the velocity limit (the filter shapes its acceleration).
                     if x.abs() > limit_rad_s {
                         return reject(k, j, ChunkReason::TooFast { velocity_rad_s: x.abs(), limit_rad_s });
+                    }
+                    continue;
+                }
+                if lim.mode == JointMode::Effort {
+                    let limit_nm = lim.effort_nm * scale;
+                    if x.abs() > limit_nm {
+                        return reject(k, j, ChunkReason::TooMuchEffort { effort_nm: x.abs(), limit_nm });
                     }
                     continue;
                 }

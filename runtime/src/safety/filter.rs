@@ -5,7 +5,7 @@ use coxswain_config::robot::{Starvation, StopCategory};
 use super::chunk::ChunkRejection;
 use super::config::SafetyConfig;
 use super::error::SafetyError;
-use super::motion::{effort_target, position_target, speed_step, step, Axis, Goal, Motion, Shaping};
+use super::motion::{effort_target, position_target, speed_step, step, torque_guard, Axis, Goal, Motion, Shaping};
 use super::report::{LimitFlags, TickReport};
 use super::state::{HoldReason, Reason, SafetyState, StopReason, Transition, TransitionLog};
 
@@ -40,6 +40,11 @@ pub struct Command {
     pub position_rad: Vec<f64>,
     /// The commanded velocity (`Δposition / control_dt_s`), as a feed-forward; 0 while the drives are off.
     pub velocity_rad_s: Vec<f64>,
+    /// The torque of an effort joint the policy drives this tick (its gains go out as 0); 0 elsewhere.
+    pub effort_nm: Vec<f64>,
+    /// Joints under torque control this tick (an effort joint while `Running`): the command's position and
+    /// velocity are then the measured ones, for the record, and its gains must go out as 0.
+    pub torque: Vec<bool>,
     /// `false`: drives off (idle, category 0, the end of category 1).
     pub enable: bool,
 }
@@ -47,7 +52,13 @@ pub struct Command {
 impl Command {
     /// A command for `joints` joints, drives off. Allocate once, reuse every tick.
     pub fn new(joints: usize) -> Command {
-        Command { position_rad: vec![0.0; joints], velocity_rad_s: vec![0.0; joints], enable: false }
+        Command {
+            position_rad: vec![0.0; joints],
+            velocity_rad_s: vec![0.0; joints],
+            effort_nm: vec![0.0; joints],
+            torque: vec![false; joints],
+            enable: false,
+        }
     }
 }
 
@@ -86,6 +97,9 @@ pub struct SafetyFilter {
     prev_target: Vec<f64>,
     prev_target_v: Vec<f64>,
     have_prev_target: bool,
+    /// This tick's torque per joint, and whether the joint is under torque control (effort joints, running).
+    torque_nm: Vec<f64>,
+    torque: Vec<bool>,
     homing_target: Vec<f64>,
     state: SafetyState,
     drives_on: bool,
@@ -124,6 +138,7 @@ impl SafetyFilter {
                     j_max: j.jerk_rad_s3,
                     effort_window: (j.kp > 0.0).then(|| j.effort_nm / j.kp),
                     velocity: j.mode == coxswain_config::robot::JointMode::Velocity,
+                    effort: (j.mode == coxswain_config::robot::JointMode::Effort).then_some(j.effort_nm),
                 }
             })
             .collect();
@@ -139,6 +154,8 @@ impl SafetyFilter {
             prev_target: vec![0.0; n],
             prev_target_v: vec![0.0; n],
             have_prev_target: false,
+            torque_nm: vec![0.0; n],
+            torque: vec![false; n],
             homing_target: vec![0.0; n],
             state: SafetyState::Idle,
             drives_on: false,
@@ -338,7 +355,11 @@ impl SafetyFilter {
         let start_soft = self.state == SafetyState::Holding && self.hold == HoldKind::Soft;
         self.tick_transition = None;
 
-        if out.position_rad.len() != n || out.velocity_rad_s.len() != n {
+        if out.position_rad.len() != n
+            || out.velocity_rad_s.len() != n
+            || out.effort_nm.len() != n
+            || out.torque.len() != n
+        {
             // Cannot say what every joint should do: drives off, whatever the category.
             self.begin_stop(now, StopReason::CommandShape, StopCategory::Cat0);
             for m in &mut self.motion {
@@ -413,16 +434,26 @@ impl SafetyFilter {
         }
 
         // The law of the state we are now in.
-        let measured_pos = match (state, measured) {
-            (StateCheck::Fresh, Some(m)) => Some(m.position_rad),
-            _ => None,
+        let (measured_pos, measured_vel) = match (state, measured) {
+            (StateCheck::Fresh, Some(m)) => (Some(m.position_rad), Some(m.velocity_rad_s)),
+            _ => (None, None),
         };
+        // Joints under torque control last tick: whatever law runs now starts from where they are.
+        if let (Some(q), Some(qd)) = (measured_pos, measured_vel) {
+            for (i, (ax, m)) in self.axes.iter().zip(self.motion.iter_mut()).enumerate() {
+                if self.torque[i] {
+                    *m = Motion { q: q[i], v: qd[i].clamp(-ax.v_max, ax.v_max), a: 0.0 };
+                }
+            }
+        }
+        self.torque_nm.fill(0.0);
+        self.torque.fill(false);
         let mut joint = None;
         let mut exact = false;
         match self.state {
             SafetyState::Running => match proposal {
                 ProposalCheck::Valid(p) => {
-                    let (f, j, e) = self.track(p, measured_pos);
+                    let (f, j, e) = self.track(p, measured_pos, measured_vel);
                     flags |= f;
                     joint = j;
                     exact = e;
@@ -469,7 +500,12 @@ impl SafetyFilter {
 
     /// Follows the proposal under every limit. Returns the limits that acted, the first joint they acted
     /// on, and whether the command equals the proposal.
-    fn track(&mut self, proposal: &[f64], measured: Option<&[f64]>) -> (LimitFlags, Option<usize>, bool) {
+    fn track(
+        &mut self,
+        proposal: &[f64],
+        measured: Option<&[f64]>,
+        measured_v: Option<&[f64]>,
+    ) -> (LimitFlags, Option<usize>, bool) {
         let dt = self.dt_s;
         let mut all = LimitFlags::NONE;
         let mut first = None;
@@ -477,8 +513,27 @@ impl SafetyFilter {
         let have_prev = self.have_prev_target;
         let parts =
             self.axes.iter().zip(self.motion.iter_mut()).zip(self.prev_target.iter_mut().zip(&mut self.prev_target_v));
-        for (i, ((ax, m), (prev, prev_v))) in parts.enumerate() {
+        let torques = self.torque_nm.iter_mut().zip(self.torque.iter_mut());
+        for (i, (((ax, m), (prev, prev_v)), (tau, torque))) in parts.zip(torques).enumerate() {
             let Some(&raw) = proposal.get(i) else { continue };
+            if let Some(effort_nm) = ax.effort {
+                // The proposal is a torque. The command's position and velocity follow the measured ones, so
+                // that a hold or stop starts from where the joint is and how fast it moves.
+                let q = measured.and_then(|q| q.get(i).copied()).unwrap_or(m.q);
+                let qd = measured_v.and_then(|v| v.get(i).copied()).unwrap_or(m.v);
+                let (t, flags) = torque_guard(ax, effort_nm, raw, q, qd);
+                *m = Motion { q, v: qd.clamp(-ax.v_max, ax.v_max), a: 0.0 };
+                *tau = t;
+                *torque = true;
+                if (t - raw).abs() > INTERVENTION_EPS_RAD {
+                    exact = false;
+                    if first.is_none() {
+                        first = Some(i);
+                    }
+                    all |= flags;
+                }
+                continue;
+            }
             if ax.velocity {
                 // The proposal is a velocity target.
                 let flags = speed_step(ax, m, raw, dt, 1.0);
@@ -720,6 +775,12 @@ impl SafetyFilter {
         }
         for (o, m) in out.velocity_rad_s.iter_mut().zip(&self.motion) {
             *o = if enable { m.v } else { 0.0 };
+        }
+        for ((o, t), (&tau, &on)) in
+            out.effort_nm.iter_mut().zip(out.torque.iter_mut()).zip(self.torque_nm.iter().zip(&self.torque))
+        {
+            *o = if enable { tau } else { 0.0 };
+            *t = enable && on;
         }
     }
 

@@ -55,6 +55,17 @@
 //! no position limit (measured positions outside the limits are no fault either). Holds, stops and homing
 //! bring its velocity to zero the same way. Its chunks are checked for `|v| ≤ v_max·chunk_velocity_scale`.
 //!
+//! **Effort joints** (`mode = "effort"`) take a torque while `Running`: [`Command::torque`] marks them (the
+//! driver gets gains 0 and the torque in [`Command::effort_nm`]), the torque is clamped to `±effort_nm`, and
+//! cut to zero where it pushes outward while the joint's stopping point at `a_max` (`q + q̇·|q̇| / 2a_max`,
+//! measured) is at or past the inner position limits, or where it has the sign of a measured speed at or
+//! above `v_max`. The command's position and velocity report the measured state. Every other state (holds,
+//! stops, homing) moves the joint by position under its own `kp`/`kd`, starting from the measured position
+//! and velocity, with every position-joint limit. The filter does not know the joint's inertia or friction,
+//! so cutting torque cannot guarantee the position limits of a torque-controlled joint: a joint carried past
+//! them by its momentum latches the position fault below (a stop, which holds it by position). Chunks are
+//! checked for `|τ| ≤ effort_nm·chunk_velocity_scale`.
+//!
 //! The guarantees for position joints (checked by property tests over random limits and inputs): every commanded position is
 //! finite and inside `[lower, upper]`; while the drives stay on, `|Δq| ≤ v_max·dt` and `|Δv| ≤ a_max·dt`
 //! between consecutive commands. When the drives are off the command is not motion (it tracks the measured

@@ -41,6 +41,9 @@ pub(crate) struct Axis {
     /// A velocity joint (a wheel): the proposal is a velocity target ([`speed_step`]); its position is
     /// integrated, never limited.
     pub velocity: bool,
+    /// An effort joint: while running, the proposal is a torque ([`torque_guard`]); holds, stops and homing
+    /// move it by position like a position joint.
+    pub effort: Option<f64>,
 }
 
 /// The last command of one joint: position, velocity `Δq/dt` and acceleration `Δv/dt`.
@@ -98,6 +101,28 @@ pub(crate) fn speed_step(ax: &Axis, m: &mut Motion, target_v: f64, dt: f64, scal
     m.v += dv;
     m.q += m.v * dt;
     flags
+}
+
+/// An effort joint, one running tick: the torque `tau_nm` clamped to `±effort_nm`, then cut to zero where it
+/// pushes outward while the joint's stopping point at the acceleration limit, `q + qd·|qd| / (2·a_max)` at the
+/// measured `q`, `qd`, is at or past its position limits less the margin; or where it has the sign of a
+/// measured speed at or above the velocity limit. Returns the torque and the limits that acted.
+pub(crate) fn torque_guard(ax: &Axis, effort_nm: f64, tau_nm: f64, q: f64, qd: f64) -> (f64, LimitFlags) {
+    let mut flags = LimitFlags::NONE;
+    let mut tau = clamp(tau_nm, -effort_nm, effort_nm);
+    if tau != tau_nm {
+        flags |= LimitFlags::EFFORT;
+    }
+    let stop_at = q + qd * qd.abs() / (2.0 * ax.a_max);
+    if (stop_at >= ax.soft_upper && tau > 0.0) || (stop_at <= ax.soft_lower && tau < 0.0) {
+        tau = 0.0;
+        flags |= LimitFlags::POSITION;
+    }
+    if qd.abs() >= ax.v_max && tau * qd > 0.0 {
+        tau = 0.0;
+        flags |= LimitFlags::VELOCITY;
+    }
+    (tau, flags)
 }
 
 /// `x` into `[lo, hi]`; `hi` wins if the interval is empty. NaN `x` stays NaN (caught at the end of
@@ -438,6 +463,7 @@ mod tests {
             j_max: jerk,
             effort_window: None,
             velocity: false,
+            effort: None,
         }
     }
 

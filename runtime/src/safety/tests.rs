@@ -744,6 +744,77 @@ fn chunk_validation_names_action_joint_and_reason() {
 
 // ---- properties -------------------------------------------------------------------------------------------
 
+/// One tick of a bare filter (no perfect-robot rig: an effort joint's command follows the measured state).
+fn tick_at(f: &mut SafetyFilter, out: &mut Command, now: f64, q: &[f64], qd: &[f64], p: Option<&[f64]>) -> TickReport {
+    let measured = Some(Measured { position_rad: q, velocity_rad_s: qd, age_s: 0.0 });
+    f.tick(&TickInput { now_s: now, measured, proposed_rad: p }, out)
+}
+
+#[test]
+fn an_effort_joint_gets_its_torque_clamped_and_cut_at_its_limits_and_a_hold_holds_it_by_position() {
+    // Joint 0 as an effort joint: effort limit 3 N m, position limits [-1, 1] (inner 0.99), 2 rad/s.
+    let mut js = joints();
+    js[0].mode = JointMode::Effort;
+    let cfg = SafetyConfig::new(js, DT, 0.02, StopCategory::Cat1, Starvation::Hold).unwrap();
+    let mut f = SafetyFilter::new(cfg);
+    let mut out = Command::new(2);
+    let mut now = 0.0;
+    tick_at(&mut f, &mut out, now, &[0.0, 0.0], &[0.0, 0.0], None);
+    f.start(now, &Measured { position_rad: &[0.0, 0.0], velocity_rad_s: &[0.0, 0.0], age_s: 0.0 }).unwrap();
+    let mut run = |q: f64, qd: f64, tau: f64| {
+        now += DT;
+        let r = tick_at(&mut f, &mut out, now, &[q, 0.0], &[qd, 0.0], Some(&[tau, 0.0]));
+        assert!(out.enable && out.torque[0] && !out.torque[1], "joint 0 under torque control, joint 1 not");
+        assert_eq!((out.position_rad[0], out.velocity_rad_s[0]), (q, qd.clamp(-2.0, 2.0)), "the measured state");
+        (out.effort_nm[0], r)
+    };
+    // Within every limit: the torque passes unchanged.
+    let (tau, r) = run(0.2, 0.5, -1.5);
+    assert_eq!((tau, r.intervened), (-1.5, false));
+    // Beyond the effort limit: clamped to it.
+    let (tau, r) = run(0.2, 0.5, 7.0);
+    assert_eq!((tau, r.intervened), (3.0, true));
+    assert!(r.limits.contains(LimitFlags::EFFORT));
+    // At the inner upper limit: pushing further out is cut, pulling back in passes.
+    let (tau, r) = run(0.995, 0.0, 1.0);
+    assert_eq!(tau, 0.0);
+    assert!(r.intervened && r.limits.contains(LimitFlags::POSITION));
+    assert_eq!(run(0.995, 0.0, -1.0).0, -1.0);
+    assert_eq!(run(-0.995, 0.0, -1.0).0, 0.0);
+    // At the velocity limit: accelerating further is cut, braking passes.
+    let (tau, r) = run(0.0, 2.1, 0.5);
+    assert_eq!(tau, 0.0);
+    assert!(r.limits.contains(LimitFlags::VELOCITY));
+    assert_eq!(run(0.0, 2.1, -0.5).0, -0.5);
+    // A missing proposal: a hold by position from the measured state, no torque, decelerating at a_max.
+    now += DT;
+    tick_at(&mut f, &mut out, now, &[0.3, 0.0], &[1.0, 0.0], None);
+    assert_eq!(f.state(), SafetyState::Holding);
+    assert!(!out.torque[0] && out.effort_nm[0] == 0.0);
+    assert!((out.velocity_rad_s[0] - (1.0 - 20.0 * DT)).abs() < 1e-9, "{}", out.velocity_rad_s[0]);
+    assert!((out.position_rad[0] - (0.3 + out.velocity_rad_s[0] * DT)).abs() < 1e-9, "{}", out.position_rad[0]);
+    // A stop (category 1) ends with the drives off: no torque either.
+    f.engage_estop(now, StopReason::EStop);
+    for _ in 0..2000 {
+        now += DT;
+        tick_at(&mut f, &mut out, now, &[0.3, 0.0], &[0.0, 0.0], Some(&[2.0, 0.0]));
+        assert!(!out.torque[0] && out.effort_nm[0] == 0.0, "no torque during a stop");
+    }
+    assert_eq!((f.state(), out.enable), (SafetyState::Fault, false));
+}
+
+#[test]
+fn an_effort_joints_chunk_is_refused_beyond_its_effort_limit_and_not_for_its_position_limits() {
+    let mut js = joints();
+    js[0].mode = JointMode::Effort;
+    let f = SafetyFilter::new(SafetyConfig::new(js, DT, 0.02, StopCategory::Cat1, Starvation::Hold).unwrap());
+    // Torques of 2.5 N m are far outside joint 0's position limits as radians, and within its 3 N m.
+    assert!(f.validate_chunk(&[2.5, 0.0, -2.5, 0.0], 2, 0.1, Some(&[0.0, 0.0])).is_ok());
+    let r = f.validate_chunk(&[2.5, 0.0, 3.5, 0.0], 2, 0.1, None).unwrap_err();
+    assert_eq!((r.action, r.joint), (1, 0));
+    assert!(matches!(r.reason, ChunkReason::TooMuchEffort { limit_nm, .. } if (limit_nm - 3.3).abs() < 1e-9), "{r}");
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
