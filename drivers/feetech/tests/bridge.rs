@@ -448,3 +448,60 @@ fn sigterm_is_a_controlled_stop_with_a_summary_and_exit_0() {
     assert!(err.contains("stopped after") && err.contains("summary {"), "{err}");
     assert_eq!(emu.torques(), vec![0; 6]);
 }
+
+#[test]
+fn calibrate_records_the_middle_and_the_travel_of_each_joint() {
+    use std::io::{BufRead, BufReader, Read};
+    let Some(mut emu) = Emulator::start(&["--positions", "2048"]) else { return };
+    let mut child = bin()
+        .args([
+            "calibrate",
+            "--robot",
+            &robot_path(),
+            "--port",
+            &emu.port,
+            "--bus-margin-ms",
+            "25",
+            "--duration-s",
+            "4",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the second step, then move every joint through 1500..2600 by hand (`set <id> position`).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut all = String::new();
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.contains("WHOLE travel") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        let _ = r.read_to_string(&mut all);
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("the calibration's second step");
+    for counts in [1500, 2600, 2048] {
+        for id in common::IDS {
+            assert_eq!(emu.ctl(&format!("set {id} position {counts}")), "ok");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = reader.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}\n{text}");
+    // The middle pose read 2048, so the offset is 2048 - 2047 = 1 and the travel is 1500..2600 less 1.
+    for j in ["shoulder_pan", "gripper"] {
+        let at = text.find(&format!("name = \"{j}\"")).unwrap_or_else(|| panic!("{j} in {text}"));
+        assert!(text[at..].contains("homing_offset_counts = 1\ndrive_mode = 0\nrange_counts = [1499, 2599]"), "{text}");
+    }
+    assert_eq!(emu.torques(), vec![0; 6], "calibration runs with the torque off");
+}
