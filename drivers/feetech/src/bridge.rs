@@ -492,7 +492,7 @@ impl<P: Port> Bridge<P> {
         }
         self.mode = Mode::Off;
         self.status.run_s = started.elapsed().as_secs_f64();
-        self.refresh_status(Instant::now());
+        self.refresh_status(Instant::now(), true);
         self.publish_status();
         self.status.clone()
     }
@@ -517,8 +517,9 @@ impl<P: Port> Bridge<P> {
         self.take_command();
         self.decide(now);
         self.write_goals();
-        self.refresh_status(now);
-        if self.last_status.is_none_or(|t| now.duration_since(t) >= self.options.status_every) {
+        let publish = self.last_status.is_none_or(|t| now.duration_since(t) >= self.options.status_every);
+        self.refresh_status(now, publish);
+        if publish {
             self.last_status = Some(now);
             self.publish_status();
         }
@@ -938,7 +939,10 @@ impl<P: Port> Bridge<P> {
         }
     }
 
-    fn refresh_status(&mut self, now: Instant) {
+    /// Brings the status up to date. The per-servo part and the copy the handle reads are refreshed every
+    /// 10th tick, when the mode, arming or e-stop change, and when `full` (they allocate; the scalars do not).
+    fn refresh_status(&mut self, now: Instant, full: bool) {
+        let changed = (self.status.mode, self.status.armed, self.status.estop) != (self.mode, self.armed, self.estop);
         let st = &mut self.status;
         st.mode = self.mode;
         st.armed = self.armed;
@@ -951,6 +955,9 @@ impl<P: Port> Bridge<P> {
             sorted.sort_unstable();
             st.tick_p50_us = sorted[sorted.len() / 2];
             st.tick_p99_us = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+        }
+        if !(full || changed || st.ticks.is_multiple_of(10)) {
+            return;
         }
         for (out, s) in st.servos.iter_mut().zip(&self.servos) {
             *out = ServoStatus {

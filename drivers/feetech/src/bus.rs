@@ -397,12 +397,14 @@ impl<P: Port> Bus<P> {
                 }
             }
         }
-        let leftover = self.decoder.pending() > 0;
+        let mut leftover = self.decoder.pending() > 0;
         self.counters.skipped_bytes = self.decoder.stats.skipped_bytes;
         for (k, (o, id)) in out.iter_mut().zip(ids).enumerate() {
-            if matches!(o, Err(TxError::Timeout)) && leftover && !got_bytes.get(k).copied().unwrap_or(false) {
-                // Bytes arrived that never made a packet: call the first silent id's failure garbled.
+            if leftover && matches!(o, Err(TxError::Timeout)) && !got_bytes.get(k).copied().unwrap_or(false) {
+                // Bytes arrived that never made a packet: the first silent id's reply was garbled (a later
+                // one may only have been waiting behind it).
                 *o = Err(TxError::Garbled);
+                leftover = false;
             }
             match o {
                 Ok(_) => self.ids[*id as usize].ok += 1,

@@ -140,6 +140,21 @@ impl Rig {
         self.arm_pub.publish(&m).unwrap();
     }
 
+    /// A replayed request: a sequence number just behind the last one, an old stamp (WIRE.md 10: stale).
+    fn stale_arm_request(&mut self, action: ArmAction) {
+        let mut m = ArmRequest { action, ..Default::default() };
+        m.header.seq = self.seq - 1;
+        m.header.stamp_ns = 1;
+        self.arm_pub.publish(&m).unwrap();
+    }
+
+    fn stale_estop(&mut self, action: EStopAction) {
+        let mut m = EStop { action, ..Default::default() };
+        m.header.seq = self.seq - 1;
+        m.header.stamp_ns = 1;
+        self.estop_pub.publish(&m).unwrap();
+    }
+
     fn estop(&mut self, action: EStopAction) {
         self.seq += 1;
         let mut m = EStop { action, ..Default::default() };
@@ -237,6 +252,10 @@ fn torque_is_on_only_between_an_arm_with_fresh_commands_and_a_disarm() {
     let s = rig.bridge.status();
     assert_eq!(s.mode, Mode::Off);
     assert!(s.controlled_stops >= 1 && s.torque_enables == 1, "{}", s.line());
+    // A replayed arm request is ignored.
+    rig.stale_arm_request(ArmAction::Arm);
+    eventually("the stale arm is counted", || rig.bridge.status().stale_arms > 0);
+    assert!(!rig.bridge.status().armed);
     // Refused commands: wrong joint count, non-finite.
     let mut bad = A.to_vec();
     bad[2] = f32::NAN;
@@ -275,6 +294,10 @@ fn estop_category_0_switches_the_torque_off_at_once() {
     eventually("torque off", || rig.emu.torques() == vec![0; 6]);
     let s = rig.bridge.status();
     assert_eq!((s.mode, s.controlled_stops), (Mode::Off, 0), "{}", s.line());
+    // A replayed reset does not release the latch.
+    rig.stale_estop(EStopAction::Reset);
+    eventually("the stale reset is counted", || rig.bridge.status().stale_resets > 0);
+    assert!(rig.bridge.status().estop);
     // Re-arming while latched is refused; the reset alone moves nothing.
     rig.arm_request(ArmAction::Arm);
     eventually("the arm request is refused", || rig.bridge.status().arms_refused > 0);
