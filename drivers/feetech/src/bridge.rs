@@ -326,6 +326,11 @@ impl<P: Port> Bridge<P> {
                 error: TxError::Timeout,
             });
         }
+        // EEPROM write protection on: the coefficients written below then take effect without being saved
+        // (LeRobot leaves it off while the torque is off).
+        for c in &cals {
+            bus.write(c.id, reg::LOCK, &[1]).map_err(tx_err(&port, c.id, "locking EEPROM"))?;
+        }
         let mut mismatched = Vec::new();
         for c in &cals {
             let have = read_homing_offset(&mut bus, c.id)?;
@@ -712,10 +717,12 @@ impl<P: Port> Bridge<P> {
                 ArmAction::Arm => {
                     if !self.armed {
                         eprintln!("coxswain-feetech: armed by `{}`; torque on with the next command", a.value.source);
+                        // Only the arm that arms counts: a repeated arm while armed must not make the
+                        // commands already flowing look older than it (that would drop the torque).
+                        self.armed_at = Some(a.arrival.min(now));
                     }
                     self.armed = true;
                     self.held_through_reset = false;
-                    self.armed_at = Some(a.arrival.min(now));
                     self.status.arms += 1;
                 }
                 ArmAction::Disarm | ArmAction::Takeover => {

@@ -494,6 +494,52 @@ mod tests {
         assert_eq!(sign_magnitude_encode(5000, 11), 2047, "saturates");
     }
 
+    proptest::proptest! {
+        /// Any byte soup: no panic, the buffer stays bounded, and every packet reported has a good checksum.
+        #[test]
+        fn garbage_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..20)) {
+            let mut d = Decoder::new();
+            for c in &chunks {
+                let mut rest: &[u8] = c;
+                while !rest.is_empty() {
+                    let n = d.push(rest);
+                    rest = &rest[n..];
+                    while let Some(ev) = d.next_event() {
+                        if let Decoded::Packet(s) = ev {
+                            proptest::prop_assert!(s.params().len() <= MAX_PARAMS);
+                        }
+                    }
+                    proptest::prop_assert!(d.pending() < 2 * MAX_PACKET_LEN);
+                }
+            }
+        }
+
+        /// Good packets between garbage that holds no 0xFF, cut anywhere: every one comes out, in order.
+        #[test]
+        fn packets_survive_garbage_and_any_split(
+            packets in proptest::collection::vec((0u8..0xFE, proptest::collection::vec(proptest::num::u8::ANY, 0..40)), 1..8),
+            junk in proptest::collection::vec(0u8..0xFF, 0..20),
+            cut in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            for (id, params) in &packets {
+                wire.extend_from_slice(&junk);
+                wire.extend(status(*id, 0, params));
+            }
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for c in wire.chunks(cut) {
+                d.push(c);
+                while let Some(ev) = d.next_event() {
+                    if let Decoded::Packet(s) = ev {
+                        got.push((s.id, s.params().to_vec()));
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(got, packets);
+        }
+    }
+
     #[test]
     fn servo_error_bits_are_named() {
         assert_eq!(ServoError(0).describe(), "ok");
