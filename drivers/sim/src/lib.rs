@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod node;
+pub mod protocol;
 pub mod scenario;
 pub mod task;
 
@@ -25,5 +26,6 @@ pub use config::{ReachConfig, SimConfig};
 pub use error::SimError;
 pub use faults::Faults;
 pub use node::{SimHandle, SimNode, SimOptions};
+pub use protocol::EpisodeProtocol;
 pub use scenario::Scenario;
 pub use task::{Episode, ReachTask};

@@ -344,6 +344,16 @@ impl SimHandle {
         Some(episode)
     }
 
+    /// Draws episode `k` of `seed` (the same episode for the same pair, whatever was drawn before), the way
+    /// [`SimHandle::draw_episode`] does: the task's episode protocol (`coxswain-sim`'s queryables).
+    pub fn draw_episode_of(&self, seed: u64, k: u64) -> Option<Episode> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k);
+        let mut s = lock(&self.shared);
+        let episode = s.task.as_mut()?.sample(&mut rng);
+        s.episode = Some(episode.clone());
+        Some(episode)
+    }
+
     /// Starts scoring the episode from here (the obstacle check ignores how the arm got to its start).
     pub fn begin_scoring(&self) {
         let mut s = lock(&self.shared);

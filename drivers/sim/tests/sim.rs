@@ -283,3 +283,42 @@ fn messages_are_stamped_on_clock_monotonic_as_the_wire_spec_asks() {
         );
     }
 }
+
+#[test]
+fn the_episode_protocol_refuses_queries_out_of_order_or_malformed_naming_the_key() {
+    let robot = robot();
+    let session = open(&SessionOptions::default()).unwrap();
+    let sim = SimNode::spawn(&session, &robot, SimOptions::default()).unwrap();
+    let mut protocol = coxswain_sim::EpisodeProtocol::declare(&session, &robot, 3.0).unwrap();
+    // Asks the protocol on `what` with `body` (answered from this thread, as a simulator's loop does).
+    let mut ask = |what: &str, body: &str| -> Result<serde_json::Value, String> {
+        let key = format!("robot/sim-arm/task/episode/{what}");
+        let replies = session.get(&key).payload(body.to_string()).timeout(Duration::from_secs(5)).wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            protocol.serve_pending(&session, &sim, 0.5);
+            if let Ok(Some(r)) = replies.try_recv() {
+                return match r.result() {
+                    Ok(s) => Ok(serde_json::from_slice(&s.payload().to_bytes()).unwrap()),
+                    Err(e) => Err(String::from_utf8_lossy(&e.payload().to_bytes()).into_owned()),
+                };
+            }
+            assert!(Instant::now() < deadline, "no answer on {key}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let e = ask("end", r#"{"episode": 0}"#).unwrap_err();
+    assert!(e.contains("task/episode/end") && e.contains("not started"), "{e}");
+    let e = ask("start", r#"{"episode": 0}"#).unwrap_err();
+    assert!(e.contains("not begun"), "{e}");
+    let e = ask("begin", "not json").unwrap_err();
+    assert!(e.contains("task/episode/begin") && e.contains("not JSON"), "{e}");
+    let b = ask("begin", r#"{"episode": 0, "seed": 3}"#).unwrap();
+    assert_eq!(b["start_rad"].as_array().unwrap().len(), robot.joints.len());
+    assert_eq!(b["duration_s"], 3.0);
+    ask("start", r#"{"episode": 0}"#).unwrap();
+    let o = ask("end", r#"{"episode": 0}"#).unwrap();
+    assert!(o["success"].is_boolean() && o["final_distance_m"].as_f64().unwrap() >= 0.0, "{o}");
+    let e = ask("episode-count", r#"{"episode": 0}"#).unwrap_err();
+    assert!(e.contains("not part of the episode protocol"), "{e}");
+}

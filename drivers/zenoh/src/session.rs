@@ -2,8 +2,8 @@
 //!
 //! The defaults: peer mode, multicast and gossip scouting off (nothing on the robot's network is discovered
 //! by surprise), only the endpoints named. A config file (json5, see `firmware-configs/zenoh/`) replaces the
-//! defaults; [`SessionOptions::listen`] / [`SessionOptions::connect`] then add endpoints, as tests do on
-//! loopback. Connecting gives up after `connect_timeout_ms` with an error naming the endpoints instead of
+//! defaults; [`SessionOptions::listen`] / [`SessionOptions::connect`], where given, then replace the file's
+//! endpoints, as tests do on loopback. Connecting gives up after `connect_timeout_ms` with an error naming the endpoints instead of
 //! retrying forever, so a wrong address is a clear error at start-up.
 //!
 //! Timestamping is always switched on (`timestamping/enabled: true`, whatever the file says): every sample
@@ -23,9 +23,9 @@ pub struct SessionOptions {
     pub config_file: Option<PathBuf>,
     /// "peer", "client" or "router"; overrides the file.
     pub mode: Option<String>,
-    /// Endpoints to listen on, e.g. `tcp/127.0.0.1:7447`; added to the file's.
+    /// Endpoints to listen on, e.g. `tcp/127.0.0.1:7447`; where given, they replace the file's.
     pub listen: Vec<String>,
-    /// Endpoints to connect to; added to the file's.
+    /// Endpoints to connect to; where given, they replace the file's.
     pub connect: Vec<String>,
     /// How long to wait for `connect` endpoints at open; 0 keeps the file's (or zenoh's) behaviour.
     pub connect_timeout_ms: u64,

@@ -2,8 +2,10 @@
 //!
 //! With the real clock (the default) the runtime talks Zenoh to the in-process simulated arm (its own
 //! session, reaching the runtime's only through a loopback link, exactly as motor drivers would), or with
-//! `external` to whatever serves the robot's topics (real drivers, `coxswain-sim`) and then runs the
-//! episodes' duration without scoring them. With the simulated clock ([`Clock::Sim`]) the same controller
+//! `external` to whatever serves the robot's topics (real drivers, `coxswain-sim`, the MuJoCo node). An
+//! external robot's task, where one answers on `robot/<id>/task/episode/begin` (the MuJoCo node's does),
+//! draws, starts and scores each episode ([`ExternalTask`]); where none answers the episodes run their
+//! duration unscored. With the simulated clock ([`Clock::Sim`]) the same controller
 //! and inference worker run in lockstep with the simulated arm ([`coxswain::control::lockstep`]), as fast as
 //! the CPU allows, reproducibly for a seed.
 //!
@@ -82,7 +84,14 @@ pub struct DemoOptions {
 pub struct EpisodeResult {
     pub success: bool,
     pub final_distance_m: f64,
-    pub min_clearance_m: f64,
+    /// The obstacle check's closest approach (negative: entered), for a task with an obstacle.
+    pub min_clearance_m: Option<f64>,
+}
+
+impl EpisodeResult {
+    fn entered_obstacle(&self) -> bool {
+        self.min_clearance_m.is_some_and(|c| c < 0.0)
+    }
 }
 
 /// What a run did.
@@ -185,7 +194,7 @@ impl DemoSummary {
                 "min_clearance_m": e.min_clearance_m,
             })).collect::<Vec<_>>(),
             "successes": self.episodes.iter().filter(|e| e.success).count(),
-            "collisions": self.episodes.iter().filter(|e| e.min_clearance_m < 0.0).count(),
+            "collisions": self.episodes.iter().filter(|e| e.entered_obstacle()).count(),
             "mean_final_distance_m": if n > 0 {
                 Some(self.episodes.iter().map(|e| e.final_distance_m).sum::<f64>() / n as f64)
             } else {
@@ -236,10 +245,15 @@ impl std::fmt::Display for DemoSummary {
         let n = self.episodes.len();
         if n > 0 {
             let mean_d = self.episodes.iter().map(|e| e.final_distance_m).sum::<f64>() / n as f64;
-            let collisions = self.episodes.iter().filter(|e| e.min_clearance_m < 0.0).count();
+            let collisions = self.episodes.iter().filter(|e| e.entered_obstacle()).count();
+            let obstacle = if self.episodes.iter().any(|e| e.min_clearance_m.is_some()) {
+                format!(", obstacle entered in {collisions}")
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "episodes            {n} of {}: success {:.0} % ({} of {n}), mean final distance {:.1} mm, obstacle entered in {collisions}",
+                "episodes            {n} of {}: success {:.0} % ({} of {n}), mean final distance {:.1} mm{obstacle}",
                 self.episodes_asked,
                 100.0 * self.success_rate(),
                 self.episodes.iter().filter(|e| e.success).count(),
@@ -652,40 +666,68 @@ fn run_real(
 
     let mut results = Vec::new();
     let mut ended_early = None;
+    // An external robot's task, where one answers (a simulator such as the MuJoCo node): it draws, starts and
+    // scores each episode over Zenoh queries.
+    let mut task = opts.external.then(|| ExternalTask::new(&session, &robot));
     'episodes: for e in 0..opts.episodes {
+        let mut this_episode_s = episode_s;
+        let mut start_rad = None;
         if let Some(sim) = &sim {
-            if let Some(ep) = sim.draw_episode() {
-                watch.homing_seen = false;
-                watch.homed = false;
-                ask(&runtime, Request::Home { target_rad: joints(&ep.start_rad) })?;
-                let t0 = Instant::now();
-                while !watch.homed {
-                    std::thread::sleep(Duration::from_millis(20));
-                    for ev in runtime.events() {
-                        watch.see(&ev, progress);
+            start_rad = sim.draw_episode().map(|ep| ep.start_rad);
+        } else if let Some(t) = &task {
+            match t.begin(e, opts.seed)? {
+                Some(b) => {
+                    progress(&format!("episode {}/{}: {} from the external task", e + 1, opts.episodes, b.task));
+                    if let (None, Some(d)) = (opts.episode_s, b.duration_s) {
+                        this_episode_s = d;
                     }
-                    if let Some(why) = watch.disarmed.take() {
-                        ended_early = Some(format!("disarmed while homing ({why}); a reset does not re-arm"));
-                        break 'episodes;
-                    }
-                    if interrupted.load(Ordering::Relaxed) {
-                        ended_early = Some("interrupted".into());
-                        break 'episodes;
-                    }
-                    if t0.elapsed() > Duration::from_secs(30) {
-                        bail!("homing did not finish within 30 s");
-                    }
+                    start_rad = Some(b.start_rad);
                 }
-                // The joints lag the command by the motors' time constant; give them a moment.
-                std::thread::sleep(Duration::from_millis(300));
-                sim.begin_scoring();
+                None => {
+                    progress(&format!("no task answers on {}: the episodes run unscored", t.key("begin")));
+                    task = None;
+                }
             }
         }
-        let chunks_before = runtime.status().stats.chunks_accepted;
+        if let Some(start_rad) = start_rad {
+            watch.homing_seen = false;
+            watch.homed = false;
+            ask(&runtime, Request::Home { target_rad: joints(&start_rad) })?;
+            let t0 = Instant::now();
+            while !watch.homed {
+                std::thread::sleep(Duration::from_millis(20));
+                for ev in runtime.events() {
+                    watch.see(&ev, progress);
+                }
+                if let Some(why) = watch.disarmed.take() {
+                    ended_early = Some(format!("disarmed while homing ({why}); a reset does not re-arm"));
+                    break 'episodes;
+                }
+                if interrupted.load(Ordering::Relaxed) {
+                    ended_early = Some("interrupted".into());
+                    break 'episodes;
+                }
+                if t0.elapsed() > Duration::from_secs(30) {
+                    bail!("homing did not finish within 30 s");
+                }
+            }
+            // The joints lag the command by the motors' time constant; give them a moment.
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(sim) = &sim {
+                sim.begin_scoring();
+            }
+            if let Some(t) = &task {
+                t.start(e)?;
+            }
+        }
+        let (chunks_before, rejected_before) = {
+            let st = runtime.status().stats;
+            (st.chunks_accepted, st.chunks_rejected)
+        };
         ask(&runtime, Request::Start)?;
         let t0 = Instant::now();
         let mut next_report = 1.0;
-        while t0.elapsed().as_secs_f64() < episode_s {
+        while t0.elapsed().as_secs_f64() < this_episode_s {
             std::thread::sleep(Duration::from_millis(50));
             for ev in runtime.events() {
                 watch.see(&ev, progress);
@@ -721,6 +763,15 @@ fn run_real(
         }
         ask(&runtime, Request::Stop)?;
         let st = runtime.status().stats;
+        if st.chunks_accepted == chunks_before && st.chunks_rejected > rejected_before {
+            ended_early = Some(format!(
+                "the safety layer rejected every chunk of episode {} ({} of them; the log above says why): the \
+                 policy's actions break the robot's limits",
+                e + 1,
+                st.chunks_rejected - rejected_before
+            ));
+            break 'episodes;
+        }
         if st.chunks_accepted == chunks_before {
             // A whole episode without a chunk: the policy never ran. Say why instead of scoring silence.
             ended_early = Some(format!(
@@ -734,7 +785,9 @@ fn run_real(
             break 'episodes;
         }
         if let Some(o) = sim.as_ref().and_then(|sim| sim.snapshot().outcome) {
-            results.push(score(e, opts.episodes, &o, progress));
+            results.push(score(e, opts.episodes, (&o).into(), progress));
+        } else if let Some(t) = &task {
+            results.push(score(e, opts.episodes, t.end(e)?, progress));
         }
         // Let the arm settle into the hold before the next homing.
         std::thread::sleep(Duration::from_millis(100));
@@ -778,16 +831,120 @@ fn run_real(
     })
 }
 
+/// The task of an external robot, over Zenoh queries on `robot/<id>/task/episode/{begin,start,end}` (JSON;
+/// `drivers/mujoco/README.md` has the protocol): `begin` draws episode k of a seed and says where the arm
+/// starts (the runtime homes it there: nothing teleports the arm), `start` places the task's objects and starts
+/// scoring, `end` scores it (and the task publishes the outcome on `robot/<id>/task/episode`).
+struct ExternalTask<'a> {
+    session: &'a coxswain_zenoh::zenoh::Session,
+    prefix: String,
+    joints: usize,
+}
+
+/// An episode as the external task drew it.
+#[derive(Debug, serde::Deserialize)]
+struct Begun {
+    start_rad: Vec<f64>,
+    duration_s: Option<f64>,
+    #[serde(default)]
+    task: String,
+}
+
+/// An episode's outcome as the external task scored it.
+#[derive(Debug, serde::Deserialize)]
+struct Scored {
+    success: bool,
+    final_distance_m: f64,
+    min_clearance_m: Option<f64>,
+}
+
+impl<'a> ExternalTask<'a> {
+    /// How long the first `begin` waits for a task to answer (a new link may take a moment to route it).
+    const FIRST_WAIT_S: f64 = 3.0;
+    /// How long any other query waits for its answer.
+    const WAIT_S: f64 = 10.0;
+
+    fn new(session: &'a coxswain_zenoh::zenoh::Session, robot: &Robot) -> ExternalTask<'a> {
+        ExternalTask { session, prefix: robot.topics.prefix.clone(), joints: robot.joints.len() }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}/task/episode/{what}", self.prefix)
+    }
+
+    /// Asks `what` with `body`; the answer's JSON, `None` when nothing answers, an error naming the key when
+    /// the task refuses.
+    fn ask(&self, what: &str, body: serde_json::Value, wait_s: f64) -> anyhow::Result<Option<String>> {
+        let key = self.key(what);
+        match crate::query::ask(self.session, &key, Some(body.to_string().into_bytes()), None, wait_s)? {
+            crate::query::Answer::Text(t) => Ok(Some(t)),
+            crate::query::Answer::Refused(m) => bail!("{key}: the task refused: {m}"),
+            crate::query::Answer::Silent => Ok(None),
+        }
+    }
+
+    /// Episode `k` of `seed`, or `None` when no task answers the first time (the episodes then run unscored).
+    fn begin(&self, k: usize, seed: u64) -> anyhow::Result<Option<Begun>> {
+        let wait_s = if k == 0 { Self::FIRST_WAIT_S } else { Self::WAIT_S };
+        let Some(text) = self.ask("begin", serde_json::json!({"episode": k, "seed": seed}), wait_s)? else {
+            if k == 0 {
+                return Ok(None);
+            }
+            bail!("{}: the task stopped answering (episode {k})", self.key("begin"));
+        };
+        let key = self.key("begin");
+        let b: Begun = serde_json::from_str(&text).with_context(|| format!("{key}: not an episode: {text}"))?;
+        if b.start_rad.len() != self.joints || b.start_rad.iter().any(|x| !x.is_finite()) {
+            bail!("{key}: start_rad {:?} is not {} finite joint positions", b.start_rad, self.joints);
+        }
+        if b.duration_s.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+            bail!("{key}: duration_s {:?} is not a positive number of seconds", b.duration_s);
+        }
+        Ok(Some(b))
+    }
+
+    fn start(&self, k: usize) -> anyhow::Result<()> {
+        match self.ask("start", serde_json::json!({"episode": k}), Self::WAIT_S)? {
+            Some(_) => Ok(()),
+            None => bail!("{}: no answer within {} s (episode {k})", self.key("start"), Self::WAIT_S),
+        }
+    }
+
+    fn end(&self, k: usize) -> anyhow::Result<EpisodeResult> {
+        let key = self.key("end");
+        let Some(text) = self.ask("end", serde_json::json!({"episode": k}), Self::WAIT_S)? else {
+            bail!("{key}: no answer within {} s (episode {k})", Self::WAIT_S);
+        };
+        let s: Scored = serde_json::from_str(&text).with_context(|| format!("{key}: not an outcome: {text}"))?;
+        Ok(EpisodeResult {
+            success: s.success,
+            final_distance_m: s.final_distance_m,
+            min_clearance_m: s.min_clearance_m,
+        })
+    }
+}
+
 /// Says how episode `e` of `n` went and returns its result.
-fn score(e: usize, n: usize, o: &coxswain_sim::task::Outcome, progress: &mut dyn FnMut(&str)) -> EpisodeResult {
+fn score(e: usize, n: usize, o: EpisodeResult, progress: &mut dyn FnMut(&str)) -> EpisodeResult {
+    let clearance =
+        o.min_clearance_m.map(|c| format!(", closest to the obstacle {:.1} mm", 1000.0 * c)).unwrap_or_default();
     progress(&format!(
-        "episode {}/{n}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+        "episode {}/{n}: {} (final distance {:.1} mm{clearance})",
         e + 1,
         if o.success { "success" } else { "failure" },
         1000.0 * o.final_distance_m,
-        1000.0 * o.min_clearance_m
     ));
-    EpisodeResult { success: o.success, final_distance_m: o.final_distance_m, min_clearance_m: o.min_clearance_m }
+    o
+}
+
+impl From<&coxswain_sim::task::Outcome> for EpisodeResult {
+    fn from(o: &coxswain_sim::task::Outcome) -> EpisodeResult {
+        EpisodeResult {
+            success: o.success,
+            final_distance_m: o.final_distance_m,
+            min_clearance_m: Some(o.min_clearance_m),
+        }
+    }
 }
 
 fn runtime_sensor_keys(robot: &Robot) -> Vec<String> {
@@ -905,7 +1062,7 @@ fn run_sim(
         step(&mut ls, &mut plant, &[Request::Stop], &mut events);
         let _ = tell(&mut events, progress, ls.now_s());
         if let Some(o) = plant.outcome() {
-            results.push(score(e, opts.episodes, &o, progress));
+            results.push(score(e, opts.episodes, (&o).into(), progress));
             if let Some(r) = &recorder {
                 let mut r = r.borrow_mut();
                 let record = EpisodeRecord {
@@ -914,7 +1071,7 @@ fn run_sim(
                     end_t_s: ls.now_s(),
                     success: o.success,
                     final_distance_m: o.final_distance_m,
-                    min_clearance_m: o.min_clearance_m,
+                    min_clearance_m: Some(o.min_clearance_m),
                     target_m: std::mem::take(&mut target_m),
                 };
                 let res = r.recorder.episode(ls.ticks(), ls.now_s(), &record);

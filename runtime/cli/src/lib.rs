@@ -7,5 +7,6 @@
 pub mod demo;
 pub mod params;
 pub mod plant;
+pub mod query;
 pub mod robot;
 pub mod serve;

@@ -960,8 +960,8 @@ fn query_on(
     Ok(())
 }
 
-/// Asks `key` (with `payload` and `attachment`) until an answer comes or `timeout_s` pass (the link may
-/// take a moment to route the first query); returns the answer's text, or the error reply as an error.
+/// Asks `key` until an answer comes or `timeout_s` pass; returns the answer's text, or the error reply as an
+/// error.
 fn ask(
     session: &coxswain_zenoh::zenoh::Session,
     key: &str,
@@ -969,28 +969,11 @@ fn ask(
     attachment: Option<String>,
     timeout_s: f64,
 ) -> anyhow::Result<String> {
-    use coxswain_zenoh::zenoh::Wait;
-    let timeout = std::time::Duration::from_secs_f64(timeout_s);
-    let until = std::time::Instant::now() + timeout;
-    loop {
-        let mut get = session.get(key).timeout(timeout.min(until.saturating_duration_since(std::time::Instant::now())));
-        if let Some(p) = &payload {
-            get = get.payload(p.clone());
-        }
-        if let Some(a) = &attachment {
-            get = get.attachment(a.clone());
-        }
-        let replies = get.wait().map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-        if let Ok(reply) = replies.recv() {
-            return match reply.result() {
-                Ok(sample) => Ok(String::from_utf8_lossy(&sample.payload().to_bytes()).into_owned()),
-                Err(e) => bail!("{key}: {}", String::from_utf8_lossy(&e.payload().to_bytes())),
-            };
-        }
-        if std::time::Instant::now() >= until {
-            bail!("{key}: no answer within {timeout_s} s (is coxswain serve running and connected?)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    use coxswain_cli::query::Answer;
+    match coxswain_cli::query::ask(session, key, payload, attachment, timeout_s)? {
+        Answer::Text(text) => Ok(text),
+        Answer::Refused(message) => bail!("{key}: {message}"),
+        Answer::Silent => bail!("{key}: no answer within {timeout_s} s (is coxswain serve running and connected?)"),
     }
 }
 

@@ -697,3 +697,61 @@ fn the_residual_policy_succeeds_more_often_than_the_base_policy_with_the_encoder
     let residual = successes("models/reach-dp-residual", scenario, 12, 5, &[]);
     assert!(residual >= base + 3, "residual {residual} of 12, base {base} of 12");
 }
+
+/// Runs `coxswain run --external` on the simulated arm, listening on a free port, against an in-process
+/// simulator that connects to it and serves the episode protocol (`coxswain_sim::EpisodeProtocol`), as the
+/// MuJoCo node does. Returns the run's output and its summary JSON.
+fn external_run(episodes: &str, seed: &str) -> (Output, serde_json::Value) {
+    use coxswain_zenoh::session::{open, SessionOptions};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let dir = temp_dir(&format!("external-{seed}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let summary = dir.join("summary.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args(["run", "--robot", "firmware-configs/sim-arm.toml", "--policy", "models/reach-dp", "--external"])
+        .args(["--listen", &endpoint, "--episodes", episodes, "--episode-s", "3", "--seed", seed])
+        .arg("--summary-json")
+        .arg(&summary)
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let robot = coxswain_config::Robot::load(&repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    let opts = SessionOptions { connect: vec![endpoint], connect_timeout_ms: 10_000, ..Default::default() };
+    let session = open(&opts).unwrap();
+    let sim = coxswain_sim::SimNode::spawn(&session, &robot, coxswain_sim::SimOptions { seed: 1 }).unwrap();
+    let mut protocol = coxswain_sim::EpisodeProtocol::declare(&session, &robot, 3.0).unwrap();
+    let started = std::time::Instant::now();
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed().as_secs() < 120, "the external run did not end");
+        protocol.serve_pending(&session, &sim, started.elapsed().as_secs_f64());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let json = std::fs::read_to_string(&summary).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or_default();
+    (out, json)
+}
+
+#[test]
+fn an_external_robots_task_draws_starts_and_scores_each_episode_and_draws_the_same_episode_for_a_seed() {
+    let (out, summary) = external_run("2", "5");
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("episode 1/2: reach from the external task"), "{}", stdout(&out));
+    let episodes = summary["episodes"].as_array().unwrap();
+    assert_eq!(episodes.len(), 2, "both episodes scored by the external task: {summary}");
+    for e in episodes {
+        assert!(e["final_distance_m"].as_f64().is_some_and(f64::is_finite) && e["min_clearance_m"].is_number());
+    }
+    // Episode k of a seed is the same episode whatever was drawn before; another k or seed is another.
+    let robot = coxswain_config::Robot::load(&repo().join("firmware-configs/sim-arm.toml")).unwrap();
+    let session = coxswain_zenoh::session::open(&Default::default()).unwrap();
+    let sim = coxswain_sim::SimNode::spawn(&session, &robot, coxswain_sim::SimOptions { seed: 9 }).unwrap();
+    let a = sim.draw_episode_of(5, 0).unwrap();
+    sim.draw_episode_of(5, 1).unwrap();
+    assert_eq!(sim.draw_episode_of(5, 0).unwrap(), a);
+    assert_ne!(sim.draw_episode_of(5, 1).unwrap().target_m, a.target_m);
+    assert_ne!(sim.draw_episode_of(6, 0).unwrap().target_m, a.target_m);
+}

@@ -222,8 +222,10 @@ pub struct EpisodeRecord {
     pub success: bool,
     /// The tool's distance from the target at the end (the simulator's true pose, not the encoders').
     pub final_distance_m: f64,
-    /// The smallest distance from the tool to the obstacle's edge (negative: it went inside).
-    pub min_clearance_m: f64,
+    /// The smallest distance from the tool to the obstacle's edge (negative: it went inside); absent for a
+    /// task without an obstacle.
+    #[serde(default)]
+    pub min_clearance_m: Option<f64>,
     /// The episode's target (task frame, metres).
     pub target_m: Vec<f64>,
 }
@@ -231,12 +233,13 @@ pub struct EpisodeRecord {
 impl EpisodeRecord {
     /// A line for the log.
     pub fn text(&self) -> String {
+        let clearance =
+            self.min_clearance_m.map(|c| format!(", closest to the obstacle {:.1} mm", 1000.0 * c)).unwrap_or_default();
         format!(
-            "episode {}: {} (final distance {:.1} mm, closest to the obstacle {:.1} mm)",
+            "episode {}: {} (final distance {:.1} mm{clearance})",
             self.episode,
             if self.success { "success" } else { "failure" },
             1000.0 * self.final_distance_m,
-            1000.0 * self.min_clearance_m
         )
     }
 }

@@ -6,13 +6,19 @@
 //! coxswain-sim --robot firmware-configs/sim-arm.toml --zenoh-config firmware-configs/zenoh/peer.json5
 //! ```
 //! Faults are injected by putting text on `robot/<id>/sim/faults` (see the crate docs).
+//!
+//! Where the robot has a task and `--episodes` is not given, the simulator serves the episode protocol that
+//! `coxswain run --external` drives (as the MuJoCo node does, `drivers/mujoco/README.md`): queries on
+//! `robot/<id>/task/episode/begin` (`{"episode": k, "seed": s}`: draws episode k of seed s, answers where
+//! the arm starts; the runtime homes it there), `.../start` (`{"episode": k}`: scoring starts) and
+//! `.../end` (`{"episode": k}`: the outcome, also put on `robot/<id>/task/episode`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use coxswain_sim::{SimNode, SimOptions};
+use coxswain_sim::{EpisodeProtocol, SimNode, SimOptions};
 use coxswain_zenoh::session::{open, SessionOptions};
 use coxswain_zenoh::zenoh::Wait;
 
@@ -73,6 +79,11 @@ fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let outcomes = format!("{}/task/episode", robot.topics.prefix);
+    // The episode protocol, answered from this loop.
+    let mut protocol = match (&reach, args.episodes) {
+        (Some(r), false) => Some(EpisodeProtocol::declare(&session, &robot, r.episode_duration_s)?),
+        _ => None,
+    };
     eprintln!(
         "coxswain-sim: {} publishing {} at {} Hz; faults on {}/sim/faults",
         robot.id, robot.topics.joint_state, robot.state_hz, robot.topics.prefix
@@ -80,8 +91,11 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (mut episode, mut episode_started) = (0usize, 0.0f64);
     loop {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(if protocol.is_some() { 10 } else { 200 }));
         let now_s = started.elapsed().as_secs_f64();
+        if let Some(p) = protocol.as_mut() {
+            p.serve_pending(&session, &sim, now_s);
+        }
         if let Some(len) = episode_s.filter(|len| now_s - episode_started >= *len) {
             let snap = sim.snapshot();
             if let (Some(e), Some(o)) = (&snap.episode, &snap.outcome) {
@@ -108,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             break;
         }
     }
+    drop(protocol);
     let snap = sim.snapshot();
     eprintln!(
         "coxswain-sim: {} steps, {} states published, {} commands accepted, {} refused",
