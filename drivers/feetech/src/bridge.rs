@@ -1024,8 +1024,9 @@ impl BridgeHandle {
         lock(&self.status).clone()
     }
 
-    /// A controlled stop (hold, torque off); returns the final status.
-    pub fn stop(mut self) -> Option<Status> {
+    /// A controlled stop (hold, torque off); returns the final status (`None` when already stopped, or
+    /// when the loop's thread panicked).
+    pub fn stop(&mut self) -> Option<Status> {
         self.shutdown()
     }
 
