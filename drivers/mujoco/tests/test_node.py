@@ -362,7 +362,9 @@ class Imu(unittest.TestCase):
 
     def robot(self, tmp, name):
         path = Path(tmp) / "so101.toml"
-        path.write_text(ROBOT.read_text() + f'\n[topics.sensors]\n{name} = "imu"\n')
+        text = ROBOT.read_text()
+        assert "[topics.sensors]\n" in text, "so101.toml declares its sensors"
+        path.write_text(text.replace("[topics.sensors]\n", f'[topics.sensors]\n{name} = "imu"\n', 1))
         return path
 
     def test_declared_imu_reads_its_site(self):
