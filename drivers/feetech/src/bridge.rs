@@ -21,13 +21,16 @@
 //! |---|---|
 //! | an `Arm` (not stale) arrived on `robot/<id>/runtime/arm` since this bridge started | `Disarm` or `Takeover` (any verdict), an e-stop engage, the long command timeout |
 //! | a valid `JointCommand` arrived after that `Arm` | |
+//! | when following starts (from off or from a hold): every command is within `follow_max_error_rad` (0.1) of where its joint is | refused for longer than `torque_off_after`: torque off, disarmed |
 //! | the last valid command is younger than `torque_off_after` (1000 ms) | |
 //! | no e-stop is latched (category 2 keeps a holding torque on through the stop) | |
 //!
 //! It is never switched on at start, and a bridge that restarts while the runtime is armed keeps the
 //! torque off until an operator arms again (`coxswain arm`): a restarted bridge cannot know whether the
 //! runtime's commands still match the arm (it may have been moved by hand meanwhile). When the torque goes
-//! on, each servo's goal is first set to where it is, so switching on never moves the arm.
+//! on, each servo's goal is first set to where it is, so switching on never moves the arm; and following
+//! starts only from commands that start where the arm is (a runtime that armed before the bridge did has
+//! moved its commands on while the arm stayed put: following them would jump).
 //!
 //! **Commands**: a command with the wrong joint count or a non-finite position is refused (counted) and
 //! treated as absent. Targets are clamped to the calibrated range. After `hold_after` (100 ms) without a
@@ -97,6 +100,10 @@ pub struct BridgeOptions {
     pub missing_after_ticks: u32,
     /// How often a missing servo is pinged.
     pub probe_every: Duration,
+    /// Following starts (torque on, or from a hold) only while every joint's command is within this of
+    /// where the joint is: a runtime's commands start where the arm is, so a larger gap means they were
+    /// made for an arm that did not follow them (it was off, or held), and following would jump.
+    pub follow_max_error_rad: f64,
 }
 
 impl Default for BridgeOptions {
@@ -110,6 +117,7 @@ impl Default for BridgeOptions {
             write_calibration: false,
             missing_after_ticks: 3,
             probe_every: Duration::from_millis(500),
+            follow_max_error_rad: 0.1,
         }
     }
 }
@@ -177,6 +185,8 @@ pub struct Bridge<P: Port> {
     /// A category-2 hold that was holding when its e-stop was reset: it goes on holding (torque on) until
     /// the next arm, a disarm, or the long command timeout.
     held_through_reset: bool,
+    /// Since when commands arrive that start too far from the arm to follow.
+    refused_since: Option<Instant>,
     shutdown: bool,
     last_command_arrival: Option<Instant>,
     last_valid_arrival: Option<Instant>,
@@ -424,6 +434,7 @@ impl<P: Port> Bridge<P> {
             armed_at: None,
             estop: false,
             held_through_reset: false,
+            refused_since: None,
             shutdown: false,
             last_command_arrival: None,
             last_valid_arrival: None,
@@ -881,6 +892,9 @@ impl<P: Port> Bridge<P> {
 
     fn decide(&mut self, now: Instant) {
         let target = self.target(now);
+        if target != Target::Follow {
+            self.refused_since = None;
+        }
         match (target, self.mode) {
             (Target::Off, Mode::Off) => {}
             (Target::Off, _) => {
@@ -915,12 +929,63 @@ impl<P: Port> Bridge<P> {
                 }
                 self.set_mode(Mode::Hold);
             }
-            (Target::Follow, Mode::Off) => {
-                self.torque_on();
-                // This tick holds where the joints are; commands are followed from the next.
-                self.set_mode(Mode::Hold);
+            (Target::Follow, Mode::Follow) => {}
+            (Target::Follow, mode) => {
+                if let Some((joint, error_rad)) = self.farthest_from_command() {
+                    self.refuse_to_follow(now, joint, error_rad);
+                } else {
+                    self.refused_since = None;
+                    if mode == Mode::Off {
+                        self.torque_on();
+                        // This tick holds where the joints are; commands are followed from the next.
+                        self.set_mode(Mode::Hold);
+                    } else {
+                        self.set_mode(Mode::Follow);
+                    }
+                }
             }
-            (Target::Follow, _) => self.set_mode(Mode::Follow),
+        }
+    }
+
+    /// The joint whose command is farthest from where it is, when that is beyond `follow_max_error_rad`.
+    fn farthest_from_command(&self) -> Option<(usize, f64)> {
+        let mut worst: Option<(usize, f64)> = None;
+        for (i, s) in self.servos.iter().enumerate() {
+            let Some(r) = s.reading.filter(|_| !s.missing) else { continue };
+            let error_rad = (self.goal_counts[i] as f64 - r.position_counts as f64).abs() * s.cal.rad_per_count();
+            if error_rad > self.options.follow_max_error_rad && worst.is_none_or(|(_, e)| error_rad > e) {
+                worst = Some((i, error_rad));
+            }
+        }
+        worst
+    }
+
+    /// Commands arrive but start too far from the arm: keep the torque as it is (holding, or off), say why
+    /// once, and after `torque_off_after` of it switch off and disarm.
+    fn refuse_to_follow(&mut self, now: Instant, joint: usize, error_rad: f64) {
+        self.status.follow_refusals += 1;
+        let since = *self.refused_since.get_or_insert(now);
+        if since == now {
+            eprintln!(
+                "coxswain-feetech: not following: {} is {error_rad:.3} rad from its command (more than {} rad); \
+                 the runtime's commands must start where the arm is (disarm and arm both again)",
+                self.servos[joint].cal.joint, self.options.follow_max_error_rad
+            );
+        }
+        if self.mode == Mode::Stopping {
+            self.set_mode(Mode::Hold);
+        }
+        if now.duration_since(since) > self.options.torque_off_after {
+            eprintln!(
+                "coxswain-feetech: still not following after {} ms: torque off, disarmed",
+                now.duration_since(since).as_millis()
+            );
+            if self.mode != Mode::Off {
+                self.torque_off();
+                self.set_mode(Mode::Off);
+            }
+            self.armed = false;
+            self.refused_since = None;
         }
     }
 

@@ -15,6 +15,7 @@
 //! | `hold_timeouts`, `torque_off_timeouts` | times the short and the long command timeout acted |
 //! | `arms`, `disarms`, `arms_refused`, `stale_arms`, `estops`, `stale_resets` | arm and e-stop events taken |
 //! | `controlled_stops`, `mode_changes` | stops that held before switching the torque off; mode switches |
+//! | `follow_refusals` | ticks with fresh commands not followed because they start farther than `--follow-max-error-rad` from the arm |
 //! | `torque_enables`, `torque_disables`, `write_errors`, `reread_ticks` | torque switches; unacknowledged writes; ticks that re-read a failed servo |
 //! | `states_published`, `publish_errors` | `JointState`s sent |
 //! | `bus` | bus totals ([`crate::bus::BusCounters`]) |
@@ -80,6 +81,8 @@ pub struct Status {
     pub write_errors: u64,
     pub reread_ticks: u64,
     pub mode_changes: u64,
+    /// Ticks on which fresh commands were not followed because they start too far from the arm.
+    pub follow_refusals: u64,
     /// Controlled stops begun (category 1, disarm, shutdown: hold, then torque off once still).
     pub controlled_stops: u64,
     pub states_published: u64,

@@ -197,6 +197,14 @@ impl Rig {
         });
     }
 
+    fn start_following_from_here(&mut self) {
+        eventually("joint state", || self.position().len() == 6 && self.position().iter().all(|v| v.is_finite()));
+        let here = self.position();
+        self.commander.send(Some(&here));
+        self.arm();
+        eventually("torque on and following", || self.bridge.status().mode == Mode::Follow);
+    }
+
     fn counts(&self, q: &[f32]) -> Vec<i64> {
         self.cals.iter().zip(q).map(|(c, v)| c.rad_to_counts(*v as f64).unwrap() as i64).collect()
     }
@@ -205,11 +213,13 @@ impl Rig {
         self.state.latest().map(|s| s.value.position_rad.to_vec()).unwrap_or_default()
     }
 
-    /// Arms and follows `q` until the servos are there.
+    /// Arms and follows `q` until the servos are there. As a runtime does, the first commands after the
+    /// arm start where the arm is.
     fn follow(&mut self, q: &[f32]) {
+        if self.bridge.status().mode != Mode::Follow {
+            self.start_following_from_here();
+        }
         self.commander.send(Some(q));
-        self.arm();
-        eventually("torque on and following", || self.bridge.status().mode == Mode::Follow);
         let want = self.counts(q);
         eventually("the goals are the command", || self.emu.goals() == want);
         eventually("the joints reach the command", || {
@@ -268,6 +278,21 @@ fn torque_is_on_only_between_an_arm_with_fresh_commands_and_a_disarm() {
     bad[2] = f32::NAN;
     rig.commander.send(Some(&bad));
     eventually("a non-finite command is refused", || rig.bridge.status().commands_refused > 0);
+}
+
+#[test]
+fn commands_that_do_not_start_where_the_arm_is_are_not_followed() {
+    let Some(mut rig) = Rig::start(2, &[]) else { return };
+    eventually("joint state arrives", || rig.position().len() == 6);
+    // A runtime that armed before the bridge did: its commands are elsewhere.
+    rig.commander.send(Some(&A));
+    rig.arm();
+    eventually("following refused", || rig.bridge.status().follow_refusals > 0);
+    assert_eq!(rig.emu.torques(), vec![0; 6], "no torque for a command 0.5 rad away");
+    eventually("disarmed after the long timeout", || !rig.bridge.status().armed);
+    assert_eq!(rig.emu.torques(), vec![0; 6]);
+    // Disarm and arm again, the runtime starting where the arm is: followed.
+    rig.follow(&A);
 }
 
 #[test]
@@ -355,7 +380,8 @@ fn estop_category_2_holds_with_the_torque_on_and_ignores_commands() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(rig.emu.goals(), held);
     assert_eq!(rig.emu.torques(), vec![1; 6]);
-    rig.arm();
+    rig.start_following_from_here();
+    rig.commander.send(Some(&B));
     let b = rig.counts(&B);
     eventually("following again after the arm", || rig.emu.goals() == b);
 }

@@ -77,6 +77,10 @@ struct RunArgs {
     /// Without a command for this long, torque off and disarm.
     #[arg(long, default_value_t = 1000)]
     torque_off_after_ms: u64,
+    /// Start following (torque on, or from a hold) only while every command is within this many radians of
+    /// where its joint is.
+    #[arg(long, default_value_t = 0.1)]
+    follow_max_error_rad: f64,
     /// Write the description's homing offsets and position limits to the servos' EEPROM when they differ
     /// (instead of refusing to run).
     #[arg(long)]
@@ -137,6 +141,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         hold_after: Duration::from_millis(args.hold_after_ms),
         torque_off_after: Duration::from_millis(args.torque_off_after_ms.max(args.hold_after_ms)),
         write_calibration: args.write_calibration,
+        follow_max_error_rad: args.follow_max_error_rad.max(0.0),
         log_every: (args.log_every_s > 0.0).then(|| Duration::from_secs_f64(args.log_every_s)),
         ..Default::default()
     };
