@@ -574,3 +574,17 @@ fn calibrate_records_the_middle_and_the_travel_of_each_joint() {
     }
     assert_eq!(emu.torques(), vec![0; 6], "calibration runs with the torque off");
 }
+
+#[test]
+fn info_reads_every_servo_and_names_the_silent_one() {
+    let Some(_emu) = Emulator::start(&["--faults", "no_answer=4"]) else { return };
+    let out =
+        bin().args(["info", "--robot", &robot_path(), "--port", &_emu.port, "--bus-margin-ms", "25"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a silent servo fails the check: {text}");
+    assert!(err.contains("[4]"), "{err}");
+    assert_eq!(text.matches("model 777").count(), 5, "{text}");
+    assert!(text.contains("homing offset 0 (description: -1010)"), "{text}");
+    assert!(text.contains("wrist_flex     id   4: no answer"), "{text}");
+}

@@ -40,6 +40,9 @@ enum Command {
     Run(RunArgs),
     /// Record homing offsets and ranges by moving the arm by hand; prints the [joints.servo] values.
     Calibrate(CalibrateArgs),
+    /// Read every servo of the description once (bring-up): model, calibration registers against the
+    /// description, gains, torque, position, voltage, temperature, error bits. Writes nothing.
+    Info(BusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -189,11 +192,71 @@ fn calibrate_cmd(args: CalibrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn info(args: BusArgs) -> anyhow::Result<()> {
+    use coxswain_feetech::protocol::{sign_magnitude_decode, ServoError};
+    use coxswain_feetech::registers as reg;
+    let (robot, mut bus) = open_bus(&args)?;
+    let joints = JointCalibration::from_robot(&robot)?;
+    let port = bus.port_name().to_string();
+    let mut missing = Vec::new();
+    for j in &joints {
+        if let Err(e) = bus.ping(j.id) {
+            println!("{:<14} id {:>3}: {e}", j.joint, j.id);
+            missing.push(j.id);
+            continue;
+        }
+        let mut failed = None;
+        let mut r8 = |bus: &mut Bus<SerialPort>, addr: u8| match bus.read(j.id, addr, 1) {
+            Ok(b) => b.bytes().first().copied().unwrap_or(0),
+            Err(e) => {
+                failed.get_or_insert((addr, e));
+                0
+            }
+        };
+        let (fw_major, fw_minor) = (r8(&mut bus, 0), r8(&mut bus, 1));
+        let (p, d, i) =
+            (r8(&mut bus, reg::P_COEFFICIENT), r8(&mut bus, reg::D_COEFFICIENT), r8(&mut bus, reg::I_COEFFICIENT));
+        let torque = r8(&mut bus, reg::TORQUE_ENABLE);
+        let (volts, celsius, errors) = (r8(&mut bus, 62), r8(&mut bus, 63), r8(&mut bus, 65));
+        let mut r16 = |bus: &mut Bus<SerialPort>, addr: u8| match bus.read_u16(j.id, addr) {
+            Ok(v) => v,
+            Err(e) => {
+                failed.get_or_insert((addr, e));
+                0
+            }
+        };
+        let model = r16(&mut bus, reg::MODEL_NUMBER);
+        let offset = sign_magnitude_decode(r16(&mut bus, reg::HOMING_OFFSET), reg::HOMING_OFFSET_SIGN_BIT);
+        let limits = [r16(&mut bus, reg::MIN_POSITION_LIMIT), r16(&mut bus, reg::MAX_POSITION_LIMIT)];
+        let present = sign_magnitude_decode(r16(&mut bus, reg::PRESENT_POSITION), reg::POSITION_SIGN_BIT);
+        if let Some((addr, e)) = failed {
+            println!("{:<14} id {:>3}: answers pings, but reading register {addr} failed: {e}", j.joint, j.id);
+            missing.push(j.id);
+            continue;
+        }
+        println!(
+            "{:<14} id {:>3}: model {model} fw {fw_major}.{fw_minor} | homing offset {offset}{} limits {limits:?}{} | P/D/I {p}/{d}/{i} | torque {torque} | position {present} counts = {:+.4} rad | {:.1} V {celsius} °C | errors {}",
+            j.joint,
+            j.id,
+            if offset == j.homing_offset_counts { " (= description)".to_string() } else { format!(" (description: {})", j.homing_offset_counts) },
+            if limits == [j.range_counts[0] as u16, j.range_counts[1] as u16] { "" } else { " (not the description's range)" },
+            j.counts_to_rad(present),
+            volts as f64 / 10.0,
+            ServoError(errors).describe(),
+        );
+    }
+    if !missing.is_empty() {
+        bail!("{port}: servo ids {missing:?} did not answer");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match (cli.command, cli.import_lerobot_calibration) {
         (Some(Command::Run(a)), _) => run(a),
         (Some(Command::Calibrate(a)), _) => calibrate_cmd(a),
+        (Some(Command::Info(a)), _) => info(a),
         (None, Some(file)) => {
             let robot = match &cli.robot {
                 Some(p) => Some(coxswain_config::Robot::load(p)?),
