@@ -55,6 +55,9 @@
 //! marked missing, left out of the sync read (so the others keep their rate) and pinged every 500 ms; when
 //! it answers again it is taken back (with its goal set to where it is and its torque restored). The rest of
 //! the arm keeps running. All of it is counted and reported ([`crate::status`]).
+//!
+//! **A port that fails** (I/O errors and no answer from anyone for a second: the adapter was unplugged or
+//! lost power) ends the loop with [`Status::fatal`] naming it; the binary exits 1.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -185,6 +188,8 @@ pub struct Bridge<P: Port> {
     /// A category-2 hold that was holding when its e-stop was reset: it goes on holding (torque on) until
     /// the next arm, a disarm, or the long command timeout.
     held_through_reset: bool,
+    /// Ticks in a row on which the port failed and nothing answered.
+    port_failing_ticks: u32,
     /// Since when commands arrive that start too far from the arm to follow.
     refused_since: Option<Instant>,
     shutdown: bool,
@@ -434,6 +439,7 @@ impl<P: Port> Bridge<P> {
             armed_at: None,
             estop: false,
             held_through_reset: false,
+            port_failing_ticks: 0,
             refused_since: None,
             shutdown: false,
             last_command_arrival: None,
@@ -480,6 +486,9 @@ impl<P: Port> Bridge<P> {
             self.tick(t0);
             let spent = t0.elapsed();
             self.note_tick_time(spent);
+            if self.status.fatal.is_some() {
+                break;
+            }
             if self.shutdown
                 && (self.mode == Mode::Off
                     || shutdown_at
@@ -548,6 +557,30 @@ impl<P: Port> Bridge<P> {
     }
 
     fn read_state(&mut self, now: Instant) {
+        let io_before = self.bus.counters.io_errors;
+        let ok_before: u64 = self.ids.iter().map(|id| self.bus.id_counters(*id).ok).sum();
+        self.read_state_inner(now);
+        // A port that fails and nothing answering: the adapter is gone (unplugged, powered off). After a
+        // second of it the loop ends with the port named (a service restarts it; the fd will not recover).
+        let ok_after: u64 = self.ids.iter().map(|id| self.bus.id_counters(*id).ok).sum();
+        if self.bus.counters.io_errors > io_before && ok_after == ok_before {
+            self.port_failing_ticks += 1;
+        } else {
+            self.port_failing_ticks = 0;
+        }
+        let limit = (1.0 / self.period.as_secs_f64()).ceil() as u32;
+        if self.port_failing_ticks >= limit.max(1) && self.status.fatal.is_none() {
+            let message = format!(
+                "serial port {} fails (I/O errors and no answer for {} ticks): unplugged or powered off?",
+                self.bus.port_name(),
+                self.port_failing_ticks
+            );
+            eprintln!("coxswain-feetech: {message}");
+            self.status.fatal = Some(message);
+        }
+    }
+
+    fn read_state_inner(&mut self, now: Instant) {
         self.read_ids.clear();
         for s in &self.servos {
             if !s.missing {

@@ -8,6 +8,7 @@
 //! | `robot`, `port` | the robot id and the serial port |
 //! | `mode` | `off` (torque off), `follow` (tracking commands), `hold` (holding a captured position), `stopping` (holding until still, then off) |
 //! | `armed`, `estop` | whether an arm request is in force; whether an e-stop is latched |
+//! | `fatal` | why the loop ended on its own (the serial port failed for a second), else `null` |
 //! | `ticks`, `overruns` | loop ticks, and ticks that ended after their deadline |
 //! | `tick_p50_us`, `tick_p99_us`, `tick_max_us` | time a tick took (bus I/O included), over the last 1024 ticks |
 //! | `commands_accepted`, `commands_refused` | valid commands, and those refused (joint count, non-finite) |
@@ -65,6 +66,8 @@ pub struct Status {
     pub tick_p99_us: u32,
     pub tick_max_us: u32,
     pub run_s: f64,
+    /// Why the loop ended on its own (the port failed); `None` while it runs or after a normal stop.
+    pub fatal: Option<String>,
     pub commands_accepted: u64,
     pub commands_refused: u64,
     pub last_command_age_ms: Option<f64>,

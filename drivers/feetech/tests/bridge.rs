@@ -418,6 +418,18 @@ fn a_servo_that_stops_answering_reads_nan_and_the_others_carry_on() {
 }
 
 #[test]
+fn a_port_that_goes_away_ends_the_loop_naming_it() {
+    let Some(rig) = Rig::start(2, &[]) else { return };
+    let Rig { mut bridge, emu, .. } = rig;
+    let port = emu.port.clone();
+    drop(emu); // kills the emulator: its pty goes away, as an unplugged adapter does
+    eventually("the loop ends on its own", || bridge.status().fatal.is_some());
+    let last = bridge.stop();
+    let why = last.and_then(|s| s.fatal).unwrap_or_default();
+    assert!(why.contains(&port), "{why}");
+}
+
+#[test]
 fn corrupt_replies_are_counted_and_the_loop_keeps_publishing() {
     let Some(mut rig) = Rig::start(2, &["--seed", "3"]) else { return };
     eventually("joint state arrives", || rig.position().len() == 6);

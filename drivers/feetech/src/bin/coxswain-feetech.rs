@@ -171,6 +171,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = bridge.run(&stop);
     eprintln!("coxswain-feetech: stopped after {:.1} s: {}", summary.run_s, summary.line());
     eprintln!("coxswain-feetech: summary {}", summary.to_json(&robot.id));
+    if let Some(why) = summary.fatal {
+        bail!(why);
+    }
     Ok(())
 }
 
