@@ -62,14 +62,20 @@ class Policy:
         return unnormalize_act(x, self.norm)[0].astype(np.float64)
 
 
-def run_policy(runner: Runner, policy: Policy, ep, execute: int):
+def run_policy(runner: Runner, policy: Policy, ep, execute: int, latency: int = 0):
+    """A chunk is requested every `execute` actions; with `latency` > 0 it arrives `latency` actions after its
+    observation and takes over at its action `latency` (its time axis starts at the observation), the previous
+    chunk running meanwhile. The first chunk is waited for (the arm holds its start pose)."""
     steps = round(ep.duration_s / DT_S)
     runner.reset(ep)
-    chunk, c0 = None, 0
+    chunk, c0, pending = None, 0, None
     for k in range(steps):
         obs = runner.observe()
         if k % execute == 0:
-            chunk, c0 = policy.chunk(obs), k
+            pending = (policy.chunk(obs), k)
+        if pending is not None and (chunk is None or k >= pending[1] + latency):
+            chunk, c0 = pending
+            pending = None
         runner.run_chunk(chunk, k - c0, 1)
     return runner.task.outcome(ep)
 
@@ -79,6 +85,7 @@ def main():
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--execute", type=int, default=8)
+    ap.add_argument("--latency", type=int, default=0, help="actions between a chunk's observation and its use")
     ap.add_argument("--expert", action="store_true")
     args = ap.parse_args()
     t0 = time.time()
@@ -90,7 +97,7 @@ def main():
     results = []
     for k in range(args.episodes):
         ep = runner.task.draw(args.seed, k)
-        out = run_expert(runner, kin, ep)[2] if args.expert else run_policy(runner, policy, ep, args.execute)
+        out = run_expert(runner, kin, ep)[2] if args.expert else run_policy(runner, policy, ep, args.execute, args.latency)
         d = out["detail"]
         results.append({"k": k, "success": out["success"], "final_distance_m": out["final_distance_m"],
                         "cube_xyz": ep.cube_xyz, "cube_yaw_rad": ep.cube_yaw_rad,
@@ -106,12 +113,12 @@ def main():
     dropped = sum(r["dropped"] for r in results)
     summary = {
         "who": "expert" if args.expert else MODEL,
-        "episodes": n, "seed": args.seed, "execute_actions": args.execute, "successes": n_ok,
+        "episodes": n, "seed": args.seed, "execute_actions": args.execute, "latency_actions": args.latency, "successes": n_ok,
         "success_rate": n_ok / n, "wilson95": [lo, hi], "lifted": lifted, "dropped": dropped,
         "mean_final_distance_m": float(np.mean([r["final_distance_m"] for r in results])),
         "seconds": round(time.time() - t0, 1),
         "command": "python models/tools/so101_evaluate.py " + " ".join(
-            [f"--episodes {n}", f"--seed {args.seed}"] + ([] if args.expert else [f"--execute {args.execute}"])
+            [f"--episodes {n}", f"--seed {args.seed}"] + ([] if args.expert else [f"--execute {args.execute}", f"--latency {args.latency}"])
             + (["--expert"] if args.expert else [])),
         "failures": [r for r in results if not r["success"]],
     }
@@ -119,7 +126,7 @@ def main():
           f"lifted {lifted}, dropped {dropped}, {summary['seconds']} s")
     for r in summary["failures"]:
         print(f"  failed: {json.dumps(r)}")
-    name = "eval_so101_expert" if args.expert else f"eval_so101_x{args.execute}"
+    name = "eval_so101_expert" if args.expert else f"eval_so101_x{args.execute}_l{args.latency}"
     (DATA / f"{name}.json").write_text(json.dumps(summary, indent=1))
 
 
