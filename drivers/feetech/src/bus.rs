@@ -14,6 +14,9 @@
 //!   An id that answers twice in one sync read is ambiguous (one of the two is another servo answering
 //!   under its id): both answers are discarded and the id gets [`TxError::WrongId`]. It is not retried
 //!   here: the caller decides whether a second try fits its tick (the bridge re-reads the failed ids once).
+//!   At the deadline, bytes still waiting to make a packet (a reply whose length byte was corrupted) are
+//!   given up header by header, so the whole replies behind a corrupt one are still used; the first silent
+//!   id then gets [`TxError::Garbled`].
 //! - [`Bus::sync_write`] writes one register block to several servos in one broadcast packet; nobody
 //!   answers, so nothing is known about its delivery (the next read shows it).
 //! - Every outcome is counted per id ([`IdCounters`]) and for the bus ([`BusCounters`]); the counters are
@@ -341,52 +344,30 @@ impl<P: Port> Bus<P> {
             }
             return;
         }
-        // Answered, or failed for good (a duplicate); `None` while still waiting.
+        // Per position in `ids`: answered (or failed for good), and whether anything came from it.
         let mut done = [false; 64];
         let mut got_bytes = [false; 64];
         let budget = self.reply_budget(tx_len, n, len as usize + STATUS_OVERHEAD);
         let deadline = Instant::now() + budget;
-        let position = |id: u8| ids.iter().position(|x| *x == id);
+        let mut salvaged = false;
         loop {
-            while let Some(ev) = self.decoder.next_event() {
-                match ev {
-                    Decoded::Packet(s) => match position(s.id) {
-                        Some(k) if k < 64 => {
-                            got_bytes[k] = true;
-                            if done[k] {
-                                // Twice: one of them was someone else answering as this id.
-                                out[k] = Err(TxError::WrongId { got: s.id });
-                            } else if s.params().len() != len as usize {
-                                out[k] = Err(TxError::Length { got: s.params().len(), want: len as usize });
-                                done[k] = true;
-                            } else {
-                                out[k] = Ok(Block::from_status(&s));
-                                done[k] = true;
-                                self.last_error_byte[s.id as usize] = s.error.0;
-                                if !s.error.is_ok() {
-                                    let c = &mut self.ids[s.id as usize];
-                                    c.servo_errors += 1;
-                                    c.last_servo_error = s.error.0;
-                                }
-                            }
-                        }
-                        _ => self.counters.unexpected_packets += 1,
-                    },
-                    Decoded::BadChecksum { id } => match position(id) {
-                        Some(k) if k < 64 && !done[k] => {
-                            out[k] = Err(TxError::Checksum);
-                            got_bytes[k] = true;
-                        }
-                        _ => self.counters.unattributed_checksum_errors += 1,
-                    },
-                }
-            }
+            self.take_sync_replies(ids, len, out, &mut done, &mut got_bytes);
             if done[..n.min(64)].iter().all(|d| *d) {
                 break;
             }
             match self.receive(deadline) {
                 Ok(true) => {}
-                Ok(false) => break,
+                Ok(false) => {
+                    // The deadline, with bytes the decoder still waits on: a corrupt length byte makes it wait
+                    // for a packet that never ends, and whole replies may sit behind it. Give up on that
+                    // header and look again.
+                    while self.decoder.pending() > 0 && !done[..n.min(64)].iter().all(|d| *d) {
+                        salvaged = true;
+                        self.decoder.skip_partial();
+                        self.take_sync_replies(ids, len, out, &mut done, &mut got_bytes);
+                    }
+                    break;
+                }
                 Err(e) => {
                     for (k, o) in out.iter_mut().enumerate() {
                         if k < 64 && !done[k] {
@@ -397,7 +378,7 @@ impl<P: Port> Bus<P> {
                 }
             }
         }
-        let mut leftover = self.decoder.pending() > 0;
+        let mut leftover = salvaged || self.decoder.pending() > 0;
         self.counters.skipped_bytes = self.decoder.stats.skipped_bytes;
         for (k, (o, id)) in out.iter_mut().zip(ids).enumerate() {
             if leftover && matches!(o, Err(TxError::Timeout)) && !got_bytes.get(k).copied().unwrap_or(false) {
@@ -409,6 +390,51 @@ impl<P: Port> Bus<P> {
             match o {
                 Ok(_) => self.ids[*id as usize].ok += 1,
                 Err(e) => self.ids[*id as usize].count(*e),
+            }
+        }
+    }
+
+    /// Puts every packet the decoder has on its id's place in a sync read's results.
+    fn take_sync_replies(
+        &mut self,
+        ids: &[u8],
+        len: u8,
+        out: &mut [ReadResult],
+        done: &mut [bool; 64],
+        got_bytes: &mut [bool; 64],
+    ) {
+        let position = |id: u8| ids.iter().position(|x| *x == id).filter(|k| *k < 64);
+        while let Some(ev) = self.decoder.next_event() {
+            match ev {
+                Decoded::Packet(s) => match position(s.id) {
+                    Some(k) => {
+                        got_bytes[k] = true;
+                        if done[k] {
+                            // Twice: one of them was someone else answering as this id.
+                            out[k] = Err(TxError::WrongId { got: s.id });
+                        } else if s.params().len() != len as usize {
+                            out[k] = Err(TxError::Length { got: s.params().len(), want: len as usize });
+                            done[k] = true;
+                        } else {
+                            out[k] = Ok(Block::from_status(&s));
+                            done[k] = true;
+                            self.last_error_byte[s.id as usize] = s.error.0;
+                            if !s.error.is_ok() {
+                                let c = &mut self.ids[s.id as usize];
+                                c.servo_errors += 1;
+                                c.last_servo_error = s.error.0;
+                            }
+                        }
+                    }
+                    None => self.counters.unexpected_packets += 1,
+                },
+                Decoded::BadChecksum { id } => match position(id) {
+                    Some(k) if !done[k] => {
+                        out[k] = Err(TxError::Checksum);
+                        got_bytes[k] = true;
+                    }
+                    _ => self.counters.unattributed_checksum_errors += 1,
+                },
             }
         }
     }
@@ -529,6 +555,19 @@ mod tests {
         assert_eq!(b.id_counters(4).servo_errors, 1);
         assert_eq!(b.last_error_byte(4), 0x20);
         assert_eq!(b.id_counters(3).timeouts, 1);
+    }
+
+    #[test]
+    fn replies_behind_a_corrupt_length_byte_are_still_found() {
+        // 1's length byte says 200: the decoder waits for a packet that never ends; 2's reply is behind it.
+        let mut wire = status(1, 0, &[1, 0]);
+        wire[3] = 200;
+        wire.extend(status(2, 0, &[2, 0]));
+        let mut b = bus(vec![wire]);
+        let mut out = [Ok(Block::EMPTY); 2];
+        b.sync_read(&[1, 2], 56, 2, &mut out);
+        assert_eq!(out[0], Err(TxError::Garbled));
+        assert_eq!(out[1].map(|x| x.bytes()[0]), Ok(2));
     }
 
     #[test]

@@ -279,6 +279,15 @@ impl Decoder {
         self.len -= n;
     }
 
+    /// Gives up on the packet the buffer starts with (one whose length byte promises more than came): drops
+    /// its first byte, so that the next [`Decoder::next_event`] looks for a header after it.
+    pub fn skip_partial(&mut self) {
+        if self.len > 0 {
+            self.stats.skipped_bytes += 1;
+            self.drop_front(1);
+        }
+    }
+
     /// The next packet or checksum failure in the buffered bytes, or `None` when more bytes are needed.
     pub fn next_event(&mut self) -> Option<Decoded> {
         loop {
