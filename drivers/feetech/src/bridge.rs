@@ -4,7 +4,8 @@
 //! ## The contract
 //!
 //! **Start** ([`Bridge::start`]): every servo of the robot description must answer a ping (else an error
-//! naming the missing ids and the port) and report an STS/SMS model number; torque is switched **off**;
+//! naming the missing ids and the port); its model number is read (another than the STS3215's is reported
+//! on stderr, and the STS/SMS register map assumed); torque is switched **off**;
 //! each servo's Homing_Offset register must hold the description's `homing_offset_counts` (else an error,
 //! unless `write_calibration`, which writes it and the position limits to EEPROM); the P/I/D coefficients
 //! of the description are written (taking effect without being saved: EEPROM stays locked).
@@ -25,7 +26,7 @@
 //! | the last valid command is younger than `torque_off_after` (1000 ms) | |
 //! | no e-stop is latched (category 2 keeps a holding torque on through the stop) | |
 //!
-//! It is never switched on at start, and a bridge that restarts while the runtime is armed keeps the
+//! An `Arm` while armed changes nothing. The torque is never switched on at start, and a bridge that restarts while the runtime is armed keeps the
 //! torque off until an operator arms again (`coxswain arm`): a restarted bridge cannot know whether the
 //! runtime's commands still match the arm (it may have been moved by hand meanwhile). When the torque goes
 //! on, each servo's goal is first set to where it is, so switching on never moves the arm; and following
@@ -43,7 +44,7 @@
 //! **E-stop** (`robot/<id>/safety/estop`, an event queue: every engage latches until a reset that is not
 //! stale; a queue overflow is an engage), per the description's `[stop] category`: 0, torque off at once;
 //! 1, hold where the joints are, then torque off once they are still (speeds under 20 counts/s for 50 ms, or
-//! after `stop_timeout`); 2, hold with the torque on. An engage also disarms: after the reset nothing moves
+//! after `stop_timeout`); 2, hold with the torque on (a torque that was off stays off). An engage also disarms: after the reset nothing moves
 //! until the next `Arm`. A category-2 hold that is holding when its e-stop is reset goes on holding (a reset
 //! neither moves the arm nor drops it) until the next `Arm` (then commands are followed again), a `Disarm`,
 //! or `torque_off_after` without a valid command. A `Disarm`/`Takeover`, and SIGINT/SIGTERM
