@@ -167,6 +167,8 @@ enum Target {
 /// A running bridge's loop state; see the module doc.
 pub struct Bridge<P: Port> {
     bus: Bus<P>,
+    /// The port's name, for messages (kept here so that the tick does not build it).
+    port: String,
     servos: Vec<Servo>,
     ids: Vec<u8>,
     options: BridgeOptions,
@@ -422,6 +424,7 @@ impl<P: Port> Bridge<P> {
         let shared = Arc::new(Mutex::new(status.clone()));
         Ok(Bridge {
             bus,
+            port: port.clone(),
             servos,
             ids,
             options,
@@ -622,7 +625,7 @@ impl<P: Port> Bridge<P> {
                 }
             }
         }
-        let port = self.bus.port_name().to_string();
+        let port = &self.port;
         let threshold = self.options.missing_after_ticks.max(1);
         for s in self.servos.iter_mut().filter(|s| !s.missing) {
             if s.reading.is_some() {
