@@ -25,7 +25,8 @@ What it guarantees (the contract the runtime and the tests rely on):
   re-anchors (counted as skipped steps) rather than burst. Zenoh callbacks only decode into latest-value slots
   or bounded queues under a lock; the physics, the task and every reply that touches them run on the loop thread.
 - Episodes: `begin {"episode": k, "seed": s}` draws episode k of seed s from the task module and replies
-  `{"episode", "start_rad", "duration_s", "task"}` (nothing moves); `start {"episode": k}` places the episode's
+  `{"episode", "start_rad", "duration_s", "task"}` (the arm does not move; the cube is put aside, out of reach,
+  so that homing the arm meets nothing left from the last episode); `start {"episode": k}` places the episode's
   objects and starts scoring, replies `{"episode", "t_s"}` (node = physics time); `end {"episode": k}` scores it,
   replies `{"episode", "start_t_s", "end_t_s", "success", "final_distance_m", "target_m", "task", "detail"}`
   (+ `min_clearance_m` where the task gives one) and puts the same JSON on `task/episode`. An unknown episode,
@@ -67,6 +68,9 @@ MAX_CATCH_UP_STEPS = 25
 LATENESS_RING = 1 << 20
 ESTOP_QUEUE = 64
 QUERY_TIMEOUT_S = 5.0
+# Where `begin` puts the cube while the runtime homes the arm (on the floor, out of the arm's reach), as a person
+# clears the workspace before a reset: the homing path then meets no object left from the last episode.
+CUBE_PARKED_XYZ = (0.0, 0.6, 0.02)
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -536,6 +540,9 @@ class Node:
                         f"{key}: the task's start_rad for episode {k} has {len(start)} values (need {self.n} finite)"
                     )
                 self.episodes[k] = {"ep": ep, "seed": req.body["seed"], "start_t_s": None, "outcome": None}
+                if self.physics.has_cube():
+                    self.physics.place_cube(CUBE_PARKED_XYZ)
+                    mujoco.mj_forward(self.physics.model, self.physics.data)
                 req.reply = {"episode": k, "start_rad": start, "duration_s": float(ep.duration_s), "task": ep.name}
             elif req.kind == "start":
                 rec = self.episodes.get(k)

@@ -175,6 +175,10 @@ class Physics:
             self.place_cube(cube_xyz, cube_yaw_rad)
         mujoco.mj_forward(self.model, self.data)
 
+    def has_cube(self) -> bool:
+        """Whether the scene has the cube (a `block` body with a free joint)."""
+        return self._cube_qpos is not None
+
     def place_cube(self, cube_xyz, cube_yaw_rad: float = 0.0) -> None:
         """Puts the cube at rest at xyz (m, world) with yaw about z (rad); no mj_forward (reset does it)."""
         if self._cube_qpos is None:

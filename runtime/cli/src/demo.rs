@@ -201,6 +201,10 @@ impl DemoSummary {
                 None
             },
             "safety_interventions": s.safety_interventions,
+            "interventions_by": (0..coxswain::safety::LIMIT_KINDS)
+                .map(|i| (LimitFlags::bit_name(i).to_string(), serde_json::json!(s.interventions_by[i])))
+                .collect::<serde_json::Map<_, _>>(),
+            "final_state": self.final_state.to_string(),
             "estops": s.estops,
             "ended_early": self.ended_early,
             "stop_completed": self.stop_completed,

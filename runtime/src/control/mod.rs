@@ -238,6 +238,8 @@ pub struct Controller {
     q: Vec<f64>,
     qd: Vec<f64>,
     proposed: Vec<f64>,
+    /// `proposed` holds the previous tick's executor target (it had an action).
+    proposed_valid: bool,
     command: Command,
     chunk_robot: Vec<f64>,
     armed: bool,
@@ -490,6 +492,7 @@ impl Controller {
             q: vec![0.0; n_robot],
             qd: vec![0.0; n_robot],
             proposed: vec![0.0; n_robot],
+            proposed_valid: false,
             command: Command::new(n_robot),
             chunk_robot: vec![0.0; h * n_robot],
             armed: false,
@@ -674,6 +677,7 @@ impl Controller {
             }
             self.starving = true;
         }
+        self.proposed_valid = have_action;
         if have_action {
             if let Some(r) = self.tick_residual.as_mut() {
                 r.correct(measured_pos, &mut self.proposed);
@@ -866,7 +870,14 @@ impl Controller {
                 self.chunk_robot[k * n + j] = actions_rad.get(k * a + i).copied().unwrap_or(f64::NAN);
             }
         }
-        let current = if self.exec.newest().is_some() { Some(&self.command.position_rad[..]) } else { None };
+        // A chunk must continue what is executed now: the executor's target (which the filter may be holding
+        // the command back from, e.g. a gripper squeezing an object within its effort window), or where there
+        // is none the command.
+        let current = match (self.exec.newest().is_some(), self.proposed_valid) {
+            (false, _) => None,
+            (true, true) => Some(&self.proposed[..]),
+            (true, false) => Some(&self.command.position_rad[..]),
+        };
         match self.safety.validate_chunk_f64(&self.chunk_robot, n, self.dt_s, current) {
             Ok(()) => {
                 self.exec.accept(&self.chunk_robot, msg.t0_s, msg.seq);

@@ -36,7 +36,7 @@ pub enum ChunkReason {
     TooFast { velocity_rad_s: f64, limit_rad_s: f64 },
     #[error("torque {effort_nm} N m exceeds {limit_nm} N m")]
     TooMuchEffort { effort_nm: f64, limit_nm: f64 },
-    #[error("first action is {distance_rad} rad from the current command; reach is {reach_rad} rad")]
+    #[error("first action is {distance_rad} rad from what is executed now; reach is {reach_rad} rad")]
     FirstActionTooFar { distance_rad: f64, reach_rad: f64 },
     #[error("the current command given for comparison has the wrong length or a non-finite value")]
     BadCurrent,
@@ -56,7 +56,8 @@ impl SafetyConfig {
     ///   rounding of an f32 limit);
     /// - the velocity implied by consecutive actions, `|a[k+1] - a[k]| / dt_s`, is at most the velocity limit
     ///   times `margins.chunk_velocity_scale` (default 1.1);
-    /// - with `current_rad` given, the first action is within `velocity · chunk_velocity_scale · dt_s +
+    /// - with `current_rad` given (what is executed now: the controller passes the executor's target, or the
+    ///   command where there is none), the first action is within `velocity · chunk_velocity_scale · dt_s +
     ///   margins.chunk_first_action_tolerance_rad` of it: reachable in one policy step.
     ///
     /// Accelerations are not checked here: actions `dt_s` apart say little about the acceleration of the

@@ -69,7 +69,7 @@ pub struct Margins {
     /// filter still enforces the exact limit.
     pub chunk_velocity_scale: f64,
     /// Chunk validation accepts a first action up to `velocity · chunk_velocity_scale · dt + this` away
-    /// from the current command. Default 0.02 rad.
+    /// from what is executed now (the executor's target, or the command). Default 0.02 rad.
     pub chunk_first_action_tolerance_rad: f64,
     /// After a controlled stop reaches zero commanded velocity, the drives keep holding the final command
     /// this long before category 1 turns them off, so the joints settle onto it. Default 0.05 s.
