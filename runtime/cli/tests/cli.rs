@@ -755,3 +755,29 @@ fn an_external_robots_task_draws_starts_and_scores_each_episode_and_draws_the_sa
     assert_ne!(sim.draw_episode_of(5, 1).unwrap().target_m, a.target_m);
     assert_ne!(sim.draw_episode_of(6, 0).unwrap().target_m, a.target_m);
 }
+
+#[test]
+fn every_shipped_deployment_passes_check_whole() {
+    let deploy = repo().join("firmware-configs/deploy");
+    let dir = temp_dir("deployments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&deploy).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        // The same file with its paths made absolute and its writable folders in a temporary one.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"../", &format!("\"{}/../", deploy.display()))
+            .replace("/var/lib/coxswain", dir.to_str().unwrap());
+        let copy = dir.join(path.file_name().unwrap());
+        std::fs::write(&copy, text).unwrap();
+        let o = coxswain(&["check", "--config", copy.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}{}", path.display(), stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("is complete"), "{}", stdout(&o));
+        checked += 1;
+    }
+    assert!(checked >= 2, "the simulated arm's and the SO-101's deployments: {checked}");
+}
