@@ -1,15 +1,16 @@
 """Closed-loop evaluation of models/so101-pick in MuJoCo, the way coxswain runs it against the node.
 
-    python models/tools/so101_evaluate.py [--episodes 100] [--seed 1000] [--execute 8] [--expert]
+    python models/tools/so101_evaluate.py [--episodes 100] [--seed 1000] [--execute 8] [--latency 0] [--expert]
 
-Episode k is `PickTask.draw(seed, k)` (seed 1000 by default; the demonstrations use seed 0). The policy runs
+Episode k is `PickTask.draw(seed, k)` (seed 1000 by default; the demonstrations use seeds 0 and 1). The policy runs
 from its ONNX file through onnxruntime and samplers.ddim_sample (DDIM, 10 steps, clip, fresh Gaussian noise per
 chunk from a seeded generator), with the manifest's normalization. Protocol: at t = 0 and then every
 `--execute` actions (0.8 s) a chunk is requested from the observation of that instant and replaces the current
-one at once (no inference latency, no blending, no RTC); the chunk's actions are interpolated linearly at
+one at once (no blending, no RTC; with `--latency d` it takes over d actions later, at its action d, the old
+chunk running meanwhile); the chunk's actions are interpolated linearly at
 200 Hz, pass the modelled safety filter (effort window, velocity, position limits) and drive the node's
 physics at 500 Hz (so101_rollout.py). Success is the task's (task.py) at the end of the 10 s episode.
-`--expert` runs the scripted expert on the same episodes instead. Results: .data/eval_so101[_expert].json.
+`--expert` runs the scripted expert on the same episodes instead. Results: .data/eval_so101_x<execute>_l<latency>.json, .data/eval_so101_expert.json.
 """
 
 from __future__ import annotations

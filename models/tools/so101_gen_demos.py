@@ -1,6 +1,6 @@
 """Scripted demonstrations of the SO-101 pick task -> models/tools/.data/so101_demos.npz.
 
-    python models/tools/so101_gen_demos.py [--episodes 300] [--seed 0]
+    python models/tools/so101_gen_demos.py [--episodes 300] [--seed 0] [--out models/tools/.data/so101_demos.npz]
 
 Episode k is `PickTask.draw(seed, k)` (drivers/mujoco/coxswain_mujoco/task.py): start pose = so101.toml's default
 pose + noise, cube position and yaw drawn in the task's box. The expert (so101_expert.py) plans from the start
