@@ -40,7 +40,7 @@ SPEED_RAD_S = 0.7
 ACCEL_RAD_S2 = 0.7
 MIN_SEGMENT_S = 0.6
 DESCEND_S = 1.2
-CLOSE_S = 0.6
+CLOSE_S = 1.0  # the gripper's peak speed 1.875 rad/s (limit 3)
 SQUEEZE_S = 0.5
 LIFT_S = 1.5
 DOWN_Z = np.array([0.0, 0.0, 1.0])
@@ -117,7 +117,7 @@ class Kinematics:
         q[ARM - 1] = cands[np.argmin(np.abs(cands - ROLL_PREFERRED_RAD))]
         return q
 
-    def solve(self, target_xyz, seed_q, iterations=60, tol_m=5e-4):
+    def solve(self, target_xyz, seed_q, iterations=60, tol_m=5e-4, tilt=None):
         """Joint angles (5) putting the grasp point at target_xyz with the jaws pointing down, or tilted outward
         (away from the base, in the vertical plane through the shoulder_pan axis) by the smallest of TILTS_RAD
         that reaches it (wrist_flex's limit rules out straight down above a few cm). Returns (q, error_m, tilt)."""
@@ -125,7 +125,7 @@ class Kinematics:
         radial = np.array([target_xyz[0] - PAN_AXIS_X_M, target_xyz[1], 0.0])
         radial /= np.linalg.norm(radial)
         best = None
-        for tilt in TILTS_RAD:
+        for tilt in (TILTS_RAD if tilt is None else [tilt]):
             down = -np.cos(tilt) * DOWN_Z + np.sin(tilt) * radial
             q, e = self._solve_dir(target_xyz, seed_q, down, iterations)
             if best is None or e < best[1] - 1e-6:
@@ -196,18 +196,22 @@ def plan_pick(kin: Kinematics, q0, cube_xyz):
     q_pre, e_pre, tilt_pre = kin.solve(pre, seed)
     errs, tilts = [e_pre], [tilt_pre]
 
-    def cart_line(p_from, p_to, q_seed, n=12):
-        """IK along a straight line at n + 1 points; returns [n + 1, 5] joint angles."""
-        qs, q = [], q_seed
-        for s in np.linspace(0, 1, n + 1):
-            q, e, tl = kin.solve(p_from + s * (p_to - p_from), q, iterations=30)
+    def cart_line(p_from, q_from, tilt_from, p_to, n=12):
+        """IK along a straight line at n + 1 points, starting exactly at q_from; the approach tilt goes linearly
+        from tilt_from to the end point's (found by the search), so the joints move continuously.
+        Returns ([n + 1, 5] joint angles, the end's tilt)."""
+        q_end, e, tilt_to = kin.solve(p_to, q_from)
+        qs, q = [q_from], q_from
+        for s in np.linspace(0, 1, n + 1)[1:]:
+            q, e, tl = kin.solve(p_from + s * (p_to - p_from), q, iterations=30,
+                                 tilt=tilt_from + s * (tilt_to - tilt_from))
             qs.append(q)
             errs.append(e)
             tilts.append(tl)
-        return np.array(qs)
+        return np.array(qs), tilt_to
 
-    down = cart_line(pre, grasp, q_pre)
-    up = cart_line(grasp, lifted, down[-1])
+    down, tilt_grasp = cart_line(pre, q_pre, tilt_pre, grasp)
+    up, _ = cart_line(grasp, down[-1], tilt_grasp, lifted)
     g0 = q0[ARM]
     plan = PickPlan()
 

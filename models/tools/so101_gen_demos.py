@@ -75,6 +75,8 @@ def main():
         print(f"  failed: {json.dumps(f)}")
     acts = np.stack(keep_act)
     print(f"  action range: min {np.round(acts.min(axis=(0, 1)), 3)} max {np.round(acts.max(axis=(0, 1)), 3)}")
+    speed = np.abs(np.diff(acts, axis=1)).max(axis=(0, 1)) / DT_S
+    print(f"  largest implied joint speed between actions (rad/s): {np.round(speed, 2)} (limits {runner.vmax})")
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         args.out,
