@@ -58,6 +58,75 @@ fn reference(req: &serde_json::Value) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// Feeds a controller tick by tick with a measured state and hand-made chunks, each delivered two ticks
+/// after the controller asked for it, as an inference thread would: the control-mode tests' bench.
+#[derive(Default)]
+struct HandChunks {
+    due: Option<(u64, coxswain::control::io::ChunkIn)>,
+    made: u64,
+}
+
+impl HandChunks {
+    /// Tick `k`'s input: its time, `requests`, the measured `q`, `qd`, and the chunk that is due.
+    fn input(
+        &mut self,
+        input: &mut coxswain::control::io::ControlInput,
+        k: u64,
+        dt: f64,
+        requests: &[coxswain::control::io::Request],
+        q: &[f64],
+        qd: &[f64],
+    ) {
+        input.tick = k;
+        input.t_s = k as f64 * dt;
+        input.requests.clear();
+        for r in requests {
+            input.requests.push(r.clone()).unwrap();
+        }
+        let st = &mut input.state;
+        st.present = true;
+        st.joints = q.len();
+        st.position_rad.clear();
+        st.velocity_rad_s.clear();
+        for (x, v) in q.iter().zip(qd) {
+            st.position_rad.push(*x).unwrap();
+            st.velocity_rad_s.push(*v).unwrap();
+        }
+        input.chunk = None;
+        if let Some((_, ch)) = self.due.filter(|(t, _)| *t <= k) {
+            input.chunk = Some(ch);
+            self.due = None;
+        }
+    }
+
+    /// After tick `k`'s step: when the controller asked for a chunk, makes one whose every action is
+    /// `action(made)` (robot order, `joints` per action), to arrive two ticks later.
+    fn answer(
+        &mut self,
+        out: &coxswain::control::io::ControlOutput,
+        input: &mut coxswain::control::io::ControlInput,
+        k: u64,
+        joints: usize,
+        action: impl Fn(u64, f64) -> Vec<f64>,
+    ) {
+        if let Some(req) = out.request.filter(|r| r.infer) {
+            let a = action(self.made, req.t_s);
+            for (i, v) in input.chunk_rad.iter_mut().enumerate() {
+                *v = a[i % joints];
+            }
+            let chunk = coxswain::control::io::ChunkIn {
+                seq: req.seq,
+                t0_s: req.t_s,
+                requested_t_s: req.sent_t_s,
+                rtc: false,
+                generation: 0,
+            };
+            self.due = Some((k + 2, chunk));
+            self.made += 1;
+        }
+    }
+}
+
 /// Runs the test model `name` for `ticks` ticks, compares every assembled input with the reference, and
 /// returns the largest difference.
 fn check(name: &str, ticks: usize) -> Option<f32> {
@@ -276,7 +345,7 @@ fn a_command_from_outside_is_zero_until_it_comes_limited_per_axis_and_decays_to_
 #[test]
 fn a_velocity_joint_is_commanded_its_target_velocity_with_no_position_gain_within_its_velocity_and_acceleration_limits()
 {
-    use coxswain::control::io::{ChunkIn, Request};
+    use coxswain::control::io::Request;
     use coxswain::control::Controller;
     // The simulated arm with its wrist as a wheel (its position limits are then not enforced).
     let path = repo().join("firmware-configs/sim-arm.toml");
@@ -310,53 +379,23 @@ fn a_velocity_joint_is_commanded_its_target_velocity_with_no_position_gain_withi
     let dt = 1.0 / robot.control_hz;
     let q = robot.default_pose();
     let (mut proposals, mut commanded) = (Vec::new(), Vec::new());
-    let mut due: Option<(u64, ChunkIn)> = None;
-    let mut made = 0u64;
+    let mut bench = HandChunks::default();
     let mut wheel_q = 0.0;
     for k in 0..3000u64 {
-        input.tick = k;
-        input.t_s = k as f64 * dt;
-        input.requests.clear();
-        if k == 0 {
-            input.requests.push(Request::Arm).unwrap();
-            input.requests.push(Request::Start).unwrap();
-        }
-        let st = &mut input.state;
-        st.present = true;
-        st.joints = q.len();
-        st.position_rad.clear();
-        st.velocity_rad_s.clear();
-        for (j, v) in q.iter().enumerate() {
-            // The wheel's measured position runs far past the wrist's limits: never a fault for a wheel.
-            st.position_rad.push(if j == 2 { wheel_q } else { *v }).unwrap();
-            st.velocity_rad_s.push(0.0).unwrap();
-        }
-        input.chunk = None;
-        if let Some((t, ch)) = due {
-            if t <= k {
-                input.chunk = Some(ch);
-                due = None;
-            }
-        }
+        let requests: &[Request] = if k == 0 { &[Request::Arm, Request::Start] } else { &[] };
+        // The wheel's measured position runs far past the wrist's limits: never a fault for a wheel.
+        let measured = [q[0], q[1], wheel_q];
+        bench.input(&mut input, k, dt, requests, &measured, &[0.0; 3]);
         c.step(&input, &mut out);
         wheel_q = out.position_rad[2];
         if out.state == coxswain::safety::SafetyState::Running || !proposals.is_empty() {
             proposals.push(out.proposed_rad.as_ref().map(|p| p[2]));
             commanded.push(out.velocity_rad_s[2]);
         }
-        if let Some(req) = out.request.filter(|r| r.infer) {
-            // Position joints hold; the wheel's target swings between 0.8 and 3.2 rad/s (its limit is 3).
-            let target = 2.0 + 1.2 * (made as f64 * 0.9).sin();
-            for (i, v) in input.chunk_rad.iter_mut().enumerate() {
-                *v = if i % 3 == 2 { target } else { q[i % 3] };
-            }
-            due = Some((
-                k + 2,
-                ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false, generation: 0 },
-            ));
-            made += 1;
-        }
+        // Position joints hold; the wheel's target swings between 0.8 and 3.2 rad/s (its limit is 3).
+        bench.answer(&out, &mut input, k, 3, |made, _| vec![q[0], q[1], 2.0 + 1.2 * (made as f64 * 0.9).sin()]);
     }
+    let made = bench.made;
     assert!(made > 10 && c.stats().chunks_rejected == 0, "{made} chunks, {:?}", c.stats());
     assert_eq!(out.state, coxswain::safety::SafetyState::Running, "no fault for a wheel far past the wrist's limits");
     assert!(wheel_q.abs() > 10.0, "the wheel turned: {wheel_q} rad");
@@ -380,7 +419,7 @@ fn a_velocity_joint_is_commanded_its_target_velocity_with_no_position_gain_withi
 
 #[test]
 fn an_effort_joint_is_commanded_its_torque_with_no_gains_within_its_limits_and_a_stop_holds_it_by_position() {
-    use coxswain::control::io::{ChunkIn, Request};
+    use coxswain::control::io::Request;
     use coxswain::control::Controller;
     use coxswain::safety::SafetyState;
     // The simulated arm with its wrist torque-controlled: effort limit 1.5 N m, and for this test limits of
@@ -422,36 +461,14 @@ fn an_effort_joint_is_commanded_its_torque_with_no_gains_within_its_limits_and_a
     let (inertia, damping) = (0.1, 2.0);
     let (mut torques, mut qs, mut qds, mut commanded, mut flags) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut kp, mut kd) = (vec![0f32; 3], vec![0f32; 3]);
-    let mut due: Option<(u64, ChunkIn)> = None;
-    let mut made = 0u64;
-    let stop_at = 2000u64;
+    let mut bench = HandChunks::default();
     for k in 0..3000u64 {
-        input.tick = k;
-        input.t_s = k as f64 * dt;
-        input.requests.clear();
-        if k == 0 {
-            input.requests.push(Request::Arm).unwrap();
-            input.requests.push(Request::Start).unwrap();
-        }
-        if k == stop_at {
-            input.requests.push(Request::Stop).unwrap();
-        }
-        let st = &mut input.state;
-        st.present = true;
-        st.joints = q.len();
-        st.position_rad.clear();
-        st.velocity_rad_s.clear();
-        for (x, v) in q.iter().zip(&qd) {
-            st.position_rad.push(*x).unwrap();
-            st.velocity_rad_s.push(*v).unwrap();
-        }
-        input.chunk = None;
-        if let Some((t, ch)) = due {
-            if t <= k {
-                input.chunk = Some(ch);
-                due = None;
-            }
-        }
+        let requests: &[Request] = match k {
+            0 => &[Request::Arm, Request::Start],
+            2000 => &[Request::Stop],
+            _ => &[],
+        };
+        bench.input(&mut input, k, dt, requests, &q, &qd);
         c.step(&input, &mut out);
         c.write_gains(&out, &mut kp, &mut kd);
         let torque = out.torque_mask & 0b100 != 0;
@@ -485,20 +502,12 @@ fn an_effort_joint_is_commanded_its_torque_with_no_gains_within_its_limits_and_a
         for (x, c) in q.iter_mut().zip(&out.position_rad).take(2) {
             *x = *c;
         }
-        if let Some(req) = out.request.filter(|r| r.infer) {
-            // Position joints hold; the wrist is pushed with 1.6 N m (its limit is 1.5) into its velocity and
-            // then its upper position limit, then back with 1.2 N m.
-            let target = if req.t_s < 3.0 { 1.6 } else { -1.2 };
-            for (i, v) in input.chunk_rad.iter_mut().enumerate() {
-                *v = if i % 3 == 2 { target } else { robot.default_pose()[i % 3] };
-            }
-            due = Some((
-                k + 2,
-                ChunkIn { seq: req.seq, t0_s: req.t_s, requested_t_s: req.sent_t_s, rtc: false, generation: 0 },
-            ));
-            made += 1;
-        }
+        // Position joints hold; the wrist is pushed with 1.6 N m (its limit is 1.5) into its velocity and then
+        // its upper position limit, then back with 1.2 N m.
+        let home = robot.default_pose();
+        bench.answer(&out, &mut input, k, 3, |_, t_s| vec![home[0], home[1], if t_s < 3.0 { 1.6 } else { -1.2 }]);
     }
+    let made = bench.made;
     assert!(made > 10 && c.stats().chunks_rejected == 0, "{made} chunks, {:?}", c.stats());
     assert_eq!(out.state, SafetyState::Holding, "the stop request holds the arm");
     assert!(
