@@ -9,7 +9,7 @@ chunk from a seeded generator), with the manifest's normalization. Protocol: at 
 one at once (no blending, no RTC; with `--latency d` it takes over d actions later, at its action d, the old
 chunk running meanwhile); the chunk's actions are interpolated linearly at
 200 Hz, pass the modelled safety filter (effort window, velocity, position limits) and drive the node's
-physics at 500 Hz (so101_rollout.py). Success is the task's (task.py) at the end of the 10 s episode.
+physics at 500 Hz (so101_rollout.py). Success is the task's (task.py) at the end of the episode (12 s).
 `--expert` runs the scripted expert on the same episodes instead. Results: .data/eval_so101_x<execute>_l<latency>.json, .data/eval_so101_expert.json.
 """
 

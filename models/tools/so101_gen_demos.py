@@ -6,7 +6,8 @@ Episode k is `PickTask.draw(seed, k)` (drivers/mujoco/coxswain_mujoco/task.py): 
 pose + noise, cube position and yaw drawn in the task's box. The expert (so101_expert.py) plans from the start
 pose and the cube's position; its plan, sampled every 0.1 s, is the action sequence, executed the way the
 runtime executes a policy's chunks against the MuJoCo node (so101_rollout.py: linear interpolation at 200 Hz,
-the safety filter's effort window and velocity limit, the node's physics at 500 Hz). Recorded at the policy
+the safety filter's effort window and velocity limit, the node's physics at 500 Hz). Recorded for DEMO_S = 10 s (the task's
+episodes are 12 s long; the expert's plan ends by 9.8 s) at the policy
 rate: raw observation [joint_pos(t - 0.1 s), joint_pos(t), cube(t)] (15) and the action (6 joint targets).
 Episodes the task does not judge a success are dropped (and counted). Evaluation seeds (so101_evaluate.py,
 seed 1000) are never used here.
@@ -27,10 +28,13 @@ from so101_rollout import DT_S, Runner
 DATA = pathlib.Path(__file__).resolve().parent / ".data"
 
 
-def run_expert(runner: Runner, kin: Kinematics, ep):
-    """One expert episode; returns (obs [S, 15], actions [S, 6], outcome, info)."""
+DEMO_S = 10.0  # recorded per demonstration: the expert's plan ends by 9.8 s, then holds
+
+
+def run_expert(runner: Runner, kin: Kinematics, ep, duration_s=None):
+    """One expert episode of duration_s (default: the episode's); returns (obs [S, 15], actions [S, 6], outcome, info)."""
     plan, info = plan_pick(kin, ep.start_rad, ep.cube_xyz)
-    steps = round(ep.duration_s / DT_S)
+    steps = round((ep.duration_s if duration_s is None else duration_s) / DT_S)
     actions = plan_actions(plan, steps, DT_S)
     runner.reset(ep)
     obs = np.empty((steps, 15))
@@ -56,7 +60,7 @@ def main():
     infos = []
     for k in range(args.episodes):
         ep = runner.task.draw(args.seed, k)
-        obs, act, out, info = run_expert(runner, kin, ep)
+        obs, act, out, info = run_expert(runner, kin, ep, DEMO_S)
         infos.append(info)
         if out["success"]:
             keep_obs.append(obs)
