@@ -715,13 +715,15 @@ fn run_real(
                     bail!("homing did not finish within 30 s");
                 }
             }
+            // The external task places its objects now, so that their sensors have reported them by the
+            // time the policy takes its first observation.
+            if let Some(t) = &task {
+                t.start(e)?;
+            }
             // The joints lag the command by the motors' time constant; give them a moment.
             std::thread::sleep(Duration::from_millis(300));
             if let Some(sim) = &sim {
                 sim.begin_scoring();
-            }
-            if let Some(t) = &task {
-                t.start(e)?;
             }
         }
         let (chunks_before, rejected_before) = {
