@@ -1,6 +1,6 @@
 """Train the so101-pick diffusion policy on models/tools/.data/so101_demos.npz -> .data/ckpt_so101_dp.pt.
 
-    python models/tools/so101_train.py [--steps 30000] [--threads 1] [--seed 0]
+    python models/tools/so101_train.py [--steps 20000] [--threads 1] [--seed 0]
 
 The reach-dp recipe (train.py, nets.py, dataset.py) at the SO-101's sizes: DDPM noise prediction, T = 100,
 `squaredcos_cap_v2` betas, uniform t, eps-MSE, AdamW with warm-up and cosine decay, EMA weights exported.
@@ -35,7 +35,7 @@ def build():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30000)
+    ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
