@@ -118,15 +118,17 @@ fn last_action_term_reads_the_policys_previous_output() {
 // ---------------------------------------------------------------------------------------------------------
 // Our trained models against the exporter's reference vectors.
 
-/// Feeds a reference archive's observation (`target`, and `joint_pos` as two history frames, oldest first)
+/// Feeds a reference archive's observation (`target` or `cube`, and `joint_pos` as two history frames, oldest first)
 /// and checks the assembled graph input against its `obs`.
 fn observe_reference(policy: &mut Policy, reference: &std::path::Path) {
     let (joint_pos, _) = npz(reference, "joint_pos");
-    let (target, _) = npz(reference, "target");
+    // The task's named vector: the reach target, or the SO-101 pick task's cube.
+    let field = if npz_has(reference, "cube") { "cube" } else { "target" };
+    let (vector, _) = npz(reference, field);
     let (obs, _) = npz(reference, "obs");
     let a = policy.manifest().action.dim();
     let mut frame = policy.new_frame();
-    frame.set("target", &target).unwrap();
+    frame.set(field, &vector).unwrap();
     frame.set("joint_pos", &joint_pos[..a]).unwrap();
     policy.observe(&frame, 0.0).unwrap();
     frame.set("joint_pos", &joint_pos[a..2 * a]).unwrap();
@@ -172,6 +174,12 @@ fn check_sampler(model_dir: &std::path::Path, manifest: &std::path::Path, refere
 #[test]
 fn diffusion_ddim_reproduces_reference() {
     let m = model("reach-dp");
+    check_sampler(&m, &m, &m.join("reference.npz"));
+}
+
+#[test]
+fn so101_pick_ddim_reproduces_reference() {
+    let m = model("so101-pick");
     check_sampler(&m, &m, &m.join("reference.npz"));
 }
 
