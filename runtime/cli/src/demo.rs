@@ -205,6 +205,12 @@ impl DemoSummary {
                 .map(|i| (LimitFlags::bit_name(i).to_string(), serde_json::json!(s.interventions_by[i])))
                 .collect::<serde_json::Map<_, _>>(),
             "final_state": self.final_state.to_string(),
+            "chunks": {
+                "accepted": s.chunks_accepted,
+                "rejected": s.chunks_rejected,
+                "spliced": s.chunks_spliced,
+                "starved_ticks": s.starved_ticks,
+            },
             "estops": s.estops,
             "ended_early": self.ended_early,
             "stop_completed": self.stop_completed,
