@@ -137,6 +137,27 @@ def norm_arrays(norm):
     }
 
 
+def ddim_sampler(ts, horizon: int, action_dim: int) -> dict:
+    """The DDIM sampler a diffusion model's normalization.json describes (eps prediction, eta 0, leading spacing,
+    x0 clipped to [-1, 1]) for timesteps `ts` and chunks of `horizon` x `action_dim`."""
+    return {
+        "kind": "diffusion",
+        "prediction": "epsilon",
+        "scheduler": "ddim",
+        "eta": 0.0,
+        "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
+        "beta_schedule": SCHEDULE,
+        "max_beta": 0.999,
+        "steps": K,
+        "timestep_spacing": "leading",
+        "timesteps": [int(t) for t in ts],
+        "set_alpha_to_one": True,
+        "clip_sample": True,
+        "clip_sample_range": 1.0,
+        "initial_noise": f"standard normal [B,{horizon},{action_dim}]",
+    }
+
+
 def settings(steps, schedule, prediction, clip_sample, convention, num_train_timesteps):
     return {
         "steps": np.int64(steps),
@@ -297,22 +318,7 @@ def export_dp(model, norm):
              eta=F32(0.0), eps_from=np.str_("unclipped_x0"),
              **settings(K, SCHEDULE, "sample", True, "ddpm_sample", NUM_TRAIN_TIMESTEPS))
 
-    dp_sampler = {
-        "kind": "diffusion",
-        "prediction": "epsilon",
-        "scheduler": "ddim",
-        "eta": 0.0,
-        "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
-        "beta_schedule": SCHEDULE,
-        "max_beta": 0.999,
-        "steps": K,
-        "timestep_spacing": "leading",
-        "timesteps": [int(t) for t in ts],
-        "set_alpha_to_one": True,
-        "clip_sample": True,
-        "clip_sample_range": 1.0,
-        "initial_noise": "standard normal [B,16,3]",
-    }
+    dp_sampler = ddim_sampler(ts, 16, 3)
     io = {
         "inputs": {"sample": ["B", 16, 3, "float32"], "timestep": ["B", "int64"], "obs": ["B", 8, "float32"]},
         "outputs": {"eps": ["B", 16, 3, "float32"]},

@@ -20,7 +20,7 @@ import torch
 import nets
 import so101_manifest
 from dataset import DATA, normalize_obs, unnormalize_act
-from export import F32, K, MODELS, N_CAND, export_onnx, norm_arrays, save_npz, settings, verify
+from export import F32, K, MODELS, N_CAND, ddim_sampler, export_onnx, norm_arrays, save_npz, settings, verify
 from samplers import alphas_cumprod, ddim_sample, make_betas, ort_model
 from so101_rollout import DT_S, EXECUTE, HISTORY, HORIZON, ROBOT_TOML
 from so101_train import ACTION_DIM, CKPT, OBS_DIM, build
@@ -112,22 +112,7 @@ def main():
              sampler=np.str_("ddim"), eta=F32(0.0), **norm_arrays(norm),
              **settings(K, SCHEDULE, "epsilon", True, "ddpm_eps", NUM_TRAIN_TIMESTEPS))
 
-    sampler = {
-        "kind": "diffusion",
-        "prediction": "epsilon",
-        "scheduler": "ddim",
-        "eta": 0.0,
-        "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
-        "beta_schedule": SCHEDULE,
-        "max_beta": 0.999,
-        "steps": K,
-        "timestep_spacing": "leading",
-        "timesteps": [int(t) for t in ts],
-        "set_alpha_to_one": True,
-        "clip_sample": True,
-        "clip_sample_range": 1.0,
-        "initial_noise": f"standard normal [B,{HORIZON},{ACTION_DIM}]",
-    }
+    sampler = ddim_sampler(ts, HORIZON, ACTION_DIM)
     io = {
         "inputs": {"sample": ["B", HORIZON, ACTION_DIM, "float32"], "timestep": ["B", "int64"],
                    "obs": ["B", OBS_DIM, "float32"]},
