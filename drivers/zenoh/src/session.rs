@@ -37,6 +37,17 @@ impl SessionOptions {
         SessionOptions { listen: vec![endpoint.to_string()], ..Default::default() }
     }
 
+    /// A program's session from its command line or deployment: a config file (the built-in defaults where
+    /// none), endpoints to listen on and to connect to. Connecting gives up after
+    /// [`SessionOptions::CONNECT_TIMEOUT_MS`] with an error naming the endpoints.
+    pub fn endpoints(config_file: Option<PathBuf>, listen: Vec<String>, connect: Vec<String>) -> Self {
+        let connect_timeout_ms = if connect.is_empty() { 0 } else { Self::CONNECT_TIMEOUT_MS };
+        SessionOptions { config_file, mode: None, listen, connect, connect_timeout_ms }
+    }
+
+    /// How long [`SessionOptions::endpoints`] waits for its `connect` endpoints.
+    pub const CONNECT_TIMEOUT_MS: u64 = 5000;
+
     /// Peer connecting to the given endpoint, failing after 2 s if nobody is there.
     pub fn connect_to(endpoint: &str) -> Self {
         SessionOptions { connect: vec![endpoint.to_string()], connect_timeout_ms: 2000, ..Default::default() }

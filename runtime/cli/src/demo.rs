@@ -610,16 +610,11 @@ fn run_real(
     let episode_s = episode_duration_s(opts, &robot)?;
     // The runtime's session. In-process the simulator gets its own session and the two meet over a
     // loopback link, like separate processes would.
-    let mut session_opts = SessionOptions {
-        config_file: opts
-            .zenoh_config
-            .clone()
-            .or_else(|| if opts.external { robot.zenoh_config.clone() } else { None }),
-        listen: opts.listen.clone(),
-        connect: opts.connect.clone(),
-        connect_timeout_ms: if opts.connect.is_empty() { 0 } else { 5000 },
-        ..Default::default()
-    };
+    let mut session_opts = SessionOptions::endpoints(
+        opts.zenoh_config.clone().or_else(|| if opts.external { robot.zenoh_config.clone() } else { None }),
+        opts.listen.clone(),
+        opts.connect.clone(),
+    );
     let mut sim_session = None;
     if !opts.external {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -629,7 +624,7 @@ fn run_real(
         let endpoint = format!("tcp/127.0.0.1:{port}");
         sim_session = Some(open(&SessionOptions::listen_on(&endpoint))?);
         session_opts.connect.push(endpoint);
-        session_opts.connect_timeout_ms = 5000;
+        session_opts.connect_timeout_ms = SessionOptions::CONNECT_TIMEOUT_MS;
     }
     let session = open(&session_opts)?;
     let sim: Option<SimHandle> = match &sim_session {

@@ -869,12 +869,7 @@ fn client_session(
     zenoh_config: Option<PathBuf>,
     connect: Vec<String>,
 ) -> anyhow::Result<coxswain_zenoh::zenoh::Session> {
-    let opts = coxswain_zenoh::session::SessionOptions {
-        config_file: zenoh_config,
-        connect_timeout_ms: if connect.is_empty() { 0 } else { 5000 },
-        connect,
-        ..Default::default()
-    };
+    let opts = coxswain_zenoh::session::SessionOptions::endpoints(zenoh_config, Vec::new(), connect);
     Ok(coxswain_zenoh::session::open(&opts)?)
 }
 

@@ -279,13 +279,7 @@ impl Deployment {
             }
             None => None,
         };
-        let zenoh = SessionOptions {
-            config_file: config,
-            listen: raw.zenoh.listen.clone(),
-            connect: raw.zenoh.connect.clone(),
-            connect_timeout_ms: if raw.zenoh.connect.is_empty() { 0 } else { 5000 },
-            ..Default::default()
-        };
+        let zenoh = SessionOptions::endpoints(config, raw.zenoh.listen.clone(), raw.zenoh.connect.clone());
         let record = match &raw.record {
             Some(r) => {
                 let unix_s =

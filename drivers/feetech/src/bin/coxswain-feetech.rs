@@ -132,13 +132,7 @@ fn open_bus(args: &BusArgs) -> anyhow::Result<(coxswain_config::Robot, Bus<Seria
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let (robot, bus) = open_bus(&args.bus)?;
-    let opts = SessionOptions {
-        config_file: args.zenoh_config.clone(),
-        listen: args.listen.clone(),
-        connect: args.connect.clone(),
-        connect_timeout_ms: if args.connect.is_empty() { 0 } else { 5000 },
-        ..Default::default()
-    };
+    let opts = SessionOptions::endpoints(args.zenoh_config.clone(), args.listen.clone(), args.connect.clone());
     let session = open(&opts).context("opening the zenoh session")?;
     let options = BridgeOptions {
         hold_after: Duration::from_millis(args.hold_after_ms),

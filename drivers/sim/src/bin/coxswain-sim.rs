@@ -57,13 +57,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let robot = coxswain_config::Robot::load(&args.robot)?;
-    let opts = SessionOptions {
-        config_file: args.zenoh_config.clone(),
-        listen: args.listen.clone(),
-        connect: args.connect.clone(),
-        connect_timeout_ms: if args.connect.is_empty() { 0 } else { 5000 },
-        ..Default::default()
-    };
+    let opts = SessionOptions::endpoints(args.zenoh_config.clone(), args.listen.clone(), args.connect.clone());
     let session = open(&opts).context("opening the zenoh session")?;
     let sim = SimNode::spawn(&session, &robot, SimOptions { seed: args.seed })?;
     if args.episode || args.episodes {
